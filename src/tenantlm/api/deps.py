@@ -1,0 +1,43 @@
+"""Request dependencies: the services container, the authenticated principal, and JSON body parsing."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from fastapi import Request
+
+from tenantlm.errors import InvalidRequest, MalformedJSON
+from tenantlm.observability.logging import tenant_id_var
+from tenantlm.tenancy.models import Principal, TenantContext
+
+if TYPE_CHECKING:
+    from tenantlm.app import Services
+
+
+def services(request: Request) -> Services:
+    svc: Services = request.app.state.services
+    return svc
+
+
+async def principal(request: Request) -> Principal:
+    found = await services(request).auth.authenticate(request.headers.get("authorization"))
+    if isinstance(found, TenantContext):
+        request.scope.setdefault("state", {})["tenant_id"] = found.tenant_id
+        tenant_id_var.set(found.tenant_id)
+    return found
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw.strip():
+        raise InvalidRequest("the request body is empty; send a JSON object")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise MalformedJSON(
+            "We could not parse the JSON body of your request. Check that it is valid JSON, sent with "
+            "Content-Type: application/json.") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("the request body must be a JSON object")
+    return data

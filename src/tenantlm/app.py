@@ -1,0 +1,166 @@
+"""The composition root: ``create_app(settings)`` builds every service once and chooses every backend. Nothing
+happens at import time; start-up work (migrations, role checks, the first admin key, model warm-up) runs in the
+lifespan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.responses import Response
+
+from tenantlm import __version__
+from tenantlm.api import errors as api_errors
+from tenantlm.api.admin.routes import router as admin_router
+from tenantlm.api.middleware import RequestContextMiddleware
+from tenantlm.api.openai.routes import router as openai_router
+from tenantlm.api.responses import JSONResponse
+from tenantlm.inference.service import InferenceService
+from tenantlm.observability.metrics import Metrics
+from tenantlm.providers.registry import ProviderRegistry
+from tenantlm.settings import Settings
+from tenantlm.storage.sql.engine import Database
+from tenantlm.storage.sql.migrate import check_app_role, migrate
+from tenantlm.tenancy.auth import Authenticator
+from tenantlm.tenancy.catalog import ModelCatalog
+from tenantlm.tenancy.end_users import EndUserRecorder
+from tenantlm.tenancy.service import TenancyService
+from tenantlm.tenancy.store import TenancyStore
+
+log = logging.getLogger("tenantlm")
+FLUSH_EVERY_S = 2.0
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    metrics: Metrics
+    auth: Authenticator
+    tenancy: TenancyService
+    end_users: EndUserRecorder
+    catalog: ModelCatalog
+    providers: ProviderRegistry
+    inference: InferenceService
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+
+def build_services(settings: Settings) -> Services:
+    db = Database.from_url(settings.sql_url)
+    store = TenancyStore(db)
+    metrics = Metrics(max_tenants=settings.metrics_max_tenants)
+    admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
+    auth = Authenticator(store=store, ttl_s=settings.key_cache_ttl_s, bootstrap_admin_key=admin_key)
+    catalog = ModelCatalog(settings.models, created_at=int(time.time()))
+    end_users = EndUserRecorder(store=store)
+    providers = ProviderRegistry.from_settings(settings)
+    return Services(
+        settings=settings, db=db, metrics=metrics, auth=auth, end_users=end_users, catalog=catalog,
+        providers=providers,
+        tenancy=TenancyService(store=store, auth=auth, known_models=catalog.names),
+        inference=InferenceService(catalog=catalog, providers=providers, metrics=metrics, end_users=end_users),
+    )
+
+
+async def _flush_loop(svc: Services) -> None:
+    while True:
+        await asyncio.sleep(FLUSH_EVERY_S)
+        await _flush(svc)
+
+
+async def _flush(svc: Services) -> None:
+    for flush in (svc.auth.flush, svc.end_users.flush):
+        try:
+            await flush()
+        except Exception:
+            log.warning("background flush failed; will retry", exc_info=True)
+
+
+async def _warm(svc: Services) -> None:
+    try:
+        await svc.providers.warmup()
+    except Exception:
+        log.exception("model warm-up failed; models will load on first use")
+    finally:
+        svc.ready.set()
+
+
+def _announce_admin_key(token: str) -> None:
+    # Printed, not logged: the secret must reach the operator once and never a log pipeline.
+    line = "=" * 78
+    sys.stdout.write(
+        f"\n{line}\nTenantLM created a platform admin key. It is shown only this once; store it safely:\n\n"
+        f"    {token}\n\nUse it as 'Authorization: Bearer <key>' on /admin/v1 or as TENANTLM_ADMIN_KEY for the CLI.\n"
+        f"{line}\n\n")
+    sys.stdout.flush()
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    svc: Services = app.state.services
+    settings = svc.settings
+    if not settings.is_postgres:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    await migrate(url=settings.sql_url, migrate_url=settings.database_migrate_url)
+    await check_app_role(svc.db.engine)
+    token = await svc.tenancy.ensure_admin_key()
+    if token:
+        _announce_admin_key(token)
+    svc.tasks.append(asyncio.create_task(_flush_loop(svc), name="tenantlm-flush"))
+    if settings.warmup:
+        svc.tasks.append(asyncio.create_task(_warm(svc), name="tenantlm-warmup"))
+    else:
+        svc.ready.set()
+    log.info("tenantlm %s ready to serve (database: %s)", __version__, svc.db.engine.dialect.name)
+    try:
+        yield
+    finally:
+        for task in svc.tasks:
+            task.cancel()
+        await asyncio.gather(*svc.tasks, return_exceptions=True)
+        await _flush(svc)
+        await svc.providers.aclose()
+        await svc.db.dispose()
+
+
+def _health_routes(app: FastAPI) -> None:
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> Any:
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> Any:
+        svc: Services = app.state.services
+        db_ok = await svc.db.ping()
+        checks = {"database": "ok" if db_ok else "unreachable", "models": "ok" if svc.ready.is_set() else "warming"}
+        ok = db_ok and svc.ready.is_set()
+        return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        svc: Services = app.state.services
+        return Response(svc.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+def create_app(settings: Settings, *, services: Services | None = None) -> FastAPI:
+    svc = services or build_services(settings)
+    app = FastAPI(title="TenantLM", version=__version__, lifespan=_lifespan, default_response_class=JSONResponse,
+                  docs_url="/docs", redoc_url=None)
+    app.state.services = svc
+    app.state.metrics = svc.metrics
+    api_errors.install(app)
+    app.include_router(openai_router)
+    app.include_router(admin_router)
+    _health_routes(app)
+    app.add_middleware(RequestContextMiddleware, metrics=svc.metrics, max_body_bytes=settings.max_body_bytes,
+                       access_log=settings.access_log)
+    return app

@@ -1,0 +1,241 @@
+"""The ``tenantlm`` command: run the server, and manage tenants and keys through the admin API.
+
+Management commands talk HTTP to a running server (``--url`` / ``TENANTLM_URL``) with a platform admin key or a tenant
+admin key (``--admin-key`` / ``TENANTLM_ADMIN_KEY``), so the CLI obeys exactly the rules the API enforces.
+Every read command takes ``--json``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import httpx
+import typer
+
+from tenantlm import __version__
+
+app = typer.Typer(help="TenantLM: a self-hosted, multi-tenant AI platform server.", no_args_is_help=True,
+                  add_completion=False)
+tenants_app = typer.Typer(help="Create, inspect, change and delete tenants.", no_args_is_help=True)
+keys_app = typer.Typer(help="Issue, list and revoke a tenant's API keys.", no_args_is_help=True)
+app.add_typer(tenants_app, name="tenants")
+app.add_typer(keys_app, name="keys")
+
+UrlOpt = Annotated[str, typer.Option("--url", envvar="TENANTLM_URL", help="Server base URL.")]
+KeyOpt = Annotated[str | None, typer.Option("--admin-key", envvar="TENANTLM_ADMIN_KEY", show_default=False,
+                                            help="Platform admin key (or a tenant admin key).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the raw JSON response.")]
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _call(method: str, url: str, key: str | None, path: str, body: dict[str, Any] | None = None) -> Any:
+    if not key:
+        _fail("no admin key: pass --admin-key or set TENANTLM_ADMIN_KEY")
+    try:
+        resp = httpx.request(method, url.rstrip("/") + path, json=body, timeout=30,
+                             headers={"authorization": f"Bearer {key}"})
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach {url}: {exc.__class__.__name__}")
+    try:
+        data = resp.json()
+    except ValueError:
+        _fail(f"HTTP {resp.status_code} with a non-JSON body")
+    if resp.status_code >= 400:
+        err = data.get("error", {}) if isinstance(data, dict) else {}
+        _fail(f"HTTP {resp.status_code}: {err.get('message', data)}", 2 if resp.status_code < 500 else 1)
+    return data
+
+
+def _show(data: Any, as_json: bool, columns: list[str] | None = None) -> None:
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, sort_keys=True))
+        return
+    rows = data["data"] if isinstance(data, dict) and data.get("object") == "list" else [data]
+    if not rows:
+        typer.echo("(none)")
+        return
+    cols = columns or list(rows[0])
+    widths = [max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols]
+    typer.echo("  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True)))
+    for r in rows:
+        typer.echo("  ".join(str(r.get(c, "")).ljust(w) for c, w in zip(cols, widths, strict=True)))
+
+
+def _json_arg(value: str | None, name: str) -> Any:
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        _fail(f"{name} must be JSON")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to bind.  [default: 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.  [default: 8080]")] = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Where the SQLite database and local files "
+                                                  "live.  [default: ./data]")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML file declaring models and providers.")] = None,
+) -> None:
+    """Run the server (offline on the embedded default: SQLite, local models)."""
+    import uvicorn
+
+    from tenantlm.app import create_app
+    from tenantlm.observability.logging import configure_logging
+    from tenantlm.settings import load_settings
+
+    try:
+        settings = load_settings(config, host=host, port=port, data_dir=data_dir)
+    except ValueError as exc:
+        _fail(f"bad configuration: {exc}")
+    configure_logging(level=settings.log_level, json=settings.log_json)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None, access_log=False,
+                loop="auto", http="auto", timeout_graceful_shutdown=10)
+
+
+@app.command("fake-upstream")
+def fake_upstream(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 9090,
+    tokens: Annotated[int, typer.Option(help="Completion tokens per reply.")] = 16,
+    latency_ms: Annotated[float, typer.Option(help="Delay before the first token.")] = 0.0,
+    token_latency_ms: Annotated[float, typer.Option(help="Delay between streamed tokens.")] = 0.0,
+) -> None:
+    """Serve the deterministic fake model as an OpenAI-compatible upstream (for tests and benchmarks)."""
+    from tenantlm.providers.fake_server import serve as serve_fake
+    from tenantlm.settings import ProviderConfig
+
+    cfg = ProviderConfig(name="fake", type="fake", tokens=tokens, latency_ms=latency_ms,
+                         token_latency_ms=token_latency_ms)
+    serve_fake(host, port, cfg)
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+@tenants_app.command("create")
+def tenants_create(
+    name: str, url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt = None, as_json: JsonOpt = False,
+    plan: Annotated[str | None, typer.Option(help="Plan name.")] = None,
+    region: Annotated[str | None, typer.Option(help="Region label.")] = None,
+    metadata: Annotated[str | None, typer.Option(help="Metadata as a JSON object.")] = None,
+) -> None:
+    """Create a tenant."""
+    body: dict[str, Any] = {"name": name}
+    for k, v in (("plan", plan), ("region", region), ("metadata", _json_arg(metadata, "--metadata"))):
+        if v is not None:
+            body[k] = v
+    _show(_call("POST", url, admin_key, "/admin/v1/tenants", body), as_json, ["id", "name", "status", "plan"])
+
+
+@tenants_app.command("list")
+def tenants_list(url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt = None, as_json: JsonOpt = False) -> None:
+    """List tenants."""
+    _show(_call("GET", url, admin_key, "/admin/v1/tenants"), as_json, ["id", "name", "status", "plan", "region"])
+
+
+@tenants_app.command("get")
+def tenants_get(tenant_id: str, url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt = None, as_json: JsonOpt = False
+                ) -> None:
+    """Show one tenant."""
+    _show(_call("GET", url, admin_key, f"/admin/v1/tenants/{tenant_id}"), as_json)
+
+
+@tenants_app.command("update")
+def tenants_update(
+    tenant_id: str, url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt = None, as_json: JsonOpt = False,
+    name: Annotated[str | None, typer.Option(help="New name.")] = None,
+    plan: Annotated[str | None, typer.Option(help="New plan.")] = None,
+    status: Annotated[str | None, typer.Option(help="active or suspended.")] = None,
+    allowed_models: Annotated[str | None, typer.Option(help="JSON list of model names, or null for all.")] = None,
+    model_aliases: Annotated[str | None, typer.Option(help="JSON object alias -> model.")] = None,
+    settings: Annotated[str | None, typer.Option(help="JSON object of tenant settings.")] = None,
+) -> None:
+    """Change a tenant."""
+    body: dict[str, Any] = {k: v for k, v in (("name", name), ("plan", plan), ("status", status)) if v is not None}
+    for k, raw in (("allowed_models", allowed_models), ("model_aliases", model_aliases), ("settings", settings)):
+        if raw is not None:
+            body[k] = _json_arg(raw, f"--{k.replace('_', '-')}")
+    if not body:
+        _fail("nothing to change: give at least one option")
+    _show(_call("PATCH", url, admin_key, f"/admin/v1/tenants/{tenant_id}", body), as_json)
+
+
+@tenants_app.command("suspend")
+def tenants_suspend(tenant_id: str, url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt = None, as_json: JsonOpt = False
+                    ) -> None:
+    """Suspend a tenant: every request with its keys gets 403 until resumed."""
+    _show(_call("PATCH", url, admin_key, f"/admin/v1/tenants/{tenant_id}", {"status": "suspended"}), as_json,
+          ["id", "name", "status"])
+
+
+@tenants_app.command("resume")
+def tenants_resume(tenant_id: str, url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt = None, as_json: JsonOpt = False
+                   ) -> None:
+    """Make a suspended tenant active again."""
+    _show(_call("PATCH", url, admin_key, f"/admin/v1/tenants/{tenant_id}", {"status": "active"}), as_json,
+          ["id", "name", "status"])
+
+
+@tenants_app.command("delete")
+def tenants_delete(
+    tenant_id: str, url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt = None, as_json: JsonOpt = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a tenant and everything it owns."""
+    if not yes:
+        if not sys.stdin.isatty():
+            _fail("refusing to delete without --yes when not on a terminal")
+        typer.confirm(f"Delete tenant {tenant_id} and all its data?", abort=True)
+    _show(_call("DELETE", url, admin_key, f"/admin/v1/tenants/{tenant_id}"), as_json)
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant_id: str, url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt = None, as_json: JsonOpt = False,
+    role: Annotated[str, typer.Option(help="admin, member or viewer.")] = "member",
+    name: Annotated[str, typer.Option(help="A label for the key.")] = "key",
+    expires_in: Annotated[int | None, typer.Option("--expires-in", help="Lifetime in seconds.")] = None,
+) -> None:
+    """Issue a key. The secret is printed once and cannot be shown again."""
+    body: dict[str, Any] = {"name": name, "role": role}
+    if expires_in is not None:
+        body["expires_in_s"] = expires_in
+    _show(_call("POST", url, admin_key, f"/admin/v1/tenants/{tenant_id}/keys", body), as_json,
+          ["id", "name", "role", "key"])
+
+
+@keys_app.command("list")
+def keys_list(tenant_id: str, url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt = None, as_json: JsonOpt = False
+              ) -> None:
+    """List a tenant's keys (never their secrets)."""
+    _show(_call("GET", url, admin_key, f"/admin/v1/tenants/{tenant_id}/keys"), as_json,
+          ["id", "name", "role", "hint", "revoked_at", "last_used_at"])
+
+
+@keys_app.command("revoke")
+def keys_revoke(tenant_id: str, key_id: str, url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt = None,
+                as_json: JsonOpt = False) -> None:
+    """Revoke a key; it stops working within a second everywhere."""
+    _show(_call("DELETE", url, admin_key, f"/admin/v1/tenants/{tenant_id}/keys/{key_id}"), as_json,
+          ["id", "name", "revoked_at"])
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

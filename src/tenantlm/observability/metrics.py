@@ -1,0 +1,62 @@
+"""Prometheus metrics with a tenant label of bounded cardinality.
+
+The first ``max_tenants`` tenants seen get their own label value; later ones share ``"other"``, so a deployment with
+a hundred thousand tenants cannot blow up the time-series count. Each app builds its own registry (no globals).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+OTHER = "other"
+NONE = "none"
+
+
+class TenantLabels:
+    def __init__(self, max_tenants: int) -> None:
+        self.max_tenants = max_tenants
+        self._known: set[str] = set()
+
+    def __call__(self, tenant_id: str | None) -> str:
+        if not tenant_id:
+            return NONE
+        if tenant_id in self._known:
+            return tenant_id
+        if len(self._known) < self.max_tenants:
+            self._known.add(tenant_id)
+            return tenant_id
+        return OTHER
+
+
+class Metrics:
+    def __init__(self, *, max_tenants: int = 100) -> None:
+        self.registry = CollectorRegistry()
+        self.tenant_label = TenantLabels(max_tenants)
+        self.requests = Counter("tenantlm_requests", "HTTP requests served", ["route", "method", "status", "tenant"],
+                                registry=self.registry)
+        self.latency = Histogram(
+            "tenantlm_request_duration_seconds", "Time to the end of the response", ["route", "tenant"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=self.registry)
+        self.tokens = Counter("tenantlm_tokens", "Tokens processed", ["tenant", "model", "kind"],
+                              registry=self.registry)
+        self.errors = Counter("tenantlm_errors", "Error responses by OpenAI error type", ["tenant", "type"],
+                              registry=self.registry)
+
+    def observe_request(self, *, route: str, method: str, status: int, tenant_id: str | None, seconds: float) -> None:
+        tenant = self.tenant_label(tenant_id)
+        self.requests.labels(route, method, str(status), tenant).inc()
+        self.latency.labels(route, tenant).observe(seconds)
+
+    def observe_tokens(self, *, tenant_id: str, model: str, prompt: int, completion: int) -> None:
+        tenant = self.tenant_label(tenant_id)
+        if prompt:
+            self.tokens.labels(tenant, model, "prompt").inc(prompt)
+        if completion:
+            self.tokens.labels(tenant, model, "completion").inc(completion)
+
+    def observe_error(self, *, tenant_id: str | None, type_: str) -> None:
+        self.errors.labels(self.tenant_label(tenant_id), type_).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

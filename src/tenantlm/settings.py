@@ -1,0 +1,175 @@
+"""Typed settings: ``TENANTLM_*`` environment variables plus an optional YAML file for models and providers.
+
+Precedence: explicit keyword arguments > environment > YAML file > defaults. Secrets are ``SecretStr`` so they never
+print. Nothing here does work at import time; ``load_settings`` is called by the CLI and by tests.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOCAL_CHAT_MODEL = "smollm2-135m-instruct"
+LOCAL_EMBEDDING_MODEL = "all-minilm-l6-v2"
+
+
+class ProviderConfig(BaseModel):
+    """One backend. ``type`` picks the adapter; the other fields are read by that adapter only."""
+
+    model_config = {"extra": "forbid"}
+
+    name: str
+    type: Literal["openai_compatible", "local", "fake"]
+    # openai_compatible
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    timeout_s: float = 60.0
+    connect_timeout_s: float = 5.0
+    max_retries: int = 2
+    backoff_base_s: float = 0.25
+    backoff_max_s: float = 8.0
+    max_connections: int = 256
+    breaker_failures: int = 5
+    breaker_reset_s: float = 30.0
+    # local
+    threads: int = 1
+    instances: int = 1
+    context_length: int = 2048
+    model_path: str | None = None
+    # fake
+    latency_ms: float = 0.0
+    token_latency_ms: float = 0.0
+    tokens: int = 16
+    embedding_dimensions: int = 8
+
+    @model_validator(mode="after")
+    def _check(self) -> ProviderConfig:
+        if self.type == "openai_compatible" and not self.base_url:
+            raise ValueError(f"provider {self.name!r}: openai_compatible needs base_url")
+        return self
+
+
+class ModelConfig(BaseModel):
+    """A catalog entry: the name tenants use, where it is served, what it costs."""
+
+    model_config = {"extra": "forbid"}
+
+    name: str
+    provider: str
+    upstream_model: str | None = None
+    kind: Literal["chat", "embedding"] = "chat"
+    region: str = "local"
+    input_price_per_1m: float = 0.0
+    output_price_per_1m: float = 0.0
+    context_length: int = 2048
+    dimensions: int | None = None
+    fallbacks: list[str] = Field(default_factory=list)
+
+    @property
+    def upstream(self) -> str:
+        return self.upstream_model or self.name
+
+
+def default_providers() -> list[ProviderConfig]:
+    return [ProviderConfig(name="local", type="local")]
+
+
+def default_models() -> list[ModelConfig]:
+    return [
+        ModelConfig(name=LOCAL_CHAT_MODEL, provider="local", kind="chat", context_length=2048),
+        ModelConfig(name=LOCAL_EMBEDDING_MODEL, provider="local", kind="embedding", dimensions=384,
+                    context_length=256),
+    ]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TENANTLM_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path("./data")
+    config_file: Path | None = None
+    database_url: str | None = None
+    # Postgres only: the owner role that runs migrations. The server itself connects with database_url, which must
+    # be a role that neither owns the tables nor bypasses row-level security.
+    database_migrate_url: str | None = None
+    admin_key: SecretStr | None = None
+    max_body_bytes: int = 8 * 1024 * 1024
+    key_cache_ttl_s: float = 1.0
+    metrics_max_tenants: int = 100
+    log_level: str = "INFO"
+    log_json: bool = True
+    access_log: bool = True
+    # Load the local models at start (readiness waits for it) instead of on the first request.
+    warmup: bool = True
+    providers: list[ProviderConfig] = Field(default_factory=default_providers)
+    models: list[ModelConfig] = Field(default_factory=default_models)
+
+    @field_validator("data_dir", mode="after")
+    @classmethod
+    def _abs(cls, v: Path) -> Path:
+        return v.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _check_catalog(self) -> Settings:
+        names = {p.name for p in self.providers}
+        if len(names) != len(self.providers):
+            raise ValueError("provider names must be unique")
+        seen: set[str] = set()
+        for m in self.models:
+            if m.provider not in names:
+                raise ValueError(f"model {m.name!r} names unknown provider {m.provider!r}")
+            if m.name in seen:
+                raise ValueError(f"model {m.name!r} is declared twice")
+            seen.add(m.name)
+        for m in self.models:
+            for fb in m.fallbacks:
+                if fb not in seen:
+                    raise ValueError(f"model {m.name!r} falls back to unknown model {fb!r}")
+        return self
+
+    @property
+    def sql_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'tenantlm.db'}"
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.sql_url.startswith("postgresql")
+
+    def model(self, name: str) -> ModelConfig | None:
+        for m in self.models:
+            if m.name == name:
+                return m
+        return None
+
+    def provider(self, name: str) -> ProviderConfig:
+        for p in self.providers:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
+    """Build settings from YAML (models, providers and any other field), then env, then ``overrides``."""
+    path = config_file or os.environ.get("TENANTLM_CONFIG_FILE")
+    file_values: dict[str, Any] = {}
+    if path:
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise ValueError(f"config file not found: {p}")
+        loaded = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"config file {p} must hold a mapping at the top level")
+        file_values = loaded
+        file_values["config_file"] = p
+    env_set = {k[len("TENANTLM_"):].lower() for k in os.environ if k.startswith("TENANTLM_")}
+    merged = {k: v for k, v in file_values.items() if k not in env_set}
+    merged.update({k: v for k, v in overrides.items() if v is not None})
+    return Settings(**merged)

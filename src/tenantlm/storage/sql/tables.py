@@ -1,0 +1,70 @@
+"""SQLAlchemy Core tables. The migrations in ``migrations/versions`` are the source of truth for the schema; these
+definitions mirror them for query building, and a test checks that the two agree.
+
+Every tenant-owned table carries ``tenant_id`` and, on Postgres, FORCE row-level security keyed on the
+transaction-local setting ``tenantlm.tenant_id`` (see ``engine.TenantScopedDatabase``).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+tenants = sa.Table(
+    "tenants",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("plan", sa.String(64), nullable=False),
+    sa.Column("region", sa.String(64), nullable=False),
+    sa.Column("metadata", sa.JSON, nullable=False),
+    sa.Column("settings", sa.JSON, nullable=False),
+    sa.Column("allowed_models", sa.JSON, nullable=True),
+    sa.Column("model_aliases", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("scopes", sa.JSON, nullable=True),
+    sa.Column("secret_hash", sa.LargeBinary(32), nullable=False),
+    sa.Column("hint", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=True),
+    sa.Column("revoked_at", sa.Float, nullable=True),
+    sa.Column("last_used_at", sa.Float, nullable=True),
+    sa.Index("ix_api_keys_tenant", "tenant_id"),
+)
+
+admin_keys = sa.Table(
+    "admin_keys",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("secret_hash", sa.LargeBinary(32), nullable=False),
+    sa.Column("hint", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("revoked_at", sa.Float, nullable=True),
+    sa.Column("last_used_at", sa.Float, nullable=True),
+)
+
+end_users = sa.Table(
+    "end_users",
+    metadata,
+    sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("user_id", sa.String(256), primary_key=True),
+    sa.Column("first_seen_at", sa.Float, nullable=False),
+    sa.Column("last_seen_at", sa.Float, nullable=False),
+    sa.Column("request_count", sa.BigInteger, nullable=False),
+)
+
+# Tables whose rows belong to one tenant. The migration enables FORCE RLS on each; tests iterate this list.
+TENANT_OWNED: dict[str, str] = {"tenants": "id", "api_keys": "tenant_id", "end_users": "tenant_id"}

@@ -1,0 +1,71 @@
+"""End users inside a tenant: named per request, counted in memory, written in batches off the request path."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from tenantlm.errors import InvalidRequest
+from tenantlm.tenancy.store import TenancyStore
+
+MAX_END_USER_LEN = 256
+
+
+@dataclass(slots=True)
+class _Seen:
+    requests: int
+    first: float
+    last: float
+
+
+def pick_end_user(*, header: str | None, body_user: object, body_safety_id: object) -> str | None:
+    """The end user a request speaks for: the ``X-TenantLM-User`` header, else ``safety_identifier``, else ``user``.
+
+    This names a person *inside* the authenticated tenant; it never selects the tenant.
+    """
+    for value, param in ((header, "X-TenantLM-User"), (body_safety_id, "safety_identifier"), (body_user, "user")):
+        if value is None or value == "":
+            continue
+        if not isinstance(value, str) or len(value) > MAX_END_USER_LEN or not value.isprintable():
+            raise InvalidRequest(f"{param} must be a printable string of at most {MAX_END_USER_LEN} characters",
+                                 param=param)
+        return value
+    return None
+
+
+class EndUserRecorder:
+    def __init__(self, *, store: TenancyStore, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.clock = clock
+        self._pending: dict[str, dict[str, _Seen]] = {}
+
+    def record(self, *, tenant_id: str, user_id: str) -> None:
+        now = self.clock()
+        per_tenant = self._pending.setdefault(tenant_id, {})
+        seen = per_tenant.get(user_id)
+        if seen is None:
+            per_tenant[user_id] = _Seen(1, now, now)
+        else:
+            seen.requests += 1
+            seen.last = now
+
+    async def flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        for tenant_id, users in pending.items():
+            rows = [(u, s.requests, s.first, s.last) for u, s in users.items()]
+            try:
+                await self.store.upsert_end_users(tenant_id=tenant_id, seen=rows)
+            except sa.exc.IntegrityError:
+                continue  # the tenant was deleted meanwhile: nothing to keep
+            except Exception:
+                self._merge_back(tenant_id, users)
+                raise
+
+    def _merge_back(self, tenant_id: str, users: dict[str, _Seen]) -> None:
+        per_tenant = self._pending.setdefault(tenant_id, {})
+        for user_id, old in users.items():
+            cur = per_tenant.get(user_id)
+            per_tenant[user_id] = old if cur is None else _Seen(cur.requests + old.requests, old.first, cur.last)

@@ -1,0 +1,79 @@
+"""API key format, generation and verification.
+
+Tenant keys look like ``tlm_`` + 16 hex characters (the key id) + 43 base62 characters (the secret, 256 bits).
+Platform admin keys use the prefix ``tlmadmin_`` with the same body. The id lets the server find the stored record
+without searching by secret; the full key is then hashed (SHA-256: the secret is 256 random bits, so a slow hash
+adds nothing) and compared with ``hmac.compare_digest``. Only the hash and a 4-character hint are stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import string
+from dataclasses import dataclass
+
+TENANT_PREFIX = "tlm_"
+ADMIN_PREFIX = "tlmadmin_"
+_ID_LEN = 16
+_SECRET_LEN = 43
+_ALPHABET = string.ascii_letters + string.digits
+_HEX = frozenset("0123456789abcdef")
+_B62 = frozenset(_ALPHABET)
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedKey:
+    kind: str  # "tenant" | "admin"
+    key_id: str
+    token: str
+
+
+def _random_b62(n: int) -> str:
+    return "".join(secrets.choice(_ALPHABET) for _ in range(n))
+
+
+def new_key_id() -> str:
+    return secrets.token_hex(_ID_LEN // 2)
+
+
+def make_token(prefix: str, key_id: str) -> str:
+    return f"{prefix}{key_id}{_random_b62(_SECRET_LEN)}"
+
+
+def hash_token(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def hint(token: str) -> str:
+    return token[-4:]
+
+
+def verify(token: str, stored_hash: bytes) -> bool:
+    return hmac.compare_digest(hash_token(token), stored_hash)
+
+
+def parse(token: str) -> ParsedKey | None:
+    """Recognise the shape of a key without touching storage; None for anything malformed."""
+    for prefix, kind in ((ADMIN_PREFIX, "admin"), (TENANT_PREFIX, "tenant")):
+        if token.startswith(prefix):
+            body = token[len(prefix):]
+            if len(body) != _ID_LEN + _SECRET_LEN:
+                return None
+            key_id, secret = body[:_ID_LEN], body[_ID_LEN:]
+            if not set(key_id) <= _HEX or not set(secret) <= _B62:
+                return None
+            return ParsedKey(kind=kind, key_id=key_id, token=token)
+    return None
+
+
+def public_key_id(key_id: str) -> str:
+    return f"key_{key_id}"
+
+
+def internal_key_id(public_id: str) -> str | None:
+    if not public_id.startswith("key_"):
+        return None
+    raw = public_id[4:]
+    return raw if len(raw) == _ID_LEN and set(raw) <= _HEX else None

@@ -1,0 +1,153 @@
+"""Domain objects of tenancy: tenants, keys, roles, and the TenantContext every request carries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class TenantStatus(StrEnum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    MEMBER = "member"
+    VIEWER = "viewer"
+
+
+class Permission(StrEnum):
+    MODELS_READ = "models:read"
+    INFERENCE = "inference"
+    TENANT_READ = "tenant:read"
+    TENANT_WRITE = "tenant:write"
+    KEYS_READ = "keys:read"
+    KEYS_WRITE = "keys:write"
+
+
+ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
+    Role.ADMIN: frozenset(Permission),
+    Role.MEMBER: frozenset({Permission.MODELS_READ, Permission.INFERENCE, Permission.TENANT_READ}),
+    Role.VIEWER: frozenset({Permission.MODELS_READ, Permission.TENANT_READ, Permission.KEYS_READ}),
+}
+
+
+def effective_permissions(role: Role, scopes: list[str] | None) -> frozenset[Permission]:
+    """A key's rights: its role's permissions, narrowed to ``scopes`` when the key was given any."""
+    granted = ROLE_PERMISSIONS[role]
+    if scopes is None:
+        return granted
+    return granted & frozenset(Permission(s) for s in scopes)
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    id: str
+    name: str
+    status: TenantStatus
+    plan: str
+    region: str
+    metadata: dict[str, Any]
+    settings: dict[str, Any]
+    allowed_models: list[str] | None
+    model_aliases: dict[str, str]
+    created_at: float
+    updated_at: float
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "tenant",
+            "name": self.name,
+            "status": self.status.value,
+            "plan": self.plan,
+            "region": self.region,
+            "metadata": self.metadata,
+            "settings": self.settings,
+            "allowed_models": self.allowed_models,
+            "model_aliases": self.model_aliases,
+            "created_at": int(self.created_at),
+            "updated_at": int(self.updated_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    id: str
+    tenant_id: str
+    name: str
+    role: Role
+    scopes: list[str] | None
+    secret_hash: bytes
+    hint: str
+    created_at: float
+    expires_at: float | None
+    revoked_at: float | None
+    last_used_at: float | None
+
+    def usable_at(self, now: float) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "api_key",
+            "tenant_id": self.tenant_id,
+            "name": self.name,
+            "role": self.role.value,
+            "scopes": self.scopes,
+            "hint": self.hint,
+            "created_at": int(self.created_at),
+            "expires_at": None if self.expires_at is None else int(self.expires_at),
+            "revoked_at": None if self.revoked_at is None else int(self.revoked_at),
+            "last_used_at": None if self.last_used_at is None else int(self.last_used_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AdminKey:
+    id: str
+    name: str
+    secret_hash: bytes
+    hint: str
+    created_at: float
+    revoked_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class TenantContext:
+    """Who is calling: resolved only from the authenticated key, never from anything else in the request."""
+
+    tenant: Tenant
+    key_id: str
+    role: Role
+    permissions: frozenset[Permission]
+    end_user: str | None = None
+
+    @property
+    def tenant_id(self) -> str:
+        return self.tenant.id
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformPrincipal:
+    """A platform admin key: may manage every tenant, has no data-plane tenant."""
+
+    key_id: str
+
+
+Principal = TenantContext | PlatformPrincipal
+
+
+@dataclass(slots=True)
+class CreatedKey:
+    """A key just made; ``secret`` is returned to the caller once and never stored."""
+
+    key: ApiKey
+    secret: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def public(self) -> dict[str, Any]:
+        return {**self.key.public(), "key": self.secret}

@@ -1,0 +1,214 @@
+"""Tenancy use cases: create and change tenants, issue and revoke keys. Validation lives here, storage in the store,
+and every change that affects authentication is pushed to the authenticator's cache at once.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tenantlm.errors import InvalidRequest, NotFound, PermissionDenied
+from tenantlm.tenancy import keys
+from tenantlm.tenancy.auth import Authenticator
+from tenantlm.tenancy.models import AdminKey, ApiKey, CreatedKey, Permission, Role, Tenant, TenantStatus
+from tenantlm.tenancy.store import TenancyStore
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,199}$")
+_EDITABLE = frozenset({"name", "status", "plan", "region", "metadata", "settings", "allowed_models",
+                       "model_aliases"})
+# Fields a tenant's own admin may change; status, plan and region are the operator's.
+TENANT_ADMIN_EDITABLE = frozenset({"name", "metadata", "settings"})
+
+
+def new_tenant_id() -> str:
+    return "ten_" + secrets.token_hex(8)
+
+
+def _check_name(name: Any, what: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InvalidRequest(
+            f"{what} must be 1-200 characters of letters, digits, space, '.', '_' or '-', starting with a letter "
+            "or digit", param="name")
+    return name
+
+
+def _check_json_object(value: Any, param: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InvalidRequest(f"{param} must be a JSON object", param=param)
+    return value
+
+
+def _check_models(value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidRequest("allowed_models must be a list of model names or null", param="allowed_models")
+    return list(value)
+
+
+def _check_aliases(value: Any) -> dict[str, str]:
+    obj = _check_json_object(value, "model_aliases")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in obj.items()):
+        raise InvalidRequest("model_aliases maps alias names to catalog model names", param="model_aliases")
+    return obj
+
+
+class TenancyService:
+    def __init__(self, *, store: TenancyStore, auth: Authenticator, known_models: Callable[[], set[str]],
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.auth = auth
+        self.known_models = known_models
+        self.clock = clock
+
+    # --- tenants ----------------------------------------------------------------------------------------------
+    async def create_tenant(self, body: dict[str, Any]) -> Tenant:
+        unknown = set(body) - _EDITABLE
+        if unknown:
+            raise InvalidRequest(f"unknown field(s): {', '.join(sorted(unknown))}", param=sorted(unknown)[0])
+        now = self.clock()
+        tenant = Tenant(
+            id=new_tenant_id(), name=_check_name(body.get("name"), "name"),
+            status=self._status(body.get("status", "active")), plan=str(body.get("plan", "free")),
+            region=str(body.get("region", "local")), metadata=_check_json_object(body.get("metadata", {}), "metadata"),
+            settings=_check_json_object(body.get("settings", {}), "settings"),
+            allowed_models=self._models(body.get("allowed_models")),
+            model_aliases=self._aliases(body.get("model_aliases", {})), created_at=now, updated_at=now,
+        )
+        await self.store.insert_tenant(tenant_id=tenant.id, tenant=tenant)
+        return tenant
+
+    async def list_tenants(self, *, limit: int = 100, after: str | None = None) -> list[Tenant]:
+        return await self.store.platform_list_tenants(limit=max(1, min(limit, 1000)), after=after)
+
+    async def get_tenant(self, *, tenant_id: str) -> Tenant:
+        tenant = await self.store.get_tenant(tenant_id=tenant_id)
+        if tenant is None:
+            raise NotFound(f"no tenant {tenant_id!r}", param="tenant_id")
+        return tenant
+
+    async def update_tenant(self, *, tenant_id: str, body: dict[str, Any], allowed: frozenset[str] = _EDITABLE
+                            ) -> Tenant:
+        unknown = set(body) - _EDITABLE
+        if unknown:
+            raise InvalidRequest(f"unknown field(s): {', '.join(sorted(unknown))}", param=sorted(unknown)[0])
+        values = self._validated_changes(body, allowed)
+        values["updated_at"] = self.clock()
+        tenant = await self.store.update_tenant(tenant_id=tenant_id, values=values)
+        if tenant is None:
+            raise NotFound(f"no tenant {tenant_id!r}", param="tenant_id")
+        self.auth.invalidate_tenant(tenant_id)
+        return tenant
+
+    def _validated_changes(self, body: dict[str, Any], allowed: frozenset[str]) -> dict[str, Any]:
+        forbidden = set(body) - allowed
+        if forbidden:
+            raise PermissionDenied(f"this key may not change {', '.join(sorted(forbidden))}",
+                                   param=sorted(forbidden)[0])
+        checks: dict[str, Callable[[Any], Any]] = {
+            "name": lambda v: _check_name(v, "name"), "status": lambda v: self._status(v).value,
+            "plan": str, "region": str, "metadata": lambda v: _check_json_object(v, "metadata"),
+            "settings": lambda v: _check_json_object(v, "settings"), "allowed_models": self._models,
+            "model_aliases": self._aliases,
+        }
+        return {k: checks[k](v) for k, v in body.items()}
+
+    async def delete_tenant(self, *, tenant_id: str) -> None:
+        if not await self.store.delete_tenant(tenant_id=tenant_id):
+            raise NotFound(f"no tenant {tenant_id!r}", param="tenant_id")
+        self.auth.invalidate_tenant(tenant_id)
+
+    @staticmethod
+    def _status(value: Any) -> TenantStatus:
+        try:
+            return TenantStatus(value)
+        except ValueError:
+            raise InvalidRequest("status must be 'active' or 'suspended'", param="status") from None
+
+    def _models(self, value: Any) -> list[str] | None:
+        models = _check_models(value)
+        unknown = set(models or ()) - self.known_models()
+        if unknown:
+            raise InvalidRequest(f"unknown model(s) in allowed_models: {', '.join(sorted(unknown))}",
+                                 param="allowed_models")
+        return models
+
+    def _aliases(self, value: Any) -> dict[str, str]:
+        aliases = _check_aliases(value)
+        unknown = set(aliases.values()) - self.known_models()
+        if unknown:
+            raise InvalidRequest(f"model_aliases point at unknown model(s): {', '.join(sorted(unknown))}",
+                                 param="model_aliases")
+        return aliases
+
+    # --- keys -------------------------------------------------------------------------------------------------
+    async def create_key(self, *, tenant_id: str, body: dict[str, Any]) -> CreatedKey:
+        await self.get_tenant(tenant_id=tenant_id)
+        name = _check_name(body.get("name", "key"), "name")
+        try:
+            role = Role(body.get("role", "member"))
+        except ValueError:
+            raise InvalidRequest("role must be 'admin', 'member' or 'viewer'", param="role") from None
+        scopes = self._scopes(body.get("scopes"))
+        expires_at = self._expiry(body.get("expires_at"), body.get("expires_in_s"))
+        key_id = keys.new_key_id()
+        token = keys.make_token(keys.TENANT_PREFIX, key_id)
+        key = ApiKey(id=keys.public_key_id(key_id), tenant_id=tenant_id, name=name, role=role, scopes=scopes,
+                     secret_hash=keys.hash_token(token), hint=keys.hint(token), created_at=self.clock(),
+                     expires_at=expires_at, revoked_at=None, last_used_at=None)
+        await self.store.insert_key(tenant_id=tenant_id, key=key)
+        return CreatedKey(key=key, secret=token)
+
+    @staticmethod
+    def _scopes(value: Any) -> list[str] | None:
+        if value is None:
+            return None
+        valid = {p.value for p in Permission}
+        if not isinstance(value, list) or not all(isinstance(s, str) and s in valid for s in value):
+            raise InvalidRequest(f"scopes must be a list drawn from {sorted(valid)}", param="scopes")
+        return sorted(set(value))
+
+    def _expiry(self, at: Any, in_s: Any) -> float | None:
+        if at is not None and in_s is not None:
+            raise InvalidRequest("give expires_at or expires_in_s, not both", param="expires_at")
+        if in_s is not None:
+            if not isinstance(in_s, int | float) or isinstance(in_s, bool) or in_s <= 0:
+                raise InvalidRequest("expires_in_s must be a positive number of seconds", param="expires_in_s")
+            return self.clock() + float(in_s)
+        if at is not None:
+            if not isinstance(at, int | float) or isinstance(at, bool) or at <= self.clock():
+                raise InvalidRequest("expires_at must be a unix time in the future", param="expires_at")
+            return float(at)
+        return None
+
+    async def list_keys(self, *, tenant_id: str) -> list[ApiKey]:
+        await self.get_tenant(tenant_id=tenant_id)
+        return await self.store.list_keys(tenant_id=tenant_id)
+
+    async def get_key(self, *, tenant_id: str, key_id: str) -> ApiKey:
+        key = await self.store.get_key(tenant_id=tenant_id, key_id=key_id)
+        if key is None:
+            raise NotFound(f"no key {key_id!r}", param="key_id")
+        return key
+
+    async def revoke_key(self, *, tenant_id: str, key_id: str) -> ApiKey:
+        key = await self.store.revoke_key(tenant_id=tenant_id, key_id=key_id, at=self.clock())
+        if key is None:
+            raise NotFound(f"no key {key_id!r}", param="key_id")
+        self.auth.invalidate_key(key_id)
+        return key
+
+    # --- platform admin keys ----------------------------------------------------------------------------------
+    async def ensure_admin_key(self) -> str | None:
+        """At first start with no ``TENANTLM_ADMIN_KEY``, make one admin key and return its secret (shown once)."""
+        if self.auth.has_bootstrap_key or await self.store.platform_count_admin_keys() > 0:
+            return None
+        key_id = keys.new_key_id()
+        token = keys.make_token(keys.ADMIN_PREFIX, key_id)
+        await self.store.platform_insert_admin_key(AdminKey(
+            id=keys.public_key_id(key_id), name="bootstrap", secret_hash=keys.hash_token(token),
+            hint=keys.hint(token), created_at=self.clock(), revoked_at=None))
+        return token

@@ -1,0 +1,121 @@
+"""Row-level security is a second wall: with the app-side tenant filter removed, Postgres still returns nothing
+foreign. The server's role is neither owner nor BYPASSRLS, and the server refuses to start as one that is."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from services import PostgresDatabase
+from tenantlm.storage.sql.engine import Database
+from tenantlm.storage.sql.migrate import UnsafeDatabaseRole, check_app_role, migrate
+from tenantlm.storage.sql.tables import TENANT_OWNED, api_keys, end_users
+from tenantlm.tenancy import keys
+from tenantlm.tenancy.models import ApiKey, Role, Tenant, TenantStatus
+from tenantlm.tenancy.store import TenancyStore, _key
+
+
+class UnfilteredStore(TenancyStore):
+    """A store with the bug RLS exists for: it forgot ``WHERE tenant_id = ...``."""
+
+    async def list_keys(self, *, tenant_id: str) -> list[ApiKey]:
+        async with self.db.tenant_tx(tenant_id=tenant_id) as conn:
+            return [_key(r) for r in await conn.execute(sa.select(api_keys))]
+
+
+def _tenant(tid: str) -> Tenant:
+    return Tenant(id=tid, name=tid, status=TenantStatus.ACTIVE, plan="free", region="local", metadata={}, settings={},
+                  allowed_models=None, model_aliases={}, created_at=time.time(), updated_at=time.time())
+
+
+def _key_for(tid: str, n: int) -> ApiKey:
+    token = keys.make_token(keys.TENANT_PREFIX, keys.new_key_id())
+    return ApiKey(id=f"key_{tid}_{n}", tenant_id=tid, name="k", role=Role.MEMBER, scopes=None,
+                  secret_hash=keys.hash_token(token), hint="abcd", created_at=time.time(), expires_at=None,
+                  revoked_at=None, last_used_at=None)
+
+
+async def _seed(db: Database) -> None:
+    store = TenancyStore(db)
+    for tid in ("ten_a", "ten_b"):
+        await store.insert_tenant(tenant_id=tid, tenant=_tenant(tid))
+        for n in range(3):
+            await store.insert_key(tenant_id=tid, key=_key_for(tid, n))
+        await store.upsert_end_users(tenant_id=tid, seen=[(f"user-of-{tid}", 1, 1.0, 1.0)])
+
+
+@pytest.fixture
+async def app_db(pg_database: PostgresDatabase) -> Database:
+    await migrate(url=pg_database.app_url, migrate_url=pg_database.owner_url)
+    db = Database.from_url(pg_database.app_url)
+    await check_app_role(db.engine)
+    await _seed(db)
+    return db
+
+
+async def test_unfiltered_query_returns_only_own_rows(app_db: Database) -> None:
+    leaky = UnfilteredStore(app_db)
+    for tid in ("ten_a", "ten_b"):
+        rows = await leaky.list_keys(tenant_id=tid)
+        assert len(rows) == 3 and {k.tenant_id for k in rows} == {tid}
+    await app_db.dispose()
+
+
+async def test_raw_sql_in_a_tenant_transaction_sees_one_tenant(app_db: Database) -> None:
+    async with app_db.tenant_tx(tenant_id="ten_a") as conn:
+        for table, column in TENANT_OWNED.items():
+            owners = set((await conn.execute(sa.text(f"SELECT {column} FROM {table}"))).scalars())
+            assert owners == {"ten_a"}, table
+        updated = await conn.execute(sa.update(end_users).values(request_count=99))
+        assert updated.rowcount == 1
+        deleted = await conn.execute(sa.delete(api_keys))
+        assert deleted.rowcount == 3
+    async with app_db.tenant_tx(tenant_id="ten_b") as conn:
+        assert len((await conn.execute(sa.select(api_keys))).all()) == 3
+        assert (await conn.execute(sa.select(end_users.c.request_count))).scalar_one() == 1
+    await app_db.dispose()
+
+
+async def test_writing_a_foreign_row_is_refused(app_db: Database) -> None:
+    with pytest.raises(sa.exc.DBAPIError, match="row-level security"):
+        async with app_db.tenant_tx(tenant_id="ten_a") as conn:
+            await conn.execute(end_users.insert().values(tenant_id="ten_b", user_id="intruder", first_seen_at=1.0,
+                                                         last_seen_at=1.0, request_count=1))
+    with pytest.raises(sa.exc.DBAPIError, match="row-level security"):
+        async with app_db.tenant_tx(tenant_id="ten_a") as conn:
+            await conn.execute(sa.update(end_users).values(tenant_id="ten_b"))
+    await app_db.dispose()
+
+
+async def test_no_tenant_setting_sees_nothing(app_db: Database) -> None:
+    async with app_db.engine.connect() as conn:
+        for table in TENANT_OWNED:
+            assert (await conn.execute(sa.text(f"SELECT count(*) FROM {table}"))).scalar_one() == 0
+        assert (await conn.execute(sa.text("SELECT count(*) FROM admin_keys"))).scalar_one() == 0
+    await app_db.dispose()
+
+
+async def test_setting_does_not_leak_between_transactions(app_db: Database) -> None:
+    async with app_db.tenant_tx(tenant_id="ten_a") as conn:
+        assert (await conn.execute(sa.text("SELECT count(*) FROM api_keys"))).scalar_one() == 3
+    async with app_db.engine.connect() as conn:  # likely the same pooled connection
+        assert (await conn.execute(sa.text("SELECT count(*) FROM api_keys"))).scalar_one() == 0
+    await app_db.dispose()
+
+
+async def test_server_refuses_owner_and_superuser_roles(pg_database: PostgresDatabase) -> None:
+    await migrate(url=pg_database.app_url, migrate_url=pg_database.owner_url)
+    for url in (pg_database.owner_url, pg_database.superuser_url):
+        db = Database.from_url(url)
+        try:
+            with pytest.raises(UnsafeDatabaseRole):
+                await check_app_role(db.engine)
+        finally:
+            await db.dispose()
+
+
+async def test_without_migrate_url_an_unmigrated_database_is_refused(pg_database: PostgresDatabase) -> None:
+    with pytest.raises(UnsafeDatabaseRole, match="MIGRATE_URL"):
+        await migrate(url=pg_database.app_url, migrate_url=None)
