@@ -100,9 +100,10 @@ def catalog_config(upstream_url: str | None, *, local: bool = True) -> ServerCon
 
 
 def start_server(tmp: Path, config: ServerConfig, *, database_url: str | None = None,
-                 migrate_url: str | None = None, warmup: bool = True, timeout: float = 120) -> Process:
+                 migrate_url: str | None = None, warmup: bool = True, timeout: float = 120,
+                 data_dir: Path | None = None) -> Process:
     port = free_port()
-    data_dir = tmp / f"data-{port}"
+    data_dir = data_dir or tmp / f"data-{port}"
     cfg_file = tmp / f"config-{port}.yaml"
     cfg_file.write_text(yaml.safe_dump({"providers": config.providers, "models": config.models}))
     env = {k: v for k, v in os.environ.items() if not k.startswith("TENANTLM_")}

@@ -58,7 +58,7 @@ def build_services(settings: Settings) -> Services:
     db = Database.from_url(settings.sql_url)
     store = TenancyStore(db)
     metrics = Metrics(max_tenants=settings.metrics_max_tenants)
-    admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
+    admin_key = (settings.admin_key.get_secret_value() if settings.admin_key else "") or None
     auth = Authenticator(store=store, ttl_s=settings.key_cache_ttl_s, bootstrap_admin_key=admin_key)
     catalog = ModelCatalog(settings.models, created_at=int(time.time()))
     end_users = EndUserRecorder(store=store)

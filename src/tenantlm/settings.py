@@ -115,6 +115,13 @@ class Settings(BaseSettings):
     def _abs(cls, v: Path) -> Path:
         return v.expanduser().resolve()
 
+    @field_validator("admin_key", mode="after")
+    @classmethod
+    def _strong_admin_key(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and 0 < len(v.get_secret_value()) < 16:
+            raise ValueError("TENANTLM_ADMIN_KEY must be at least 16 characters")
+        return v
+
     @model_validator(mode="after")
     def _check_catalog(self) -> Settings:
         names = {p.name for p in self.providers}

@@ -84,7 +84,7 @@ class InferenceService:
         except StopAsyncIteration:
             first = None
         except BaseException:
-            await chunks.aclose()
+            await _aclose(chunks)
             raise
         return ChatStream(self._events(ctx, model, chunks, first, wants_usage))
 
@@ -108,9 +108,7 @@ class InferenceService:
             yield sse_event(exc.body())
         finally:
             self._count(ctx, model, usage)
-            aclose = getattr(chunks, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await _aclose(chunks)
 
     # --- embeddings -------------------------------------------------------------------------------------------
     async def embed(self, *, ctx: TenantContext, body: JSON, end_user_header: str | None) -> JSON:
@@ -131,6 +129,12 @@ class InferenceService:
                 for i, v in enumerate(result.vectors)]
         return {"object": "list", "data": data, "model": model.name,
                 "usage": {"prompt_tokens": result.usage.prompt_tokens, "total_tokens": result.usage.prompt_tokens}}
+
+
+async def _aclose(chunks: AsyncIterator[ChatChunk]) -> None:
+    aclose = getattr(chunks, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 def _completion_id() -> str:

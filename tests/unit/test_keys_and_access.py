@@ -1,0 +1,79 @@
+"""Key format, hashing, parsing; role permissions and the access rules."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tenantlm.errors import NotFound, PermissionDenied
+from tenantlm.tenancy import access, keys
+from tenantlm.tenancy.models import (
+    Permission,
+    PlatformPrincipal,
+    Role,
+    Tenant,
+    TenantContext,
+    TenantStatus,
+    effective_permissions,
+)
+
+
+def test_tokens_are_random_parseable_and_verified_by_hash() -> None:
+    key_id = keys.new_key_id()
+    token = keys.make_token(keys.TENANT_PREFIX, key_id)
+    other = keys.make_token(keys.TENANT_PREFIX, key_id)
+    assert token != other and token.startswith("tlm_") and len(token) == 4 + 16 + 43
+    parsed = keys.parse(token)
+    assert parsed is not None and parsed.kind == "tenant" and parsed.key_id == key_id
+    stored = keys.hash_token(token)
+    assert len(stored) == 32 and token.encode() not in stored
+    assert keys.verify(token, stored) and not keys.verify(other, stored)
+    admin = keys.make_token(keys.ADMIN_PREFIX, key_id)
+    assert keys.parse(admin).kind == "admin"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("bad", ["", "tlm_", "sk-abc", "tlm_" + "g" * 16 + "a" * 43, "tlm_" + "a" * 16 + "!" * 43,
+                                 "tlm_" + "a" * 58, "tlm_" + "a" * 60, "tlmadmin_short"])
+def test_malformed_tokens_are_rejected_before_storage(bad: str) -> None:
+    assert keys.parse(bad) is None
+
+
+def test_role_permissions() -> None:
+    assert effective_permissions(Role.ADMIN, None) == frozenset(Permission)
+    member = effective_permissions(Role.MEMBER, None)
+    assert Permission.INFERENCE in member and Permission.KEYS_WRITE not in member
+    viewer = effective_permissions(Role.VIEWER, None)
+    assert Permission.INFERENCE not in viewer and Permission.MODELS_READ in viewer
+    narrowed = effective_permissions(Role.ADMIN, ["inference"])
+    assert narrowed == frozenset({Permission.INFERENCE})
+    assert effective_permissions(Role.VIEWER, ["inference"]) == frozenset()  # scopes never widen a role
+
+
+def _ctx(tenant_id: str, role: Role) -> TenantContext:
+    t = Tenant(id=tenant_id, name="t", status=TenantStatus.ACTIVE, plan="free", region="local", metadata={},
+               settings={}, allowed_models=None, model_aliases={}, created_at=time.time(), updated_at=time.time())
+    return TenantContext(tenant=t, key_id="key_x", role=role, permissions=effective_permissions(role, None))
+
+
+def test_foreign_tenant_is_404_and_missing_right_is_403() -> None:
+    admin = _ctx("ten_a", Role.ADMIN)
+    access.on_tenant(admin, "ten_a", Permission.KEYS_WRITE)
+    with pytest.raises(NotFound):
+        access.on_tenant(admin, "ten_b", Permission.TENANT_READ)
+    member = _ctx("ten_a", Role.MEMBER)
+    with pytest.raises(PermissionDenied):
+        access.on_tenant(member, "ten_a", Permission.KEYS_READ)
+    with pytest.raises(NotFound):  # no oracle: the foreign id answers like a missing one, even without rights
+        access.on_tenant(member, "ten_b", Permission.KEYS_READ)
+    access.on_tenant(PlatformPrincipal(key_id="key_p"), "ten_b", Permission.KEYS_WRITE)
+
+
+def test_data_plane_rules() -> None:
+    with pytest.raises(PermissionDenied):
+        access.data_plane(PlatformPrincipal(key_id="key_p"), Permission.INFERENCE)
+    with pytest.raises(PermissionDenied):
+        access.data_plane(_ctx("ten_a", Role.VIEWER), Permission.INFERENCE)
+    assert access.data_plane(_ctx("ten_a", Role.MEMBER), Permission.INFERENCE).tenant_id == "ten_a"
+    with pytest.raises(PermissionDenied):
+        access.platform_only(_ctx("ten_a", Role.ADMIN), "create tenants")
