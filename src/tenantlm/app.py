@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import sys
 import time
@@ -14,7 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from starlette.responses import Response
 
 from tenantlm import __version__
@@ -29,6 +30,7 @@ from tenantlm.providers.registry import ProviderRegistry
 from tenantlm.settings import Settings
 from tenantlm.storage.sql.engine import Database
 from tenantlm.storage.sql.migrate import check_app_role, migrate
+from tenantlm.tenancy import access
 from tenantlm.tenancy.auth import Authenticator
 from tenantlm.tenancy.catalog import ModelCatalog
 from tenantlm.tenancy.end_users import EndUserRecorder
@@ -132,6 +134,17 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await svc.db.dispose()
 
 
+async def _authorize_scrape(svc: Services, authorization: str | None) -> None:
+    settings = svc.settings
+    if settings.metrics_public:
+        return
+    token = settings.metrics_token.get_secret_value() if settings.metrics_token else ""
+    presented = (authorization or "").partition(" ")[2].strip()
+    if token and presented and hmac.compare_digest(presented.encode(), token.encode()):
+        return
+    access.platform_only(await svc.auth.authenticate(authorization), "read /metrics")
+
+
 def _health_routes(app: FastAPI) -> None:
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Any:
@@ -146,8 +159,9 @@ def _health_routes(app: FastAPI) -> None:
         return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)
 
     @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
         svc: Services = app.state.services
+        await _authorize_scrape(svc, request.headers.get("authorization"))
         return Response(svc.metrics.render(), media_type="text/plain; version=0.0.4")
 
 

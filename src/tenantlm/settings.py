@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = 8 * 1024 * 1024
     key_cache_ttl_s: float = 1.0
     metrics_max_tenants: int = 100
+    # /metrics names tenants and their traffic: it needs a platform admin key or this scrape token, unless public.
+    metrics_token: SecretStr | None = None
+    metrics_public: bool = False
     log_level: str = "INFO"
     log_json: bool = True
     access_log: bool = True

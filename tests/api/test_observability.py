@@ -26,7 +26,10 @@ def test_metrics_and_logs(sqlite_server: Live) -> None:
     reply = sdk.chat.completions.with_raw_response.create(model="fake-chat",
                                                           messages=[{"role": "user", "content": "hi"}])
     rid = reply.headers["x-request-id"]
-    text = httpx.get(sqlite_server.url + "/metrics").text
+    assert httpx.get(sqlite_server.url + "/metrics").status_code == 401
+    assert httpx.get(sqlite_server.url + "/metrics", headers={"authorization": f"Bearer {t.admin_key}"}
+                     ).status_code == 403
+    text = httpx.get(sqlite_server.url + "/metrics", headers={"authorization": f"Bearer {ADMIN_KEY}"}).text
     assert f'tenantlm_requests_total{{method="POST",route="/v1/chat/completions",status="200",tenant="{t.id}"}}' \
         in text
     assert f'tenantlm_tokens_total{{kind="completion",model="fake-chat",tenant="{t.id}"}}' in text
