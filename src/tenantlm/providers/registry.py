@@ -1,0 +1,188 @@
+"""Provider registry and router: one adapter per configured provider, and the calls the API layer makes.
+
+The router takes a catalog :class:`ModelConfig`, sends the request to its provider with ``model`` replaced by
+``model.upstream``, and when that fails with :class:`UpstreamError` (which includes unavailable and timeout) walks
+``model.fallbacks`` in order (a stream only while it has yielded nothing). Bodies come back labelled with the
+catalog name of the model that actually served them, and every attempt is reported to ``on_attempt`` with
+``catalog_model`` set, so the ledger prices each attempt at the right model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import TypeVar
+
+from tenantlm.errors import InvalidRequest, ModelNotFound, UpstreamError
+from tenantlm.providers.base import (
+    JSON,
+    AttemptHook,
+    ChatChunk,
+    ChatCompletion,
+    ChatProvider,
+    EmbeddingProvider,
+    EmbeddingResult,
+    close_stream,
+)
+from tenantlm.providers.fake import FakeProvider
+from tenantlm.providers.local_chat import LocalChatProvider
+from tenantlm.providers.local_embeddings import LocalEmbeddingProvider
+from tenantlm.providers.openai_compatible import OpenAICompatibleProvider
+from tenantlm.settings import ModelConfig, ProviderConfig, Settings
+
+T = TypeVar("T")
+FALLBACK_ERRORS = (UpstreamError,)
+
+
+def build_adapters(config: ProviderConfig) -> tuple[ChatProvider | None, EmbeddingProvider | None]:
+    """The adapters for one provider config: ``local`` gives two (chat model, embedding model), others one."""
+    if config.type == "local":
+        return LocalChatProvider(config), LocalEmbeddingProvider(config)
+    if config.type == "fake":
+        fake = FakeProvider(config)
+        return fake, fake
+    compatible = OpenAICompatibleProvider(config)
+    return compatible, compatible
+
+
+def _with_catalog(hook: AttemptHook | None, model: ModelConfig) -> AttemptHook | None:
+    if hook is None:
+        return None
+    return lambda attempt: hook(dataclasses.replace(attempt, catalog_model=model.name))
+
+
+def _relabel(body: JSON, model: ModelConfig) -> JSON:
+    if "model" in body:
+        body["model"] = model.name
+    return body
+
+
+class ProviderRegistry:
+    def __init__(self, settings: Settings, chat: dict[str, ChatProvider],
+                 embeddings: dict[str, EmbeddingProvider]) -> None:
+        self._settings = settings
+        self._chat = chat
+        self._embeddings = embeddings
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ProviderRegistry:
+        chat: dict[str, ChatProvider] = {}
+        embeddings: dict[str, EmbeddingProvider] = {}
+        for config in settings.providers:
+            chat_adapter, embedding_adapter = build_adapters(config)
+            if chat_adapter is not None:
+                chat[config.name] = chat_adapter
+            if embedding_adapter is not None:
+                embeddings[config.name] = embedding_adapter
+        return cls(settings, chat, embeddings)
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    def chat_provider(self, name: str) -> ChatProvider:
+        return self._chat[name]
+
+    def embedding_provider(self, name: str) -> EmbeddingProvider:
+        return self._embeddings[name]
+
+    def candidates(self, model: ModelConfig) -> list[ModelConfig]:
+        """The model, then its fallbacks of the same kind, in order, each once."""
+        chain = [model]
+        for name in model.fallbacks:
+            fallback = self._settings.model(name)
+            if fallback is not None and fallback.kind == model.kind and fallback not in chain:
+                chain.append(fallback)
+        return chain
+
+    async def chat(self, model: ModelConfig, request: JSON, *, on_attempt: AttemptHook | None = None
+                   ) -> ChatCompletion:
+        self._require(model, "chat")
+
+        async def call(candidate: ModelConfig) -> ChatCompletion:
+            provider = self._chat_for(candidate)
+            result = await provider.chat({**request, "model": candidate.upstream},
+                                         on_attempt=_with_catalog(on_attempt, candidate))
+            _relabel(result.body, candidate)
+            return result
+
+        return await self._first_success(model, call)
+
+    async def stream_chat(self, model: ModelConfig, request: JSON, *, on_attempt: AttemptHook | None = None
+                          ) -> AsyncIterator[ChatChunk]:
+        self._require(model, "chat")
+        chain = self.candidates(model)
+        for position, candidate in enumerate(chain):
+            stream = self._chat_for(candidate).stream_chat({**request, "model": candidate.upstream},
+                                                           on_attempt=_with_catalog(on_attempt, candidate))
+            try:
+                first = await anext(stream)
+            except StopAsyncIteration:
+                return
+            except FALLBACK_ERRORS:
+                await close_stream(stream)
+                if position == len(chain) - 1:
+                    raise
+                continue
+            try:
+                yield ChatChunk(_relabel(first.body, candidate), first.usage)
+                async for chunk in stream:
+                    yield ChatChunk(_relabel(chunk.body, candidate), chunk.usage)
+            finally:
+                await close_stream(stream)
+            return
+
+    async def embed(self, model: ModelConfig, inputs: Sequence[str], *, on_attempt: AttemptHook | None = None
+                    ) -> EmbeddingResult:
+        self._require(model, "embedding")
+
+        async def call(candidate: ModelConfig) -> EmbeddingResult:
+            provider = self._embeddings_for(candidate)
+            return await provider.embed(inputs, model=candidate.upstream,
+                                        on_attempt=_with_catalog(on_attempt, candidate))
+
+        return await self._first_success(model, call)
+
+    async def warmup(self) -> None:
+        """Load the embedded models now instead of on the first request."""
+        for provider in self._unique():
+            warmup: Callable[[], Awaitable[None]] | None = getattr(provider, "warmup", None)
+            if warmup is not None:
+                await warmup()
+
+    async def aclose(self) -> None:
+        for provider in self._unique():
+            await provider.aclose()
+
+    async def _first_success(self, model: ModelConfig, call: Callable[[ModelConfig], Awaitable[T]]) -> T:
+        chain = self.candidates(model)
+        for candidate in chain[:-1]:
+            try:
+                return await call(candidate)
+            except FALLBACK_ERRORS:
+                continue
+        return await call(chain[-1])
+
+    def _require(self, model: ModelConfig, kind: str) -> None:
+        if model.kind != kind:
+            api = "chat completions" if kind == "chat" else "embeddings"
+            raise InvalidRequest(f"model {model.name!r} is a {model.kind} model and cannot serve {api}",
+                                 param="model", code="model_not_supported")
+
+    def _chat_for(self, model: ModelConfig) -> ChatProvider:
+        if model.provider not in self._chat:
+            raise ModelNotFound(f"model {model.name!r} has no chat provider", param="model")
+        return self._chat[model.provider]
+
+    def _embeddings_for(self, model: ModelConfig) -> EmbeddingProvider:
+        if model.provider not in self._embeddings:
+            raise ModelNotFound(f"model {model.name!r} has no embeddings provider", param="model")
+        return self._embeddings[model.provider]
+
+    def _unique(self) -> list[ChatProvider | EmbeddingProvider]:
+        seen: dict[int, ChatProvider | EmbeddingProvider] = {}
+        providers: list[ChatProvider | EmbeddingProvider] = [*self._chat.values(), *self._embeddings.values()]
+        for provider in providers:
+            seen.setdefault(id(provider), provider)
+        return list(seen.values())
+
