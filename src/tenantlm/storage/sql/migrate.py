@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tenantlm.storage.sql.engine import make_engine
-from tenantlm.storage.sql.tables import TENANT_OWNED
+from tenantlm.storage.sql.tables import APPEND_ONLY, TENANT_OWNED
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -48,6 +48,8 @@ def _upgrade(connection: Connection, app_role: str | None) -> None:
         role = _quote_ident(connection, app_role)
         connection.exec_driver_sql(f"GRANT USAGE ON SCHEMA public TO {role}")
         connection.exec_driver_sql(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}")
+        for table in APPEND_ONLY:
+            connection.exec_driver_sql(f"REVOKE UPDATE, DELETE, TRUNCATE ON {table} FROM {role}")
         connection.exec_driver_sql(f"REVOKE ALL ON alembic_version FROM {role}")
         connection.exec_driver_sql(f"GRANT SELECT ON alembic_version TO {role}")
 

@@ -66,5 +66,60 @@ end_users = sa.Table(
     sa.Column("request_count", sa.BigInteger, nullable=False),
 )
 
-# Tables whose rows belong to one tenant. The migration enables FORCE RLS on each; tests iterate this list.
-TENANT_OWNED: dict[str, str] = {"tenants": "id", "api_keys": "tenant_id", "end_users": "tenant_id"}
+tenant_keys = sa.Table(
+    "tenant_keys",
+    metadata,
+    sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("wrapped_dek", sa.LargeBinary, nullable=False),
+    sa.Column("kek_ref", sa.String(200), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=False),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("tenant_id", sa.String(40), nullable=True),
+    sa.Column("action", sa.String(100), nullable=False),
+    sa.Column("request_id", sa.String(128), nullable=True),
+    sa.Column("details", sa.JSON, nullable=False),
+    sa.Column("prev_hash", sa.LargeBinary(32), nullable=False),
+    sa.Column("hash", sa.LargeBinary(32), nullable=False),
+    sa.Index("ix_audit_log_tenant_seq", "tenant_id", "seq"),
+)
+
+audit_checkpoints = sa.Table(
+    "audit_checkpoints",
+    metadata,
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=False),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("hash", sa.LargeBinary(32), nullable=False),
+    sa.Column("signature", sa.LargeBinary(64), nullable=False),
+    sa.Column("key_id", sa.String(64), nullable=False),
+)
+
+request_log = sa.Table(
+    "request_log",
+    metadata,
+    sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("key_id", sa.String(40), nullable=True),
+    sa.Column("model", sa.String(256), nullable=False),
+    sa.Column("endpoint", sa.String(64), nullable=False),
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("sealed", sa.LargeBinary, nullable=False),
+    sa.Index("ix_request_log_tenant_created", "tenant_id", "created_at"),
+    sa.Index("ix_request_log_expires", "expires_at"),
+)
+
+# Tables whose rows belong to one tenant. The migrations enable FORCE RLS on each; tests iterate this list.
+TENANT_OWNED: dict[str, str] = {"tenants": "id", "api_keys": "tenant_id", "end_users": "tenant_id",
+                                "tenant_keys": "tenant_id", "request_log": "tenant_id", "audit_log": "tenant_id"}
+# Append-only tables: the server's role may read and insert, never update or delete.
+APPEND_ONLY = ("audit_log", "audit_checkpoints")
