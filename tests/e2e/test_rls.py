@@ -16,7 +16,6 @@ from tenantlm.tenancy import keys
 from tenantlm.tenancy.models import ApiKey, Role, Tenant, TenantStatus
 from tenantlm.tenancy.store import TenancyStore, _key
 
-
 SEEDED = ("tenants", "api_keys", "end_users")
 
 
