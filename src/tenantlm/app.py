@@ -20,13 +20,21 @@ from starlette.responses import Response
 
 from tenantlm import __version__
 from tenantlm.api import errors as api_errors
+from tenantlm.api.admin.audit_routes import router as audit_router
+from tenantlm.api.admin.compliance_routes import router as compliance_router
 from tenantlm.api.admin.routes import router as admin_router
 from tenantlm.api.middleware import RequestContextMiddleware
 from tenantlm.api.openai.routes import router as openai_router
 from tenantlm.api.responses import JSONResponse
+from tenantlm.audit import AuditLog, AuditSigner, AuthFailureAggregator
+from tenantlm.compliance.erasure import TenantEraser
+from tenantlm.compliance.export import TenantExporter
+from tenantlm.crypto import KekProvider, Keyring, LocalKekProvider, load_or_create_master_key
 from tenantlm.inference.service import InferenceService
 from tenantlm.observability.metrics import Metrics
 from tenantlm.providers.registry import ProviderRegistry
+from tenantlm.requestlog.service import RequestLogService
+from tenantlm.requestlog.store import RequestLogStore
 from tenantlm.settings import Settings
 from tenantlm.storage.sql.engine import Database
 from tenantlm.storage.sql.migrate import check_app_role, migrate
@@ -52,8 +60,35 @@ class Services:
     catalog: ModelCatalog
     providers: ProviderRegistry
     inference: InferenceService
+    keyring: Keyring
+    audit: AuditLog
+    auth_failures: AuthFailureAggregator
+    request_log: RequestLogService
+    eraser: TenantEraser
+    exporter: TenantExporter
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    async def rewrap_tenant(self, *, tenant_id: str, actor: str) -> int:
+        """Move every record of the tenant to its active data key (after a rotation); audited with the count."""
+        moved = await self.request_log.rewrap(tenant_id=tenant_id)
+        await self.audit.append(actor=actor, action="encryption.rewrapped", tenant_id=tenant_id, request_id=None,
+                                details={"records": moved})
+        return moved
+
+
+def build_kek_provider(settings: Settings) -> KekProvider:
+    if settings.kek_provider == "vault":
+        from tenantlm.crypto.vault import VaultTransitKekProvider, vault_client
+
+        assert settings.vault_url and settings.vault_token  # checked by Settings
+        client = vault_client(settings.vault_url, settings.vault_token.get_secret_value(),
+                              namespace=settings.vault_namespace)
+        return VaultTransitKekProvider(client, mount_point=settings.vault_transit_mount,
+                                       key_prefix=settings.vault_key_prefix)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    env_key = settings.master_key.get_secret_value() if settings.master_key else None
+    return LocalKekProvider(settings.keyring_path, load_or_create_master_key(settings.data_dir, env_key))
 
 
 def build_services(settings: Settings) -> Services:
@@ -65,11 +100,24 @@ def build_services(settings: Settings) -> Services:
     catalog = ModelCatalog(settings.models, created_at=int(time.time()))
     end_users = EndUserRecorder(store=store)
     providers = ProviderRegistry.from_settings(settings)
+    keyring = Keyring(db, build_kek_provider(settings), cache_ttl_s=settings.dek_cache_ttl_s)
+    audit = AuditLog(db, AuditSigner.load_or_create(settings.data_dir),
+                     checkpoint_every=settings.audit_checkpoint_every,
+                     checkpoint_interval_s=settings.audit_checkpoint_interval_s)
+    auth_failures = AuthFailureAggregator(audit, window_s=settings.audit_auth_failure_window_s)
+    request_log = RequestLogService(store=RequestLogStore(db), sealer=keyring)
+    tenancy = TenancyService(store=store, auth=auth, known_models=catalog.names, audit=audit, tenant_keys=keyring,
+                             settings_listener=request_log)
     return Services(
         settings=settings, db=db, metrics=metrics, auth=auth, end_users=end_users, catalog=catalog,
-        providers=providers,
-        tenancy=TenancyService(store=store, auth=auth, known_models=catalog.names),
-        inference=InferenceService(catalog=catalog, providers=providers, metrics=metrics, end_users=end_users),
+        providers=providers, tenancy=tenancy, keyring=keyring, audit=audit, auth_failures=auth_failures,
+        request_log=request_log,
+        inference=InferenceService(catalog=catalog, providers=providers, metrics=metrics, end_users=end_users,
+                                   request_log=request_log),
+        eraser=TenantEraser(tenancy=tenancy, keyring=keyring, contents=[request_log, end_users], audit=audit, auth=auth,
+                            data_dir=settings.data_dir),
+        exporter=TenantExporter(tenancy=tenancy, request_log=request_log, audit=audit, audit_reader=audit,
+                                flush=end_users.flush),
     )
 
 
@@ -80,11 +128,22 @@ async def _flush_loop(svc: Services) -> None:
 
 
 async def _flush(svc: Services) -> None:
-    for flush in (svc.auth.flush, svc.end_users.flush):
+    for flush in (svc.auth.flush, svc.end_users.flush, svc.request_log.flush):
         try:
             await flush()
         except Exception:
             log.warning("background flush failed; will retry", exc_info=True)
+
+
+async def _sweep_loop(svc: Services) -> None:
+    while True:
+        await asyncio.sleep(svc.settings.retention_sweep_s)
+        try:
+            removed = await svc.request_log.sweep()
+            if removed:
+                log.info("retention sweep removed %d expired request-log entries", removed)
+        except Exception:
+            log.warning("retention sweep failed; will retry", exc_info=True)
 
 
 async def _warm(svc: Services) -> None:
@@ -118,6 +177,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     if token:
         _announce_admin_key(token)
     svc.tasks.append(asyncio.create_task(_flush_loop(svc), name="tenantlm-flush"))
+    svc.tasks.append(asyncio.create_task(_sweep_loop(svc), name="tenantlm-retention"))
+    svc.tasks.append(asyncio.create_task(svc.audit.background_loop(
+        aggregator=svc.auth_failures, every_s=min(5.0, settings.audit_auth_failure_window_s)),
+                                         name="tenantlm-audit"))
     if settings.warmup:
         svc.tasks.append(asyncio.create_task(_warm(svc), name="tenantlm-warmup"))
     else:
@@ -130,6 +193,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             task.cancel()
         await asyncio.gather(*svc.tasks, return_exceptions=True)
         await _flush(svc)
+        await svc.audit.background_tick(aggregator=svc.auth_failures, force=True)
         await svc.providers.aclose()
         await svc.db.dispose()
 
@@ -174,6 +238,8 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     api_errors.install(app)
     app.include_router(openai_router)
     app.include_router(admin_router)
+    app.include_router(audit_router)
+    app.include_router(compliance_router)
     _health_routes(app)
     app.add_middleware(RequestContextMiddleware, metrics=svc.metrics, max_body_bytes=settings.max_body_bytes,
                        access_log=settings.access_log)

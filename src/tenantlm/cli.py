@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
+from urllib.parse import quote
 
 import httpx
 import typer
@@ -21,8 +22,12 @@ app = typer.Typer(help="TenantLM: a self-hosted, multi-tenant AI platform server
                   add_completion=False)
 tenants_app = typer.Typer(help="Create, inspect, change and delete tenants.", no_args_is_help=True)
 keys_app = typer.Typer(help="Issue, list and revoke a tenant's API keys.", no_args_is_help=True)
+audit_app = typer.Typer(help="Read, export and verify the tamper-evident audit trail.", no_args_is_help=True)
+encryption_app = typer.Typer(help="Inspect and rotate a tenant's encryption keys.", no_args_is_help=True)
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(keys_app, name="keys")
+app.add_typer(audit_app, name="audit")
+app.add_typer(encryption_app, name="encryption")
 
 UrlOpt = Annotated[str, typer.Option("--url", envvar="TENANTLM_URL", help="Server base URL.")]
 KeyOpt = Annotated[str | None, typer.Option("--admin-key", envvar="TENANTLM_ADMIN_KEY", show_default=False,
@@ -52,6 +57,33 @@ def _call(method: str, url: str, key: str | None, path: str, body: dict[str, Any
         err = data.get("error", {}) if isinstance(data, dict) else {}
         _fail(f"HTTP {resp.status_code}: {err.get('message', data)}", 2 if resp.status_code < 500 else 1)
     return data
+
+
+def _download(url: str, key: str | None, method: str, path: str, out: Path) -> int:
+    """Stream a binary response to ``out`` (written to a temp file, renamed when complete); returns its size."""
+    if not key:
+        _fail("no admin key: pass --admin-key or set TENANTLM_ADMIN_KEY")
+    tmp = out.with_name(out.name + ".part")
+    try:
+        with httpx.stream(method, url.rstrip("/") + path, timeout=300,
+                          headers={"authorization": f"Bearer {key}"}) as resp:
+            if resp.status_code >= 400:
+                resp.read()
+                try:
+                    message = resp.json().get("error", {}).get("message", resp.text)
+                except ValueError:
+                    message = resp.text[:200]
+                _fail(f"HTTP {resp.status_code}: {message}", 2 if resp.status_code < 500 else 1)
+            size = 0
+            with tmp.open("wb") as fh:
+                for chunk in resp.iter_bytes():
+                    fh.write(chunk)
+                    size += len(chunk)
+    except httpx.HTTPError as exc:
+        tmp.unlink(missing_ok=True)
+        _fail(f"cannot reach {url}: {exc.__class__.__name__}")
+    tmp.replace(out)
+    return size
 
 
 def _show(data: Any, as_json: bool, columns: list[str] | None = None) -> None:
@@ -194,12 +226,35 @@ def tenants_delete(
     tenant_id: str, url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt = None, as_json: JsonOpt = False,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
 ) -> None:
-    """Delete a tenant and everything it owns."""
+    """Delete a tenant: destroy its encryption keys (crypto-shredding), then its rows and files. Irreversible."""
     if not yes:
         if not sys.stdin.isatty():
             _fail("refusing to delete without --yes when not on a terminal")
-        typer.confirm(f"Delete tenant {tenant_id} and all its data?", abort=True)
-    _show(_call("DELETE", url, admin_key, f"/admin/v1/tenants/{tenant_id}"), as_json)
+        typer.confirm(f"Delete tenant {tenant_id}, destroy its keys and all its data? This cannot be undone",
+                      abort=True)
+    _show(_call("DELETE", url, admin_key, f"/admin/v1/tenants/{tenant_id}?confirm={quote(tenant_id)}"), as_json)
+
+
+@tenants_app.command("export")
+def tenants_export(
+    tenant_id: str, url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Zip file to write "
+                                                "(default <tenant_id>-export.zip).")] = None,
+) -> None:
+    """Download everything the server holds for a tenant, decrypted, as a zip with a manifest (GDPR export)."""
+    out = output or Path(f"{tenant_id}-export.zip")
+    size = _download(url, admin_key, "POST", f"/admin/v1/tenants/{tenant_id}/export", out)
+    typer.echo(f"wrote {out} ({size} bytes)")
+
+
+@tenants_app.command("requests")
+def tenants_requests(
+    tenant_id: str, url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt = None, as_json: JsonOpt = False,
+    limit: Annotated[int, typer.Option(help="How many entries, newest first.")] = 20,
+) -> None:
+    """List a tenant's request log (on when the tenant's settings.request_log_days > 0)."""
+    _show(_call("GET", url, admin_key, f"/admin/v1/tenants/{tenant_id}/requests?limit={limit}"), as_json,
+          ["id", "created_at", "model", "endpoint", "status", "key_id"])
 
 
 @keys_app.command("create")
@@ -231,6 +286,63 @@ def keys_revoke(tenant_id: str, key_id: str, url: UrlOpt = DEFAULT_URL, admin_ke
     """Revoke a key; it stops working within a second everywhere."""
     _show(_call("DELETE", url, admin_key, f"/admin/v1/tenants/{tenant_id}/keys/{key_id}"), as_json,
           ["id", "name", "revoked_at"])
+
+
+@encryption_app.command("status")
+def encryption_status(tenant_id: str, url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt = None,
+                      as_json: JsonOpt = False) -> None:
+    """Show a tenant's data-key versions and its KEK provider (never key material)."""
+    data = _call("GET", url, admin_key, f"/admin/v1/tenants/{tenant_id}/encryption")
+    _show(data if as_json else data.get("versions", []), as_json, ["version", "state", "kek_ref", "created_at"])
+
+
+@encryption_app.command("rotate")
+def encryption_rotate(
+    tenant_id: str, url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt = None, as_json: JsonOpt = False,
+    kek: Annotated[bool, typer.Option("--kek", help="Rotate the key-encryption key (rewraps data keys only) "
+                                      "instead of the data key.")] = False,
+    rewrap: Annotated[bool, typer.Option(help="After a data-key rotation, move old records to the new key in the "
+                                         "background.")] = True,
+) -> None:
+    """Rotate a tenant's data key (new writes use the new version; old records stay readable) or its KEK."""
+    body = {"target": "key_encryption_key" if kek else "data_key", "rewrap": rewrap}
+    data = _call("POST", url, admin_key, f"/admin/v1/tenants/{tenant_id}/encryption/rotate", body)
+    _show(data if as_json else data.get("versions", []), as_json, ["version", "state", "kek_ref", "created_at"])
+
+
+@audit_app.command("list")
+def audit_list(
+    url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt = None, as_json: JsonOpt = False,
+    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant's entries (a tenant admin key "
+                                               "must name its own tenant).")] = None,
+    after: Annotated[int, typer.Option(help="Entries after this sequence number.")] = 0,
+    limit: Annotated[int, typer.Option(help="At most this many entries.")] = 100,
+) -> None:
+    """List audit entries in order."""
+    base = f"/admin/v1/tenants/{tenant}/audit" if tenant else "/admin/v1/audit"
+    data = _call("GET", url, admin_key, f"{base}?after={after}&limit={limit}")
+    _show(data if as_json else data.get("data", []), as_json, ["seq", "ts", "actor", "tenant_id", "action"])
+
+
+@audit_app.command("verify")
+def audit_verify(
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="The server's data dir (holds the audit "
+                                                  "signing public keys, and the SQLite database by default).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML settings file.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Recompute the audit hash chain and check every signed checkpoint, reading the database directly.
+
+    Exit 0 when intact, 1 when tampered (the first bad entry is named), 2 when it cannot check."""
+    from tenantlm.audit import run_verify_cli
+    from tenantlm.settings import load_settings
+
+    try:
+        settings = load_settings(config, data_dir=data_dir)
+    except ValueError as exc:
+        _fail(str(exc), 2)
+    url = settings.database_migrate_url or settings.sql_url
+    raise typer.Exit(run_verify_cli(database_url=url, data_dir=settings.data_dir, as_json=as_json))
 
 
 def main() -> None:

@@ -108,6 +108,26 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
     access_log: bool = True
+    # Tenant content encryption. The master key seals the local provider's per-tenant KEK files; it comes from
+    # TENANTLM_MASTER_KEY (32 bytes, base64 or hex) or from <data_dir>/master.key, created at first start (0600).
+    master_key: SecretStr | None = None
+    kek_provider: Literal["local", "vault"] = "local"
+    # Where the local provider keeps per-tenant KEK files; default <data_dir>/keyring. Keep it OUT of database
+    # backups: a backup that holds both cannot be crypto-shredded.
+    keyring_dir: Path | None = None
+    dek_cache_ttl_s: float = Field(default=300.0, gt=0)
+    vault_url: str | None = None
+    vault_token: SecretStr | None = None
+    vault_namespace: str | None = None
+    vault_transit_mount: str = "transit"
+    vault_key_prefix: str = "tenantlm-"
+    # Audit trail: a signed checkpoint every N entries or T seconds, whichever comes first.
+    audit_checkpoint_every: int = Field(default=100, ge=1)
+    audit_checkpoint_interval_s: float = Field(default=60.0, gt=0)
+    # Failed authentications are counted and written as one aggregated audit entry per window.
+    audit_auth_failure_window_s: float = Field(default=60.0, gt=0)
+    # How often expired request-log entries are deleted.
+    retention_sweep_s: float = Field(default=60.0, gt=0)
     # Load the local models at start (readiness waits for it) instead of on the first request.
     warmup: bool = True
     providers: list[ProviderConfig] = Field(default_factory=default_providers)
@@ -124,6 +144,12 @@ class Settings(BaseSettings):
         if v is not None and 0 < len(v.get_secret_value()) < 16:
             raise ValueError("TENANTLM_ADMIN_KEY must be at least 16 characters")
         return v
+
+    @model_validator(mode="after")
+    def _check_vault(self) -> Settings:
+        if self.kek_provider == "vault" and not (self.vault_url and self.vault_token):
+            raise ValueError("kek_provider 'vault' needs TENANTLM_VAULT_URL and TENANTLM_VAULT_TOKEN")
+        return self
 
     @model_validator(mode="after")
     def _check_catalog(self) -> Settings:
@@ -148,6 +174,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{self.data_dir / 'tenantlm.db'}"
+
+    @property
+    def keyring_path(self) -> Path:
+        return (self.keyring_dir or self.data_dir / "keyring").expanduser().resolve()
 
     @property
     def is_postgres(self) -> bool:

@@ -25,6 +25,10 @@ def test_tenant_lifecycle(server: Live, unique: Callable[[str], str]) -> None:
         assert r.status_code == 200 and r.json()["plan"] == "enterprise" and r.json()["region"] == "eu"
         assert c.post("/admin/v1/tenants", json={"name": name}).status_code == 409
         r = c.delete(f"/admin/v1/tenants/{t['id']}")
+        assert r.status_code == 400 and r.json()["error"]["param"] == "confirm"
+        assert c.get(f"/admin/v1/tenants/{t['id']}").status_code == 200  # nothing was deleted
+        assert c.delete(f"/admin/v1/tenants/{t['id']}", params={"confirm": "ten_someoneelse"}).status_code == 400
+        r = c.request("DELETE", f"/admin/v1/tenants/{t['id']}", json={"confirm": t["id"]})
         assert r.status_code == 200 and r.json()["deleted"] is True
         assert c.get(f"/admin/v1/tenants/{t['id']}").status_code == 404
         assert c.delete(f"/admin/v1/tenants/{t['id']}").status_code == 404

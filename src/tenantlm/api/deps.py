@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from fastapi import Request
 
-from tenantlm.errors import InvalidRequest, MalformedJSON
+from tenantlm.errors import AuthenticationFailed, InvalidRequest, MalformedJSON
 from tenantlm.observability.logging import tenant_id_var
+from tenantlm.tenancy.auth import failure_reason
 from tenantlm.tenancy.models import Principal, TenantContext
 
 if TYPE_CHECKING:
@@ -21,7 +22,14 @@ def services(request: Request) -> Services:
 
 
 async def principal(request: Request) -> Principal:
-    found = await services(request).auth.authenticate(request.headers.get("authorization"))
+    svc = services(request)
+    try:
+        found = await svc.auth.authenticate(request.headers.get("authorization"))
+    except AuthenticationFailed as exc:
+        reason, key_id, tenant_id = failure_reason(exc)
+        svc.auth_failures.record(reason=reason, client=request.client.host if request.client else None,
+                                 key_id=key_id, tenant_id=tenant_id)
+        raise
     if isinstance(found, TenantContext):
         request.scope.setdefault("state", {})["tenant_id"] = found.tenant_id
         tenant_id_var.set(found.tenant_id)

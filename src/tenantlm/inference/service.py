@@ -17,9 +17,11 @@ import numpy as np
 
 from tenantlm.errors import InvalidRequest, TenantLMError, UnsupportedFeature
 from tenantlm.inference.sse import SSE_DONE, sse_event
+from tenantlm.observability.logging import request_id_var
 from tenantlm.observability.metrics import Metrics
 from tenantlm.providers.base import ChatChunk, Usage
 from tenantlm.providers.registry import ProviderRegistry
+from tenantlm.requestlog.service import RequestLogService
 from tenantlm.tenancy.catalog import ModelCatalog, ResolvedModel
 from tenantlm.tenancy.end_users import EndUserRecorder, pick_end_user
 from tenantlm.tenancy.models import TenantContext
@@ -36,11 +38,18 @@ class ChatStream:
 
 class InferenceService:
     def __init__(self, *, catalog: ModelCatalog, providers: ProviderRegistry, metrics: Metrics,
-                 end_users: EndUserRecorder) -> None:
+                 end_users: EndUserRecorder, request_log: RequestLogService) -> None:
         self.catalog = catalog
         self.providers = providers
         self.metrics = metrics
         self.end_users = end_users
+        self.request_log = request_log
+
+    def _capture(self, ctx: TenantContext, model: ResolvedModel, endpoint: str, request: JSON,
+                 response: JSON | None, status: int = 200) -> None:
+        self.request_log.capture(tenant=ctx.tenant, key_id=ctx.key_id, request_id=request_id_var.get(),
+                                 model=model.name, endpoint=endpoint, status=status, request=request,
+                                 response=response)
 
     def _note_end_user(self, ctx: TenantContext, body: JSON, header: str | None) -> None:
         user = pick_end_user(header=header, body_user=body.get("user"), body_safety_id=body.get("safety_identifier"))
@@ -70,6 +79,7 @@ class InferenceService:
         out.setdefault("id", _completion_id())
         out.setdefault("object", "chat.completion")
         out["usage"] = {**(out.get("usage") or {}), **result.usage.as_dict()}
+        self._capture(ctx, model, "chat.completions", body, out)
         return out
 
     async def stream_chat(self, *, ctx: TenantContext, body: JSON, end_user_header: str | None) -> ChatStream:
@@ -86,15 +96,17 @@ class InferenceService:
         except BaseException:
             await _aclose(chunks)
             raise
-        return ChatStream(self._events(ctx, model, chunks, first, wants_usage))
+        return ChatStream(self._events(ctx, model, chunks, first, wants_usage, body))
 
     async def _events(self, ctx: TenantContext, model: ResolvedModel, chunks: AsyncIterator[ChatChunk],
-                      first: ChatChunk | None, wants_usage: bool) -> AsyncIterator[bytes]:
+                      first: ChatChunk | None, wants_usage: bool, request: JSON) -> AsyncIterator[bytes]:
         usage: Usage | None = None
         completion_id = _completion_id()
+        transcript = _Transcript()
         try:
             chunk = first
             while chunk is not None:
+                transcript.add(chunk.body)
                 if chunk.usage is not None:
                     usage = chunk.usage
                 body = _relabel(chunk.body, model.name, completion_id)
@@ -105,10 +117,13 @@ class InferenceService:
                 chunk = await anext(chunks, None)
             yield SSE_DONE
         except TenantLMError as exc:
+            transcript.error, transcript.status = exc.body()["error"], exc.status
             yield sse_event(exc.body())
         finally:
             self._count(ctx, model, usage)
             await _aclose(chunks)
+            self._capture(ctx, model, "chat.completions", request,
+                          transcript.summary(usage), transcript.status)
 
     # --- embeddings -------------------------------------------------------------------------------------------
     async def embed(self, *, ctx: TenantContext, body: JSON, end_user_header: str | None) -> JSON:
@@ -124,11 +139,38 @@ class InferenceService:
                                  "shortened", param="dimensions")
         result = await self.providers.embed(model.config, inputs)
         self._count(ctx, model, result.usage)
+        self._capture(ctx, model, "embeddings", body,
+                      {"vectors": len(result.vectors), "usage": result.usage.as_dict()})
         as_b64 = body.get("encoding_format") == "base64"
         data = [{"object": "embedding", "index": i, "embedding": _encode(v, as_b64)}
                 for i, v in enumerate(result.vectors)]
         return {"object": "list", "data": data, "model": model.name,
                 "usage": {"prompt_tokens": result.usage.prompt_tokens, "total_tokens": result.usage.prompt_tokens}}
+
+
+class _Transcript:
+    """What a stream said, gathered for the request log: the text, tool calls and how it ended."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.tool_calls: list[Any] = []
+        self.finish_reason: str | None = None
+        self.error: JSON | None = None
+        self.status = 200
+
+    def add(self, body: JSON) -> None:
+        for choice in body.get("choices") or ():
+            delta = choice.get("delta") or {}
+            if delta.get("content"):
+                self.parts.append(delta["content"])
+            if delta.get("tool_calls"):
+                self.tool_calls.extend(delta["tool_calls"])
+            self.finish_reason = choice.get("finish_reason") or self.finish_reason
+
+    def summary(self, usage: Usage | None) -> JSON:
+        return {"stream": True, "content": "".join(self.parts), "tool_calls": self.tool_calls or None,
+                "finish_reason": self.finish_reason, "error": self.error,
+                "usage": None if usage is None else usage.as_dict()}
 
 
 async def _aclose(chunks: AsyncIterator[ChatChunk]) -> None:

@@ -34,3 +34,10 @@ def platform_only(principal: Principal, action: str) -> PlatformPrincipal:
     if not isinstance(principal, PlatformPrincipal):
         raise PermissionDenied(f"only a platform admin key may {action}")
     return principal
+
+
+def actor(principal: Principal) -> str:
+    """How the audit trail names whoever acted: ``platform:<key id>`` or ``tenant:<tenant id>:<key id>``."""
+    if isinstance(principal, PlatformPrincipal):
+        return f"platform:{principal.key_id}"
+    return f"tenant:{principal.tenant_id}:{principal.key_id}"

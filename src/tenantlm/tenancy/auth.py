@@ -56,27 +56,39 @@ class Authenticator:
         return self._bootstrap is not None
 
     async def authenticate(self, authorization: str | None) -> Principal:
+        """The principal behind an Authorization header. Every failure is the same 401 to the caller; the
+        exception carries ``audit = (reason, key_id, tenant_id)`` for the audit trail (see ``failure_reason``)."""
+        return await self._authenticate(authorization)
+
+    async def _authenticate(self, authorization: str | None) -> Principal:
         token = _bearer(authorization)
         if self._bootstrap is not None and hmac.compare_digest(keys.hash_token(token), self._bootstrap):
             return PlatformPrincipal(key_id=BOOTSTRAP_ADMIN_ID)
         parsed = keys.parse(token)
         if parsed is None:
-            raise AuthenticationFailed(_INVALID)
+            raise _failed("malformed_key")
         entry = await self._entry(parsed)
-        if entry.key is None or not keys.verify(token, entry.key.secret_hash):
-            raise AuthenticationFailed(_INVALID)
+        key_id = keys.public_key_id(parsed.key_id)
+        if entry.key is None:
+            raise _failed("unknown_key", key_id)
+        tenant_id = entry.tenant.id if entry.tenant is not None else None
+        if not keys.verify(token, entry.key.secret_hash):
+            raise _failed("wrong_secret", key_id, tenant_id)
         if isinstance(entry.key, AdminKey):
             if entry.key.revoked_at is not None:
-                raise AuthenticationFailed(_INVALID)
+                raise _failed("revoked", key_id)
             return PlatformPrincipal(key_id=entry.key.id)
         return self._tenant_context(entry.key, entry.tenant)
 
     def _tenant_context(self, key: ApiKey, tenant: Tenant | None) -> TenantContext:
-        if tenant is None or not key.usable_at(self.wall()):
-            raise AuthenticationFailed(_INVALID)
+        if tenant is None:
+            raise _failed("unknown_key", key.id)
+        now = self.wall()
+        if not key.usable_at(now):
+            raise _failed("revoked" if key.revoked_at is not None else "expired", key.id, tenant.id)
         if tenant.status is not TenantStatus.ACTIVE:
             raise TenantSuspended("this tenant is suspended; contact the platform operator")
-        self._used[key.id] = self.wall()
+        self._used[key.id] = now
         return TenantContext(tenant=tenant, key_id=key.id, role=key.role,
                              permissions=effective_permissions(key.role, key.scopes))
 
@@ -122,6 +134,19 @@ class Authenticator:
     async def flush(self) -> None:
         used, self._used = self._used, {}
         await self.store.platform_touch_keys(used)
+
+
+def failure_reason(exc: AuthenticationFailed) -> tuple[str, str | None, str | None]:
+    """(reason, key_id, tenant_id) of a failed authentication, for the audit trail."""
+    found = getattr(exc, "audit", None)
+    return found if isinstance(found, tuple) else ("missing_key", None, None)
+
+
+def _failed(reason: str, key_id: str | None = None, tenant_id: str | None = None) -> AuthenticationFailed:
+    """The one message every bad key gets (no oracle), carrying the reason for the audit trail only."""
+    exc = AuthenticationFailed(_INVALID)
+    exc.audit = (reason, key_id, tenant_id)  # type: ignore[attr-defined]
+    return exc
 
 
 def _bearer(authorization: str | None) -> str:

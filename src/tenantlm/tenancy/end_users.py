@@ -64,6 +64,10 @@ class EndUserRecorder:
                 self._merge_back(tenant_id, users)
                 raise
 
+    async def forget_tenant(self, *, tenant_id: str) -> None:
+        """Drop what is buffered for a tenant being erased (its rows go with the tenant)."""
+        self._pending.pop(tenant_id, None)
+
     def _merge_back(self, tenant_id: str, users: dict[str, _Seen]) -> None:
         per_tenant = self._pending.setdefault(tenant_id, {})
         for user_id, old in users.items():

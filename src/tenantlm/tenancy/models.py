@@ -25,6 +25,10 @@ class Permission(StrEnum):
     TENANT_WRITE = "tenant:write"
     KEYS_READ = "keys:read"
     KEYS_WRITE = "keys:write"
+    LOGS_READ = "logs:read"
+    DATA_EXPORT = "data:export"
+    ENCRYPTION_MANAGE = "encryption:manage"
+    AUDIT_READ = "audit:read"
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {

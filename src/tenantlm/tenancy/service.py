@@ -8,19 +8,39 @@ import re
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from tenantlm.errors import InvalidRequest, NotFound, PermissionDenied
+from tenantlm.observability.logging import request_id_var
+from tenantlm.requestlog.service import SETTING as REQUEST_LOG_DAYS
+from tenantlm.requestlog.service import check_retention
 from tenantlm.tenancy import keys
 from tenantlm.tenancy.auth import Authenticator
 from tenantlm.tenancy.models import AdminKey, ApiKey, CreatedKey, Permission, Role, Tenant, TenantStatus
 from tenantlm.tenancy.store import TenancyStore
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,199}$")
-_EDITABLE = frozenset({"name", "status", "plan", "region", "metadata", "settings", "allowed_models",
+EDITABLE = frozenset({"name", "status", "plan", "region", "metadata", "settings", "allowed_models",
                        "model_aliases"})
 # Fields a tenant's own admin may change; status, plan and region are the operator's.
 TENANT_ADMIN_EDITABLE = frozenset({"name", "metadata", "settings"})
+
+
+# Known tenant settings and their validators; PATCH merges settings key by key (null removes a key).
+SETTINGS: dict[str, Callable[[Any], Any]] = {REQUEST_LOG_DAYS: check_retention}
+
+
+class AuditSink(Protocol):
+    async def append(self, *, actor: str, action: str, tenant_id: str | None, request_id: str | None,
+                     details: dict[str, Any]) -> Any: ...
+
+
+class TenantKeys(Protocol):
+    async def ensure_tenant(self, tenant_id: str) -> object: ...
+
+
+class SettingsListener(Protocol):
+    async def retention_changed(self, *, tenant_id: str, days: int) -> None: ...
 
 
 def new_tenant_id() -> str:
@@ -33,6 +53,20 @@ def _check_name(name: Any, what: str) -> str:
             f"{what} must be 1-200 characters of letters, digits, space, '.', '_' or '-', starting with a letter "
             "or digit", param="name")
     return name
+
+
+def _check_settings(value: Any, current: dict[str, Any]) -> dict[str, Any]:
+    changes = _check_json_object(value, "settings")
+    merged = dict(current)
+    for name, new in changes.items():
+        if name not in SETTINGS:
+            raise InvalidRequest(f"unknown setting {name!r}; known: {', '.join(sorted(SETTINGS))}",
+                                 param=f"settings.{name}")
+        if new is None:
+            merged.pop(name, None)
+        else:
+            merged[name] = SETTINGS[name](new)
+    return merged
 
 
 def _check_json_object(value: Any, param: str) -> dict[str, Any]:
@@ -58,15 +92,23 @@ def _check_aliases(value: Any) -> dict[str, str]:
 
 class TenancyService:
     def __init__(self, *, store: TenancyStore, auth: Authenticator, known_models: Callable[[], set[str]],
+                 audit: AuditSink, tenant_keys: TenantKeys, settings_listener: SettingsListener,
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.auth = auth
         self.known_models = known_models
+        self.audit = audit
+        self.tenant_keys = tenant_keys
+        self.settings_listener = settings_listener
         self.clock = clock
 
+    async def _audit(self, actor: str, action: str, tenant_id: str | None, **details: Any) -> None:
+        await self.audit.append(actor=actor, action=action, tenant_id=tenant_id, request_id=request_id_var.get(),
+                                details=details)
+
     # --- tenants ----------------------------------------------------------------------------------------------
-    async def create_tenant(self, body: dict[str, Any]) -> Tenant:
-        unknown = set(body) - _EDITABLE
+    async def create_tenant(self, body: dict[str, Any], *, actor: str) -> Tenant:
+        unknown = set(body) - EDITABLE
         if unknown:
             raise InvalidRequest(f"unknown field(s): {', '.join(sorted(unknown))}", param=sorted(unknown)[0])
         now = self.clock()
@@ -74,11 +116,14 @@ class TenancyService:
             id=new_tenant_id(), name=_check_name(body.get("name"), "name"),
             status=self._status(body.get("status", "active")), plan=str(body.get("plan", "free")),
             region=str(body.get("region", "local")), metadata=_check_json_object(body.get("metadata", {}), "metadata"),
-            settings=_check_json_object(body.get("settings", {}), "settings"),
+            settings=_check_settings(body.get("settings", {}), {}),
             allowed_models=self._models(body.get("allowed_models")),
             model_aliases=self._aliases(body.get("model_aliases", {})), created_at=now, updated_at=now,
         )
         await self.store.insert_tenant(tenant_id=tenant.id, tenant=tenant)
+        await self.tenant_keys.ensure_tenant(tenant.id)
+        await self._audit(actor, "tenant.created", tenant.id, plan=tenant.plan, region=tenant.region,
+                          status=tenant.status.value)
         return tenant
 
     async def list_tenants(self, *, limit: int = 100, after: str | None = None) -> list[Tenant]:
@@ -90,20 +135,31 @@ class TenancyService:
             raise NotFound(f"no tenant {tenant_id!r}", param="tenant_id")
         return tenant
 
-    async def update_tenant(self, *, tenant_id: str, body: dict[str, Any], allowed: frozenset[str] = _EDITABLE
-                            ) -> Tenant:
-        unknown = set(body) - _EDITABLE
+    async def update_tenant(self, *, tenant_id: str, body: dict[str, Any], actor: str,
+                            allowed: frozenset[str] = EDITABLE) -> Tenant:
+        unknown = set(body) - EDITABLE
         if unknown:
             raise InvalidRequest(f"unknown field(s): {', '.join(sorted(unknown))}", param=sorted(unknown)[0])
-        values = self._validated_changes(body, allowed)
+        current = await self.get_tenant(tenant_id=tenant_id)
+        values = self._validated_changes(body, allowed, current)
         values["updated_at"] = self.clock()
         tenant = await self.store.update_tenant(tenant_id=tenant_id, values=values)
         if tenant is None:
             raise NotFound(f"no tenant {tenant_id!r}", param="tenant_id")
         self.auth.invalidate_tenant(tenant_id)
+        await self._after_update(actor, current, tenant, sorted(body))
         return tenant
 
-    def _validated_changes(self, body: dict[str, Any], allowed: frozenset[str]) -> dict[str, Any]:
+    async def _after_update(self, actor: str, before: Tenant, after: Tenant, fields: list[str]) -> None:
+        if before.status != after.status:
+            action = "tenant.suspended" if after.status is TenantStatus.SUSPENDED else "tenant.resumed"
+            await self._audit(actor, action, after.id)
+        await self._audit(actor, "tenant.updated", after.id, fields=fields)
+        old_days, new_days = before.settings.get(REQUEST_LOG_DAYS, 0), after.settings.get(REQUEST_LOG_DAYS, 0)
+        if new_days != old_days:
+            await self.settings_listener.retention_changed(tenant_id=after.id, days=int(new_days))
+
+    def _validated_changes(self, body: dict[str, Any], allowed: frozenset[str], current: Tenant) -> dict[str, Any]:
         forbidden = set(body) - allowed
         if forbidden:
             raise PermissionDenied(f"this key may not change {', '.join(sorted(forbidden))}",
@@ -111,15 +167,10 @@ class TenancyService:
         checks: dict[str, Callable[[Any], Any]] = {
             "name": lambda v: _check_name(v, "name"), "status": lambda v: self._status(v).value,
             "plan": str, "region": str, "metadata": lambda v: _check_json_object(v, "metadata"),
-            "settings": lambda v: _check_json_object(v, "settings"), "allowed_models": self._models,
+            "settings": lambda v: _check_settings(v, current.settings), "allowed_models": self._models,
             "model_aliases": self._aliases,
         }
         return {k: checks[k](v) for k, v in body.items()}
-
-    async def delete_tenant(self, *, tenant_id: str) -> None:
-        if not await self.store.delete_tenant(tenant_id=tenant_id):
-            raise NotFound(f"no tenant {tenant_id!r}", param="tenant_id")
-        self.auth.invalidate_tenant(tenant_id)
 
     @staticmethod
     def _status(value: Any) -> TenantStatus:
@@ -145,7 +196,7 @@ class TenancyService:
         return aliases
 
     # --- keys -------------------------------------------------------------------------------------------------
-    async def create_key(self, *, tenant_id: str, body: dict[str, Any]) -> CreatedKey:
+    async def create_key(self, *, tenant_id: str, body: dict[str, Any], actor: str) -> CreatedKey:
         await self.get_tenant(tenant_id=tenant_id)
         name = _check_name(body.get("name", "key"), "name")
         try:
@@ -160,6 +211,8 @@ class TenancyService:
                      secret_hash=keys.hash_token(token), hint=keys.hint(token), created_at=self.clock(),
                      expires_at=expires_at, revoked_at=None, last_used_at=None)
         await self.store.insert_key(tenant_id=tenant_id, key=key)
+        await self._audit(actor, "key.created", tenant_id, key_id=key.id, role=role.value, scopes=scopes,
+                          expires_at=expires_at)
         return CreatedKey(key=key, secret=token)
 
     @staticmethod
@@ -194,11 +247,12 @@ class TenancyService:
             raise NotFound(f"no key {key_id!r}", param="key_id")
         return key
 
-    async def revoke_key(self, *, tenant_id: str, key_id: str) -> ApiKey:
+    async def revoke_key(self, *, tenant_id: str, key_id: str, actor: str) -> ApiKey:
         key = await self.store.revoke_key(tenant_id=tenant_id, key_id=key_id, at=self.clock())
         if key is None:
             raise NotFound(f"no key {key_id!r}", param="key_id")
         self.auth.invalidate_key(key_id)
+        await self._audit(actor, "key.revoked", tenant_id, key_id=key_id)
         return key
 
     # --- platform admin keys ----------------------------------------------------------------------------------

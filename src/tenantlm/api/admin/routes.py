@@ -14,7 +14,7 @@ from tenantlm.api.deps import json_body, principal, services
 from tenantlm.api.responses import JSONResponse
 from tenantlm.tenancy import access
 from tenantlm.tenancy.models import Permission, PlatformPrincipal, Principal
-from tenantlm.tenancy.service import TENANT_ADMIN_EDITABLE
+from tenantlm.tenancy.service import EDITABLE, TENANT_ADMIN_EDITABLE
 
 router = APIRouter(prefix="/admin/v1", default_response_class=JSONResponse)
 PrincipalDep = Annotated[Principal, Depends(principal)]
@@ -35,7 +35,7 @@ async def whoami(who: PrincipalDep) -> Any:
 @router.post("/tenants", status_code=201)
 async def create_tenant(request: Request, who: PrincipalDep) -> Any:
     access.platform_only(who, "create tenants")
-    tenant = await services(request).tenancy.create_tenant(await json_body(request))
+    tenant = await services(request).tenancy.create_tenant(await json_body(request), actor=access.actor(who))
     return tenant.public()
 
 
@@ -61,25 +61,27 @@ async def update_tenant(tenant_id: str, request: Request, who: PrincipalDep) -> 
     access.on_tenant(who, tenant_id, Permission.TENANT_WRITE)
     body = await json_body(request)
     tenancy = services(request).tenancy
-    if isinstance(who, PlatformPrincipal):
-        tenant = await tenancy.update_tenant(tenant_id=tenant_id, body=body)
-    else:
-        tenant = await tenancy.update_tenant(tenant_id=tenant_id, body=body, allowed=TENANT_ADMIN_EDITABLE)
+    allowed = EDITABLE if isinstance(who, PlatformPrincipal) else TENANT_ADMIN_EDITABLE
+    tenant = await tenancy.update_tenant(tenant_id=tenant_id, body=body, actor=access.actor(who), allowed=allowed)
     return tenant.public()
 
 
 @router.delete("/tenants/{tenant_id}")
-async def delete_tenant(tenant_id: str, request: Request, who: PrincipalDep) -> Any:
+async def delete_tenant(tenant_id: str, request: Request, who: PrincipalDep, confirm: str | None = None) -> Any:
     access.on_tenant(who, tenant_id, Permission.TENANT_WRITE)
     access.platform_only(who, "delete tenants")
-    await services(request).tenancy.delete_tenant(tenant_id=tenant_id)
-    return {"id": tenant_id, "object": "tenant.deleted", "deleted": True}
+    if confirm is None and (await request.body()).strip():
+        body = await json_body(request)
+        confirm = body.get("confirm", body.get("confirmation"))
+    await services(request).eraser.erase(tenant_id=tenant_id, confirm=confirm, actor=access.actor(who))
+    return {"id": tenant_id, "object": "tenant.deleted", "deleted": True, "keys_shredded": True}
 
 
 @router.post("/tenants/{tenant_id}/keys", status_code=201)
 async def create_key(tenant_id: str, request: Request, who: PrincipalDep) -> Any:
     access.on_tenant(who, tenant_id, Permission.KEYS_WRITE)
-    created = await services(request).tenancy.create_key(tenant_id=tenant_id, body=await json_body(request))
+    created = await services(request).tenancy.create_key(tenant_id=tenant_id, body=await json_body(request),
+                                                         actor=access.actor(who))
     return created.public()
 
 
@@ -98,7 +100,8 @@ async def get_key(tenant_id: str, key_id: str, request: Request, who: PrincipalD
 @router.delete("/tenants/{tenant_id}/keys/{key_id}")
 async def revoke_key(tenant_id: str, key_id: str, request: Request, who: PrincipalDep) -> Any:
     access.on_tenant(who, tenant_id, Permission.KEYS_WRITE)
-    return (await services(request).tenancy.revoke_key(tenant_id=tenant_id, key_id=key_id)).public()
+    revoked = await services(request).tenancy.revoke_key(tenant_id=tenant_id, key_id=key_id, actor=access.actor(who))
+    return revoked.public()
 
 
 @router.get("/tenants/{tenant_id}/end_users")
