@@ -74,6 +74,12 @@ class ServerConfig:
     providers: list[dict[str, Any]] = field(default_factory=list)
     models: list[dict[str, Any]] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    # Seed plans. The suites default to generous ones so that limits only bite where a test sets them.
+    plans: dict[str, Any] = field(default_factory=lambda: {
+        name: {"description": f"test {name}", "limits": {"rpm": None, "tpm": None, "max_concurrency": None,
+                                                          "monthly_token_budget": None,
+                                                          "monthly_cost_budget_usd": None}}
+        for name in ("free", "pro", "enterprise")})
 
 
 def catalog_config(upstream_url: str | None, *, local: bool = True) -> ServerConfig:
@@ -105,7 +111,8 @@ def start_server(tmp: Path, config: ServerConfig, *, database_url: str | None = 
     port = free_port()
     data_dir = data_dir or tmp / f"data-{port}"
     cfg_file = tmp / f"config-{port}.yaml"
-    cfg_file.write_text(yaml.safe_dump({"providers": config.providers, "models": config.models}))
+    cfg_file.write_text(yaml.safe_dump({"providers": config.providers, "models": config.models,
+                                        "plans": config.plans}))
     env = {k: v for k, v in os.environ.items() if not k.startswith("TENANTLM_")}
     env.update({"TENANTLM_ADMIN_KEY": ADMIN_KEY, "TENANTLM_LOG_JSON": "true", "TENANTLM_WARMUP": str(warmup).lower(),
                 "TENANTLM_MAX_BODY_BYTES": str(1024 * 1024), **config.env})

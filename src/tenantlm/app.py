@@ -22,6 +22,7 @@ from tenantlm import __version__
 from tenantlm.api import errors as api_errors
 from tenantlm.api.admin.audit_routes import router as audit_router
 from tenantlm.api.admin.compliance_routes import router as compliance_router
+from tenantlm.api.admin.limits_routes import router as limits_router
 from tenantlm.api.admin.routes import router as admin_router
 from tenantlm.api.middleware import RequestContextMiddleware
 from tenantlm.api.openai.routes import router as openai_router
@@ -42,6 +43,8 @@ from tenantlm.tenancy import access
 from tenantlm.tenancy.auth import Authenticator
 from tenantlm.tenancy.catalog import ModelCatalog
 from tenantlm.tenancy.end_users import EndUserRecorder
+from tenantlm.tenancy.limits_service import LimitsService
+from tenantlm.tenancy.limits_store import LimitsStore
 from tenantlm.tenancy.service import TenancyService
 from tenantlm.tenancy.store import TenancyStore
 
@@ -66,6 +69,7 @@ class Services:
     request_log: RequestLogService
     eraser: TenantEraser
     exporter: TenantExporter
+    limits: LimitsService
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
@@ -106,12 +110,14 @@ def build_services(settings: Settings) -> Services:
                      checkpoint_interval_s=settings.audit_checkpoint_interval_s)
     auth_failures = AuthFailureAggregator(audit, window_s=settings.audit_auth_failure_window_s)
     request_log = RequestLogService(store=RequestLogStore(db), sealer=keyring)
+    limits = LimitsService(store=LimitsStore(db), audit=audit, ttl_s=settings.key_cache_ttl_s,
+                           seed_plans=settings.plans)
     tenancy = TenancyService(store=store, auth=auth, known_models=catalog.names, audit=audit, tenant_keys=keyring,
-                             settings_listener=request_log)
+                             settings_listener=request_log, plan_exists=limits.has_plan)
     return Services(
         settings=settings, db=db, metrics=metrics, auth=auth, end_users=end_users, catalog=catalog,
         providers=providers, tenancy=tenancy, keyring=keyring, audit=audit, auth_failures=auth_failures,
-        request_log=request_log,
+        request_log=request_log, limits=limits,
         inference=InferenceService(catalog=catalog, providers=providers, metrics=metrics, end_users=end_users,
                                    request_log=request_log),
         eraser=TenantEraser(tenancy=tenancy, keyring=keyring, contents=[request_log, end_users], audit=audit, auth=auth,
@@ -173,6 +179,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     await migrate(url=settings.sql_url, migrate_url=settings.database_migrate_url)
     await check_app_role(svc.db.engine)
+    created = await svc.limits.ensure_plans()
+    if created:
+        log.info("created plans: %s", ", ".join(created))
     token = await svc.tenancy.ensure_admin_key()
     if token:
         _announce_admin_key(token)
@@ -240,6 +249,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     app.include_router(admin_router)
     app.include_router(audit_router)
     app.include_router(compliance_router)
+    app.include_router(limits_router)
     _health_routes(app)
     app.add_middleware(RequestContextMiddleware, metrics=svc.metrics, max_body_bytes=settings.max_body_bytes,
                        access_log=settings.access_log)

@@ -128,6 +128,8 @@ class Settings(BaseSettings):
     audit_auth_failure_window_s: float = Field(default=60.0, gt=0)
     # How often expired request-log entries are deleted.
     retention_sweep_s: float = Field(default=60.0, gt=0)
+    # Plans created at first start when absent (name -> {"description", "limits"}); default: free, pro, enterprise.
+    plans: dict[str, dict[str, Any]] | None = None
     # Load the local models at start (readiness waits for it) instead of on the first request.
     warmup: bool = True
     providers: list[ProviderConfig] = Field(default_factory=default_providers)

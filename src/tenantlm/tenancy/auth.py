@@ -90,7 +90,7 @@ class Authenticator:
             raise TenantSuspended("this tenant is suspended; contact the platform operator")
         self._used[key.id] = now
         return TenantContext(tenant=tenant, key_id=key.id, role=key.role,
-                             permissions=effective_permissions(key.role, key.scopes))
+                             permissions=effective_permissions(key.role, key.scopes), key_limits=key.limits)
 
     async def _entry(self, parsed: keys.ParsedKey) -> _Entry:
         cache_id = keys.public_key_id(parsed.key_id)

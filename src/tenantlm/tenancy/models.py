@@ -29,12 +29,16 @@ class Permission(StrEnum):
     DATA_EXPORT = "data:export"
     ENCRYPTION_MANAGE = "encryption:manage"
     AUDIT_READ = "audit:read"
+    LIMITS_READ = "limits:read"
+    LIMITS_WRITE = "limits:write"
+    USAGE_READ = "usage:read"
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(Permission),
     Role.MEMBER: frozenset({Permission.MODELS_READ, Permission.INFERENCE, Permission.TENANT_READ}),
-    Role.VIEWER: frozenset({Permission.MODELS_READ, Permission.TENANT_READ, Permission.KEYS_READ}),
+    Role.VIEWER: frozenset({Permission.MODELS_READ, Permission.TENANT_READ, Permission.KEYS_READ,
+                            Permission.LIMITS_READ}),
 }
 
 
@@ -90,6 +94,7 @@ class ApiKey:
     expires_at: float | None
     revoked_at: float | None
     last_used_at: float | None
+    limits: dict[str, Any] | None = None  # sub-limits inside the tenant's (tenancy.limits.SubLimits fields)
 
     def usable_at(self, now: float) -> bool:
         return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
@@ -107,6 +112,7 @@ class ApiKey:
             "expires_at": None if self.expires_at is None else int(self.expires_at),
             "revoked_at": None if self.revoked_at is None else int(self.revoked_at),
             "last_used_at": None if self.last_used_at is None else int(self.last_used_at),
+            "limits": self.limits,
         }
 
 
@@ -129,6 +135,7 @@ class TenantContext:
     role: Role
     permissions: frozenset[Permission]
     end_user: str | None = None
+    key_limits: dict[str, Any] | None = None
 
     @property
     def tenant_id(self) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from tenantlm.errors import InvalidRequest, NotFound, PermissionDenied
@@ -93,6 +93,7 @@ def _check_aliases(value: Any) -> dict[str, str]:
 class TenancyService:
     def __init__(self, *, store: TenancyStore, auth: Authenticator, known_models: Callable[[], set[str]],
                  audit: AuditSink, tenant_keys: TenantKeys, settings_listener: SettingsListener,
+                 plan_exists: Callable[[str], Awaitable[bool]] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.auth = auth
@@ -100,6 +101,7 @@ class TenancyService:
         self.audit = audit
         self.tenant_keys = tenant_keys
         self.settings_listener = settings_listener
+        self.plan_exists = plan_exists
         self.clock = clock
 
     async def _audit(self, actor: str, action: str, tenant_id: str | None, **details: Any) -> None:
@@ -111,6 +113,7 @@ class TenancyService:
         unknown = set(body) - EDITABLE
         if unknown:
             raise InvalidRequest(f"unknown field(s): {', '.join(sorted(unknown))}", param=sorted(unknown)[0])
+        await self._check_plan(body.get("plan", "free"))
         now = self.clock()
         tenant = Tenant(
             id=new_tenant_id(), name=_check_name(body.get("name"), "name"),
@@ -142,6 +145,8 @@ class TenancyService:
             raise InvalidRequest(f"unknown field(s): {', '.join(sorted(unknown))}", param=sorted(unknown)[0])
         current = await self.get_tenant(tenant_id=tenant_id)
         values = self._validated_changes(body, allowed, current)
+        if "plan" in values:
+            await self._check_plan(values["plan"])
         values["updated_at"] = self.clock()
         tenant = await self.store.update_tenant(tenant_id=tenant_id, values=values)
         if tenant is None:
@@ -171,6 +176,10 @@ class TenancyService:
             "model_aliases": self._aliases,
         }
         return {k: checks[k](v) for k, v in body.items()}
+
+    async def _check_plan(self, plan: Any) -> None:
+        if not isinstance(plan, str) or (self.plan_exists is not None and not await self.plan_exists(plan)):
+            raise InvalidRequest(f"no plan {plan!r}; list them with GET /admin/v1/plans", param="plan")
 
     @staticmethod
     def _status(value: Any) -> TenantStatus:

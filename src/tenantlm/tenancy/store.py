@@ -32,7 +32,7 @@ def _key(row: Any) -> ApiKey:
         id=row.id, tenant_id=row.tenant_id, name=row.name, role=Role(row.role),
         scopes=None if row.scopes is None else list(row.scopes), secret_hash=bytes(row.secret_hash),
         hint=row.hint, created_at=row.created_at, expires_at=row.expires_at, revoked_at=row.revoked_at,
-        last_used_at=row.last_used_at,
+        last_used_at=row.last_used_at, limits=None if row.limits is None else dict(row.limits),
     )
 
 

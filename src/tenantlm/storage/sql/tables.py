@@ -41,6 +41,7 @@ api_keys = sa.Table(
     sa.Column("expires_at", sa.Float, nullable=True),
     sa.Column("revoked_at", sa.Float, nullable=True),
     sa.Column("last_used_at", sa.Float, nullable=True),
+    sa.Column("limits", sa.JSON, nullable=True),
     sa.Index("ix_api_keys_tenant", "tenant_id"),
 )
 
@@ -118,8 +119,28 @@ request_log = sa.Table(
     sa.Index("ix_request_log_expires", "expires_at"),
 )
 
+plans = sa.Table(
+    "plans",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("description", sa.String(500), nullable=False, server_default=""),
+    sa.Column("limits", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+tenant_limits = sa.Table(
+    "tenant_limits",
+    metadata,
+    sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("limits", sa.JSON, nullable=False),
+    sa.Column("end_user_limits", sa.JSON, nullable=True),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
 # Tables whose rows belong to one tenant. The migrations enable FORCE RLS on each; tests iterate this list.
 TENANT_OWNED: dict[str, str] = {"tenants": "id", "api_keys": "tenant_id", "end_users": "tenant_id",
-                                "tenant_keys": "tenant_id", "request_log": "tenant_id", "audit_log": "tenant_id"}
+                                "tenant_keys": "tenant_id", "request_log": "tenant_id", "audit_log": "tenant_id",
+                                "tenant_limits": "tenant_id"}
 # Append-only tables: the server's role may read and insert, never update or delete.
 APPEND_ONLY = ("audit_log", "audit_checkpoints")
