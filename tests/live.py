@@ -161,3 +161,10 @@ class Live:
                 assert kr.status_code == 201, kr.text
                 keys[role] = kr.json()["key"]
         return Tenant(tid, name, keys["admin"], keys["member"], keys["viewer"])
+
+
+def cli(server: Live, *args: str, key: str = ADMIN_KEY) -> subprocess.CompletedProcess[str]:
+    """Run ``tenantlm`` against a live server, as an operator would (no stdin, so confirmations need --yes)."""
+    env = {**os.environ, "TENANTLM_URL": server.url, "TENANTLM_ADMIN_KEY": key}
+    return subprocess.run([sys.executable, "-m", "tenantlm.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL, check=False)

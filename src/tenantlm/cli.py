@@ -26,7 +26,9 @@ audit_app = typer.Typer(help="Read, export and verify the tamper-evident audit t
 encryption_app = typer.Typer(help="Inspect and rotate a tenant's encryption keys.", no_args_is_help=True)
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(keys_app, name="keys")
+limits_app = typer.Typer(help="Read and set a tenant's limits, and the plans they start from.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+app.add_typer(limits_app, name="limits")
 app.add_typer(encryption_app, name="encryption")
 
 UrlOpt = Annotated[str, typer.Option("--url", envvar="TENANTLM_URL", help="Server base URL.")]
@@ -90,7 +92,10 @@ def _show(data: Any, as_json: bool, columns: list[str] | None = None) -> None:
     if as_json:
         typer.echo(json.dumps(data, indent=2, sort_keys=True))
         return
-    rows = data["data"] if isinstance(data, dict) and data.get("object") == "list" else [data]
+    if isinstance(data, list):
+        rows = data
+    else:
+        rows = data["data"] if isinstance(data, dict) and data.get("object") == "list" else [data]
     if not rows:
         typer.echo("(none)")
         return
@@ -308,6 +313,51 @@ def encryption_rotate(
     body = {"target": "key_encryption_key" if kek else "data_key", "rewrap": rewrap}
     data = _call("POST", url, admin_key, f"/admin/v1/tenants/{tenant_id}/encryption/rotate", body)
     _show(data if as_json else data.get("versions", []), as_json, ["version", "state", "kek_ref", "created_at"])
+
+
+@limits_app.command("get")
+def limits_get(tenant_id: str, url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt = None, as_json: JsonOpt = False
+               ) -> None:
+    """Show a tenant's effective limits (its plan's, with its overrides on top)."""
+    data = _call("GET", url, admin_key, f"/admin/v1/tenants/{tenant_id}/limits")
+    _show(data if as_json else [{"limit": k, "value": v} for k, v in data.items()
+                                if k not in {"object", "tenant_id", "overrides", "end_user"}],
+          as_json, ["limit", "value"])
+
+
+@limits_app.command("set")
+def limits_set(
+    tenant_id: str,
+    values: Annotated[str, typer.Argument(help='JSON object, e.g. \'{"rpm": 600, "monthly_cost_budget_usd": 50}\'; '
+                                          'null makes a limit unlimited.')],
+    url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Merge limits into a tenant's overrides (platform key; a tenant admin may send only "end_user")."""
+    data = _call("PUT", url, admin_key, f"/admin/v1/tenants/{tenant_id}/limits", _json_arg(values, "VALUES"))
+    _show(data if as_json else [{"limit": k, "value": v} for k, v in data.items()
+                                if k not in {"object", "tenant_id", "overrides", "end_user"}],
+          as_json, ["limit", "value"])
+
+
+@limits_app.command("plans")
+def limits_plans(url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt = None, as_json: JsonOpt = False) -> None:
+    """List the plans."""
+    data = _call("GET", url, admin_key, "/admin/v1/plans")
+    _show(data if as_json else [{"name": p["name"], "limits": json.dumps(p["limits"], sort_keys=True)}
+                                for p in data["data"]], as_json, ["name", "limits"])
+
+
+@limits_app.command("set-plan")
+def limits_set_plan(
+    name: str,
+    values: Annotated[str, typer.Argument(help="JSON object of the plan's limits.")],
+    description: Annotated[str, typer.Option(help="What the plan is for.")] = "",
+    url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Create or replace a plan."""
+    data = _call("PUT", url, admin_key, f"/admin/v1/plans/{name}",
+                 {"description": description, "limits": _json_arg(values, "VALUES")})
+    _show(data, as_json, ["name", "description"])
 
 
 @audit_app.command("list")

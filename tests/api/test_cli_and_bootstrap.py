@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -11,13 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from live import ADMIN_KEY, Live, ServerConfig, start_server
-
-
-def cli(server: Live, *args: str, key: str = ADMIN_KEY) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TENANTLM_URL": server.url, "TENANTLM_ADMIN_KEY": key}
-    return subprocess.run([sys.executable, "-m", "tenantlm.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=60, stdin=subprocess.DEVNULL)
+from live import Live, ServerConfig, cli, start_server
 
 
 def test_cli_creates_tenant_and_key_that_work(sqlite_server: Live) -> None:
