@@ -144,3 +144,63 @@ TENANT_OWNED: dict[str, str] = {"tenants": "id", "api_keys": "tenant_id", "end_u
                                 "tenant_limits": "tenant_id"}
 # Append-only tables: the server's role may read and insert, never update or delete.
 APPEND_ONLY = ("audit_log", "audit_checkpoints")
+
+# -- usage ledger (metering): migration 0006 --------------------------------------------------------------------------
+# No foreign key to tenants: an event for a tenant deleted before the flush must still insert (a failing row would
+# block the whole journal), and a bill can outlive its tenant. Erasure removes usage through the ledger instead.
+
+usage_events = sa.Table(
+    "usage_events",
+    metadata,
+    sa.Column("tenant_id", sa.String(40), primary_key=True),
+    sa.Column("id", sa.String(200), primary_key=True),
+    sa.Column("key_id", sa.String(40), nullable=True),
+    sa.Column("end_user", sa.String(256), nullable=True),
+    sa.Column("model", sa.String(256), nullable=False),
+    sa.Column("provider", sa.String(200), nullable=False),
+    sa.Column("upstream_model", sa.String(256), nullable=False),
+    sa.Column("region", sa.String(64), nullable=False),
+    sa.Column("prompt_tokens", sa.BigInteger, nullable=False),
+    sa.Column("completion_tokens", sa.BigInteger, nullable=False),
+    sa.Column("cached_tokens", sa.BigInteger, nullable=False),
+    sa.Column("latency_ms", sa.Float, nullable=False),
+    sa.Column("ttft_ms", sa.Float, nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("http_status", sa.Integer, nullable=False),
+    sa.Column("cost_nanousd", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("day", sa.String(10), nullable=False),
+    sa.Index("ix_usage_events_tenant_created", "tenant_id", "created_at"),
+    sa.Index("ix_usage_events_created", "created_at"),
+)
+
+usage_rollups = sa.Table(
+    "usage_rollups",
+    metadata,
+    sa.Column("tenant_id", sa.String(40), primary_key=True),
+    sa.Column("day", sa.String(10), primary_key=True),
+    sa.Column("model", sa.String(256), primary_key=True),
+    sa.Column("requests", sa.BigInteger, nullable=False),
+    sa.Column("prompt_tokens", sa.BigInteger, nullable=False),
+    sa.Column("completion_tokens", sa.BigInteger, nullable=False),
+    sa.Column("cached_tokens", sa.BigInteger, nullable=False),
+    sa.Column("cost_nanousd", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+usage_alerts = sa.Table(
+    "usage_alerts",
+    metadata,
+    sa.Column("tenant_id", sa.String(40), primary_key=True),
+    sa.Column("month", sa.String(7), primary_key=True),
+    sa.Column("metric", sa.String(8), primary_key=True),
+    sa.Column("threshold", sa.Integer, primary_key=True),
+    sa.Column("target", sa.String(16), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("body", sa.JSON, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("delivered_at", sa.Float, nullable=True),
+)
+
+TENANT_OWNED.update({"usage_events": "tenant_id", "usage_rollups": "tenant_id", "usage_alerts": "tenant_id"})

@@ -1,0 +1,265 @@
+"""The durable local buffer in front of the SQL ledger: an append-only journal of segment files with group commit.
+
+Why a local journal: the request path must not wait for the database (or fail when it is down), yet an event must be
+on disk before its request is acknowledged. ``append`` returns once the line is written *and* fsynced.
+
+Group commit: callers queue lines; one writer task takes whatever queued while the previous write+fsync ran and
+writes it with one ``write`` and one ``fdatasync`` (in a dedicated thread, so the event loop keeps serving). Under
+load a batch holds hundreds of lines, so the fsync cost is shared instead of paid per event.
+
+Format: ``<dir>/<seq:012d>.seg``, one line per event: ``<crc32 of payload, 8 hex> <payload JSON>\n``. A kill -9 (or a
+power cut) can leave a torn last line; its checksum fails and it is skipped. It can only be a line whose append never
+returned, because ``append`` returns after the fsync that covered the whole line. Segments are never appended to after
+a restart or a write error (a new one is started), so a bad line anywhere but at the tail means real corruption; the
+flusher then keeps the file in ``quarantine/`` instead of deleting it.
+
+Segments rotate when they reach ``max_segment_bytes`` and whenever the flusher seals the active one; a sealed segment
+is deleted only after every event in it is committed to SQL. One process owns a directory (an exclusive ``flock``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import zlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SUFFIX = ".seg"
+_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+fdatasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
+
+
+def encode_line(payload: bytes) -> bytes:
+    return b"%08x %s\n" % (zlib.crc32(payload), payload)
+
+
+def _check(line: bytes) -> bytes | None:
+    if len(line) < 10 or line[8:9] != b" ":
+        return None
+    try:
+        crc = int(line[:8], 16)
+    except ValueError:
+        return None
+    payload = line[9:]
+    return payload if zlib.crc32(payload) == crc else None
+
+
+@dataclass(slots=True)
+class Decoded:
+    """The readable payloads of a segment; ``bad`` lines were skipped; ``corrupt`` when one was not at the tail."""
+
+    payloads: list[bytes]
+    bad: int
+    corrupt: bool
+
+
+def decode(data: bytes) -> Decoded:
+    pieces = data.split(b"\n")
+    tail = pieces.pop()  # b"" when the file ends with a newline, else a torn last line
+    payloads: list[bytes] = []
+    bad_at: list[int] = []
+    last_good = -1
+    for i, line in enumerate(pieces):
+        payload = _check(line)
+        if payload is None:
+            bad_at.append(i)
+        else:
+            payloads.append(payload)
+            last_good = i
+    if tail:
+        bad_at.append(len(pieces))
+    corrupt = any(i < last_good for i in bad_at)
+    return Decoded(payloads, len(bad_at), corrupt)
+
+
+@dataclass(slots=True)
+class JournalStats:
+    batches: int = 0  # = write+fsync calls
+    lines: int = 0
+    bytes: int = 0
+    segments_created: int = 0
+
+
+@dataclass(slots=True)
+class _Active:
+    fd: int
+    path: Path
+    size: int = 0
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Lines waiting for the next write+fsync. Waiters block on ``done`` (an Event: a cancelled waiter leaves the
+    batch alone, unlike awaiting one shared future) and read ``error`` after it is set."""
+
+    lines: list[bytes] = field(default_factory=list)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    error: BaseException | None = None
+
+
+class Journal:
+    def __init__(self, directory: Path, *, max_segment_bytes: int = 64 * 1024 * 1024,
+                 fsync: Callable[[int], None] = fdatasync) -> None:
+        self.directory = directory
+        self.max_segment_bytes = max_segment_bytes
+        self.fsync = fsync  # the durability barrier; tests count calls, benchmarks measure its cost
+        self.stats = JournalStats()
+        self._lock_fd: int | None = None
+        self._next_seq = 1
+        self._active: _Active | None = None
+        self._batch = _Batch()
+        self._wake = asyncio.Event()
+        self._io = asyncio.Lock()  # one file operation at a time: a batch write or a seal
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._executor: ThreadPoolExecutor | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Take the directory (exclusive lock) and continue numbering after the segments already there."""
+        if self._lock_fd is not None:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.directory / "LOCK", os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise RuntimeError(f"another process is using the ledger journal in {self.directory}") from None
+        self._lock_fd = fd
+        existing = self.segments()
+        self._next_seq = (int(existing[-1].stem) + 1) if existing else 1
+
+    async def start(self) -> None:
+        self.open()
+        if self._task is None:
+            self._closing = False
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="ledger-journal")
+            self._task = asyncio.create_task(self._writer(), name="ledger-journal-writer")
+
+    async def close(self) -> None:
+        """Write what is queued, stop the writer, close the segment and release the directory."""
+        if self._task is not None:
+            self._closing = True
+            self._wake.set()
+            await self._task
+            self._task = None
+        async with self._io:
+            self._close_active()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # -- appending ------------------------------------------------------------------------------------------------
+
+    async def append(self, payload: bytes) -> None:
+        """Return once ``payload`` is on disk (written and fsynced); raise if that failed."""
+        if self._task is None or self._closing:
+            raise RuntimeError("the ledger journal is not running")
+        batch = self._batch
+        batch.lines.append(encode_line(payload))
+        self._wake.set()
+        await batch.done.wait()
+        if batch.error is not None:
+            raise OSError("the usage journal write failed") from batch.error
+
+    async def _writer(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch = self._batch
+            if not batch.lines:
+                if self._closing:
+                    return
+                continue
+            self._batch = _Batch()
+            await self._commit(batch)
+
+    async def _commit(self, batch: _Batch) -> None:
+        assert self._executor is not None
+        data = b"".join(batch.lines)
+        try:
+            async with self._io:
+                await asyncio.get_running_loop().run_in_executor(self._executor, self._write, data)
+            self.stats.batches += 1
+            self.stats.lines += len(batch.lines)
+            self.stats.bytes += len(data)
+        except Exception as exc:
+            batch.error = exc
+        except BaseException as exc:  # the writer itself is cancelled: fail this batch's callers, then stop
+            batch.error = exc
+            raise
+        finally:
+            batch.done.set()
+
+    def _write(self, data: bytes) -> None:
+        """Runs in the journal thread. After any error the segment is abandoned: a new one takes the next batch."""
+        try:
+            active = self._active or self._new_segment()
+            view = memoryview(data)
+            while view:
+                view = view[os.write(active.fd, view):]
+            self.fsync(active.fd)
+            active.size += len(data)
+        except BaseException:
+            self._close_active()
+            raise
+        if active.size >= self.max_segment_bytes:
+            self._close_active()
+
+    def _new_segment(self) -> _Active:
+        if self._lock_fd is None:
+            raise RuntimeError("the ledger journal is not open")
+        path = self.directory / f"{self._next_seq:012d}{SUFFIX}"
+        self._next_seq += 1
+        fd = os.open(path, _FLAGS, 0o600)
+        self._active = _Active(fd, path)
+        self.stats.segments_created += 1
+        dfd = os.open(self.directory, os.O_RDONLY)
+        try:
+            self.fsync(dfd)  # the new directory entry must be durable too
+        finally:
+            os.close(dfd)
+        return self._active
+
+    def _close_active(self) -> None:
+        if self._active is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._active.fd)
+            self._active = None
+
+    # -- the flusher's side ---------------------------------------------------------------------------------------
+
+    def segments(self) -> list[Path]:
+        return sorted(p for p in self.directory.glob(f"*{SUFFIX}") if p.stem.isdigit())
+
+    async def seal(self) -> list[Path]:
+        """Close the active segment and return every segment on disk, oldest first. None of them is written again."""
+        if self._lock_fd is None:
+            raise RuntimeError("the ledger journal is not open")
+        async with self._io:
+            self._close_active()
+            return self.segments()
+
+    @staticmethod
+    def read(path: Path) -> Decoded:
+        return decode(path.read_bytes())
+
+    @staticmethod
+    def delete(path: Path) -> None:
+        path.unlink(missing_ok=True)
+
+    def quarantine(self, path: Path) -> Path:
+        target = self.directory / "quarantine" / path.name
+        target.parent.mkdir(exist_ok=True)
+        path.rename(target)
+        return target

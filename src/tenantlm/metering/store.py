@@ -1,0 +1,133 @@
+"""Usage events and rollups over SQL (SQLite and Postgres).
+
+Writes: the flusher inserts a batch of events from many tenants in ONE ``platform_tx``. Why not ``tenant_tx`` per
+tenant: the writer is platform infrastructure replaying its own journal, not a tenant's request; each row's
+``tenant_id`` was fixed by the request path from the authenticated key; and one transaction per batch keeps the
+events and the rollup deltas they cause atomic and the flush fast with thousands of tenants. Reads for one tenant
+always run in ``tenant_tx`` (RLS holds); platform-wide reads run in ``platform_tx``.
+
+Idempotency: ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` yields only the rows that were new, and the rollup
+upsert adds exactly those, in the same transaction. A replayed event is neither stored nor counted twice, and a crash
+between the two statements commits neither.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tenantlm.metering.models import UsageEvent, from_nano, to_nano, utc_day
+from tenantlm.storage.sql.engine import Database
+from tenantlm.storage.sql.tables import usage_alerts, usage_events, usage_rollups
+
+SUMS = ("requests", "prompt_tokens", "completion_tokens", "cached_tokens", "cost_nanousd")
+_COLUMNS = ("key_id", "end_user", "model", "provider", "upstream_model", "region", "prompt_tokens",
+            "completion_tokens", "cached_tokens", "latency_ms", "ttft_ms", "status", "http_status", "created_at")
+
+
+def event_row(e: UsageEvent) -> dict[str, Any]:
+    return payload_row(e.to_dict())
+
+
+def payload_row(fields: dict[str, Any]) -> dict[str, Any]:
+    """The usage_events row of an event's fields (as ``UsageEvent.to_dict`` or the journal has them); reuses the
+    dict, because the flusher converts every journaled event and this is its hot loop."""
+    fields["cost_nanousd"] = to_nano(fields.pop("cost_usd"))
+    fields["day"] = utc_day(fields["created_at"])
+    return fields
+
+
+def row_event(r: Any) -> UsageEvent:
+    fields = {c: getattr(r, c) for c in _COLUMNS}
+    for c in ("prompt_tokens", "completion_tokens", "cached_tokens"):
+        fields[c] = int(fields[c])
+    return UsageEvent(id=r.id, tenant_id=r.tenant_id, cost_usd=from_nano(int(r.cost_nanousd)), **fields)
+
+
+def rollup_deltas(rows: Sequence[dict[str, Any]], *, now: float) -> list[dict[str, Any]]:
+    """Sum event rows per (tenant_id, day, model), sorted so concurrent flushers lock rollup rows in one order."""
+    acc: dict[tuple[str, str, str], list[int]] = {}
+    for r in rows:
+        sums = acc.setdefault((r["tenant_id"], r["day"], r["model"]), [0, 0, 0, 0, 0])
+        sums[0] += 1
+        sums[1] += r["prompt_tokens"]
+        sums[2] += r["completion_tokens"]
+        sums[3] += r["cached_tokens"]
+        sums[4] += r["cost_nanousd"]
+    return [{"tenant_id": t, "day": d, "model": m, **dict(zip(SUMS, s, strict=True)), "updated_at": now}
+            for (t, d, m), s in sorted(acc.items())]
+
+
+class UsageStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        dialect = postgresql if db.is_postgres else sqlite
+        self._insert_events = dialect.insert(usage_events).on_conflict_do_nothing().returning(
+            usage_events.c.tenant_id, usage_events.c.id)
+        upsert = dialect.insert(usage_rollups)
+        add = {c: usage_rollups.c[c] + upsert.excluded[c] for c in SUMS}
+        self._upsert_rollups = upsert.on_conflict_do_update(
+            index_elements=["tenant_id", "day", "model"], set_={**add, "updated_at": upsert.excluded.updated_at})
+
+    def read_tx(self, tenant_id: str | None) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A tenant's reads in its own transaction (RLS); platform-wide reads (``None``) in the platform scope."""
+        return self.db.platform_tx() if tenant_id is None else self.db.tenant_tx(tenant_id=tenant_id)
+
+    async def insert(self, events: Sequence[UsageEvent], *, now: float) -> list[UsageEvent]:
+        """Store ``events`` (any tenants) once each; return those that were new. Replays are skipped."""
+        by_key = {(e.tenant_id, e.id): e for e in events}
+        new = await self.insert_rows([event_row(e) for e in by_key.values()], now=now)
+        return [by_key[key] for key in new]
+
+    async def insert_rows(self, rows: Sequence[dict[str, Any]], *, now: float) -> list[tuple[str, str]]:
+        """Store event rows (``payload_row``) once each; return the (tenant_id, id) of those that were new."""
+        unique = list({(r["tenant_id"], r["id"]): r for r in rows}.values())
+        if not unique:
+            return []
+        async with self.db.platform_tx() as conn:
+            # executemany: SQLAlchemy compiles the statement once and sends pages of multi-row VALUES
+            # ("insertmanyvalues"); RETURNING yields only the rows ON CONFLICT DO NOTHING let through.
+            found = await conn.execute(self._insert_events, unique)
+            inserted = {(r.tenant_id, r.id) for r in found}
+            new = [r for r in unique if (r["tenant_id"], r["id"]) in inserted]
+            if new:
+                await conn.execute(self._upsert_rollups, rollup_deltas(new, now=now))
+        return [(r["tenant_id"], r["id"]) for r in new]
+
+    async def events(self, *, tenant_id: str | None, start: float, end: float,
+                     page: int = 1000) -> AsyncIterator[list[UsageEvent]]:
+        """Every event with ``start <= created_at < end`` in (created_at, id) order, one page per transaction."""
+        after: tuple[float, str, str] | None = None
+        while True:
+            q = self._events_query(tenant_id, start, end, after).limit(page)
+            async with self.read_tx(tenant_id) as conn:
+                found = [row_event(r) for r in await conn.execute(q)]
+            if not found:
+                return
+            yield found
+            if len(found) < page:
+                return
+            last = found[-1]
+            after = (last.created_at, last.tenant_id, last.id)
+
+    @staticmethod
+    def _events_query(tenant_id: str | None, start: float, end: float,
+                      after: tuple[float, str, str] | None) -> sa.Select[Any]:
+        c = usage_events.c
+        q = sa.select(usage_events).where(c.created_at >= start, c.created_at < end)
+        if tenant_id is not None:
+            q = q.where(c.tenant_id == tenant_id)
+        if after is not None:
+            q = q.where(sa.tuple_(c.created_at, c.tenant_id, c.id) > sa.tuple_(*after))
+        return q.order_by(c.created_at, c.tenant_id, c.id)
+
+    async def forget_tenant(self, *, tenant_id: str) -> None:
+        """Erasure: the tenant's usage rows, rollups and alert records."""
+        async with self.db.tenant_tx(tenant_id=tenant_id) as conn:
+            for table in (usage_events, usage_rollups, usage_alerts):
+                await conn.execute(table.delete().where(table.c.tenant_id == tenant_id))

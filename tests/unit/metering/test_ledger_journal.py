@@ -1,0 +1,133 @@
+"""The journal under the ledger: line format and torn-line detection, group commit (fsyncs counted), rotation,
+the directory lock, and what a failed write does."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from tenantlm.metering.journal import Journal, decode, encode_line
+
+
+class CountingFsync:
+    """The real fdatasync, counted; optionally failing the next N calls."""
+
+    def __init__(self, fail: int = 0) -> None:
+        self.calls = 0
+        self.fail = fail
+
+    def __call__(self, fd: int) -> None:
+        self.calls += 1
+        if self.fail:
+            self.fail -= 1
+            raise OSError(5, "injected I/O error")
+        os.fsync(fd)
+
+
+def test_lines_round_trip_and_a_torn_tail_is_skipped_at_every_cut() -> None:
+    payloads = [b'{"n":%d}' % i for i in range(5)]
+    data = b"".join(encode_line(p) for p in payloads)
+    assert decode(data).payloads == payloads and decode(data).bad == 0
+    last_start = len(data) - len(encode_line(payloads[-1]))
+    for cut in range(last_start + 1, len(data)):  # every prefix that tears the last line
+        d = decode(data[:cut])
+        assert d.payloads == payloads[:-1] and d.bad == 1 and not d.corrupt, cut
+
+
+def test_a_bad_line_before_good_ones_is_corruption() -> None:
+    good = [encode_line(b'{"n":%d}' % i) for i in range(3)]
+    flipped = bytearray(good[1])
+    flipped[12] ^= 0x01
+    d = decode(good[0] + bytes(flipped) + good[2])
+    assert d.payloads == [b'{"n":0}', b'{"n":2}'] and d.bad == 1 and d.corrupt
+    zeros = decode(good[0] + b"\0" * 40)  # a power cut can leave zeros where the tail was
+    assert zeros.payloads == [b'{"n":0}'] and zeros.bad == 1 and not zeros.corrupt
+
+
+async def test_group_commit_shares_fsyncs_among_concurrent_appends(tmp_path: Path) -> None:
+    fsync = CountingFsync()
+    journal = Journal(tmp_path / "j", fsync=fsync)
+    await journal.start()
+    n = 3000
+    await asyncio.gather(*(journal.append(b'{"i":%d}' % i) for i in range(n)))
+    await journal.close()
+    assert journal.stats.lines == n
+    assert fsync.calls <= journal.stats.batches + journal.stats.segments_created  # data fsyncs + directory fsyncs
+    assert journal.stats.batches < n / 20, journal.stats  # far fewer fsyncs than events
+    [segment] = journal.segments()
+    assert sorted(Journal.read(segment).payloads) == sorted(b'{"i":%d}' % i for i in range(n))
+
+
+async def test_sequential_appends_each_wait_for_their_own_fsync(tmp_path: Path) -> None:
+    fsync = CountingFsync()
+    journal = Journal(tmp_path / "j", fsync=fsync)
+    await journal.start()
+    for i in range(5):
+        await journal.append(b"%d" % i)
+        assert journal.stats.lines == i + 1  # durable when append returned
+    await journal.close()
+    assert journal.stats.batches == 5
+
+
+async def test_segments_rotate_by_size_and_numbering_continues_after_restart(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j", max_segment_bytes=200)
+    await journal.start()
+    for i in range(20):
+        await journal.append(b'{"payload":"%040d"}' % i)
+    sealed = await journal.seal()
+    await journal.close()
+    # 64-byte lines: a segment closes after the write that takes it to 200 bytes or more, i.e. after 4 lines
+    assert [int(p.stem) for p in sealed] == [1, 2, 3, 4, 5]
+    assert [len(Journal.read(p).payloads) for p in sealed] == [4] * 5
+    again = Journal(tmp_path / "j")
+    await again.start()
+    await again.append(b"{}")
+    segments = await again.seal()
+    await again.close()
+    assert int(segments[-1].stem) == 6 and sum(len(Journal.read(p).payloads) for p in segments) == 21
+
+
+async def test_one_process_per_directory(tmp_path: Path) -> None:
+    first = Journal(tmp_path / "j")
+    first.open()
+    with pytest.raises(RuntimeError, match="another process"):
+        Journal(tmp_path / "j").open()
+    await first.close()
+    Journal(tmp_path / "j").open()
+
+
+async def test_a_failed_write_fails_its_callers_and_the_next_batch_starts_a_new_segment(tmp_path: Path) -> None:
+    fsync = CountingFsync()
+    journal = Journal(tmp_path / "j", fsync=fsync)
+    await journal.start()
+    await journal.append(b'{"ok":1}')
+    fsync.fail = 1
+    with pytest.raises(OSError, match="journal write failed"):
+        await journal.append(b'{"lost":1}')
+    await journal.append(b'{"ok":2}')
+    segments = await journal.seal()
+    await journal.close()
+    assert len(segments) == 2
+    assert Journal.read(segments[1]).payloads == [b'{"ok":2}']
+
+
+async def test_a_cancelled_caller_does_not_cancel_the_batch(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j")
+    await journal.start()
+    tasks = [asyncio.create_task(journal.append(b"%d" % i)) for i in range(50)]
+    await asyncio.sleep(0)  # all queued
+    tasks[0].cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    segments = await journal.seal()
+    await journal.close()
+    assert isinstance(results[0], asyncio.CancelledError) and all(r is None for r in results[1:])
+    assert len(Journal.read(segments[0]).payloads) == 50  # the cancelled caller's line was written all the same
+
+
+async def test_append_needs_a_running_journal(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j")
+    with pytest.raises(RuntimeError, match="not running"):
+        await journal.append(b"{}")
