@@ -19,11 +19,15 @@ from fastapi import FastAPI, Request
 from starlette.responses import Response
 
 from tenantlm import __version__
+from tenantlm.admission.memory import MemoryLimitStore
+from tenantlm.admission.port import LimitStore
+from tenantlm.admission.service import AdmissionService
 from tenantlm.api import errors as api_errors
 from tenantlm.api.admin.audit_routes import router as audit_router
 from tenantlm.api.admin.compliance_routes import router as compliance_router
 from tenantlm.api.admin.limits_routes import router as limits_router
 from tenantlm.api.admin.routes import router as admin_router
+from tenantlm.api.admin.usage_routes import router as usage_router
 from tenantlm.api.middleware import RequestContextMiddleware
 from tenantlm.api.openai.routes import router as openai_router
 from tenantlm.api.responses import JSONResponse
@@ -31,11 +35,15 @@ from tenantlm.audit import AuditLog, AuditSigner, AuthFailureAggregator
 from tenantlm.compliance.erasure import TenantEraser
 from tenantlm.compliance.export import TenantExporter
 from tenantlm.crypto import KekProvider, Keyring, LocalKekProvider, load_or_create_master_key
+from tenantlm.inference.gate import Gate
 from tenantlm.inference.service import InferenceService
+from tenantlm.metering.alerts import AlertSettings, BudgetAlerts
+from tenantlm.metering.ledger import Ledger
 from tenantlm.observability.metrics import Metrics
 from tenantlm.providers.registry import ProviderRegistry
 from tenantlm.requestlog.service import RequestLogService
 from tenantlm.requestlog.store import RequestLogStore
+from tenantlm.scheduling.registry import RedisReplicaCount, ReplicaCount, SchedulerRegistry, StaticReplicaCount
 from tenantlm.settings import Settings
 from tenantlm.storage.sql.engine import Database
 from tenantlm.storage.sql.migrate import check_app_role, migrate
@@ -70,6 +78,12 @@ class Services:
     eraser: TenantEraser
     exporter: TenantExporter
     limits: LimitsService
+    admission: AdmissionService
+    schedulers: SchedulerRegistry
+    replicas: ReplicaCount
+    ledger: Ledger
+    alerts: BudgetAlerts | None
+    redis: Any
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
@@ -95,6 +109,31 @@ def build_kek_provider(settings: Settings) -> KekProvider:
     return LocalKekProvider(settings.keyring_path, load_or_create_master_key(settings.data_dir, env_key))
 
 
+def build_limit_store(settings: Settings) -> tuple[LimitStore, ReplicaCount, Any]:
+    """In-process limits and a static replica count, or both on Redis when ``redis_url`` is set."""
+    if settings.redis_url is None:
+        return MemoryLimitStore(), StaticReplicaCount(settings.replicas), None
+    from redis.asyncio import Redis
+
+    from tenantlm.admission.redis_store import RedisLimitStore
+
+    client = Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=2.0, socket_connect_timeout=2.0)
+    return (RedisLimitStore(client, fail_open=settings.limits_fail_open), RedisReplicaCount(client), client)
+
+
+def _budgets(limits: LimitsService, tenancy: TenancyService) -> Any:
+    async def budgets(tenant_id: str) -> tuple[int | None, float | None]:
+        eff = await limits.effective(await tenancy.get_tenant(tenant_id=tenant_id))
+        return eff.tenant.monthly_token_budget, eff.tenant.monthly_cost_budget_usd
+    return budgets
+
+
+def _alert_hook(alerts: BudgetAlerts) -> Any:
+    async def on_flushed(tenant_ids: frozenset[str]) -> None:
+        await alerts.check(tenant_ids)
+    return on_flushed
+
+
 def build_services(settings: Settings) -> Services:
     db = Database.from_url(settings.sql_url)
     store = TenancyStore(db)
@@ -114,14 +153,29 @@ def build_services(settings: Settings) -> Services:
                            seed_plans=settings.plans)
     tenancy = TenancyService(store=store, auth=auth, known_models=catalog.names, audit=audit, tenant_keys=keyring,
                              settings_listener=request_log, plan_exists=limits.has_plan)
+    limit_store, replicas, redis = build_limit_store(settings)
+    admission = AdmissionService(limit_store)
+    schedulers = SchedulerRegistry({m.name: m.max_in_flight for m in settings.models}, replicas,
+                                   observer_for=metrics.scheduler_observer,
+                                   max_queue_per_tenant=settings.scheduler_max_queue_per_tenant,
+                                   max_queue_total=settings.scheduler_max_queue_total)
+    ledger = Ledger(db=db, directory=settings.data_dir / "ledger")
+    alerts = None
+    if settings.alert_webhook_url:
+        secret = settings.alert_webhook_secret.get_secret_value() if settings.alert_webhook_secret else ""
+        alerts = BudgetAlerts(db=db, budgets=_budgets(limits, tenancy),
+                              settings=AlertSettings(secret=secret, platform_url=settings.alert_webhook_url))
+        ledger.on_flushed = _alert_hook(alerts)
+    gate = Gate(settings=settings, limits=limits, admission=admission, schedulers=schedulers, ledger=ledger)
     return Services(
+        admission=admission, schedulers=schedulers, replicas=replicas, ledger=ledger, alerts=alerts, redis=redis,
         settings=settings, db=db, metrics=metrics, auth=auth, end_users=end_users, catalog=catalog,
         providers=providers, tenancy=tenancy, keyring=keyring, audit=audit, auth_failures=auth_failures,
         request_log=request_log, limits=limits,
         inference=InferenceService(catalog=catalog, providers=providers, metrics=metrics, end_users=end_users,
-                                   request_log=request_log),
-        eraser=TenantEraser(tenancy=tenancy, keyring=keyring, contents=[request_log, end_users], audit=audit, auth=auth,
-                            data_dir=settings.data_dir),
+                                   request_log=request_log, gate=gate),
+        eraser=TenantEraser(tenancy=tenancy, keyring=keyring, contents=[request_log, end_users, ledger],
+                            audit=audit, auth=auth, data_dir=settings.data_dir),
         exporter=TenantExporter(tenancy=tenancy, request_log=request_log, audit=audit, audit_reader=audit,
                                 flush=end_users.flush),
     )
@@ -150,6 +204,38 @@ async def _sweep_loop(svc: Services) -> None:
                 log.info("retention sweep removed %d expired request-log entries", removed)
         except Exception:
             log.warning("retention sweep failed; will retry", exc_info=True)
+
+
+async def _start_metering(svc: Services) -> None:
+    """Replay the ledger's journal (events acknowledged before a crash), then seed today's and this month's usage
+    into the limiter so budgets survive restarts, then start the flusher."""
+    await svc.ledger.start()
+    recovered = await svc.ledger.recover()
+    if recovered.inserted:
+        log.info("ledger: recovered %d events from the journal", recovered.inserted)
+    if isinstance(svc.replicas, RedisReplicaCount):
+        await svc.replicas.start()
+    await _seed_budgets(svc)  # raises counters to at least the ledger's (never lowers, never double counts)
+    svc.tasks.append(asyncio.create_task(svc.ledger.run_flusher(interval_s=svc.settings.ledger_flush_interval_s),
+                                         name="tenantlm-ledger"))
+    if svc.alerts is not None:
+        await svc.alerts.resume()
+
+
+async def _seed_budgets(svc: Services) -> None:
+    now = time.gmtime()
+    day, month = time.strftime("d:%Y-%m-%d", now), time.strftime("m:%Y-%m", now)
+    for row in await svc.ledger.period_usage():
+        if row.key_id is not None:
+            level, subject = "key", row.key_id
+        elif row.end_user is not None:
+            level, subject = "end_user", f"{row.tenant_id}/{row.end_user}"
+        else:
+            level, subject = "tenant", row.tenant_id
+        for period, tokens, cost in ((day, row.day_tokens, row.day_cost_usd),
+                                     (month, row.month_tokens, row.month_cost_usd)):
+            await svc.admission.seed_usage(tenant_id=row.tenant_id, level=level, subject_id=subject,  # type: ignore[arg-type]
+                                           period=period, tokens=tokens, cost_usd=cost)
 
 
 async def _warm(svc: Services) -> None:
@@ -182,6 +268,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     created = await svc.limits.ensure_plans()
     if created:
         log.info("created plans: %s", ", ".join(created))
+    await _start_metering(svc)
     token = await svc.tenancy.ensure_admin_key()
     if token:
         _announce_admin_key(token)
@@ -203,6 +290,13 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.gather(*svc.tasks, return_exceptions=True)
         await _flush(svc)
         await svc.audit.background_tick(aggregator=svc.auth_failures, force=True)
+        await svc.ledger.close()
+        if svc.alerts is not None:
+            await svc.alerts.close()
+        if isinstance(svc.replicas, RedisReplicaCount):
+            await svc.replicas.aclose()
+        if svc.redis is not None:
+            await svc.redis.aclose()
         await svc.providers.aclose()
         await svc.db.dispose()
 
@@ -250,6 +344,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     app.include_router(audit_router)
     app.include_router(compliance_router)
     app.include_router(limits_router)
+    app.include_router(usage_router)
     _health_routes(app)
     app.add_middleware(RequestContextMiddleware, metrics=svc.metrics, max_body_bytes=settings.max_body_bytes,
                        access_log=settings.access_log)

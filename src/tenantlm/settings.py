@@ -69,6 +69,8 @@ class ModelConfig(BaseModel):
     context_length: int = 2048
     dimensions: int | None = None
     fallbacks: list[str] = Field(default_factory=list)
+    # Requests in flight to this model across all replicas; beyond it requests queue in weighted-fair order.
+    max_in_flight: int = Field(default=64, ge=1)
 
     @property
     def upstream(self) -> str:
@@ -130,6 +132,18 @@ class Settings(BaseSettings):
     retention_sweep_s: float = Field(default=60.0, gt=0)
     # Plans created at first start when absent (name -> {"description", "limits"}); default: free, pro, enterprise.
     plans: dict[str, dict[str, Any]] | None = None
+    # Shared state for several replicas (limits, scheduler share). Unset: in-process, exact for one process.
+    redis_url: SecretStr | None = None
+    # Redis unreachable: refuse requests (503, the default) or let them through unlimited.
+    limits_fail_open: bool = False
+    # Replicas sharing each model's max_in_flight when there is no Redis to count them.
+    replicas: int = Field(default=1, ge=1)
+    scheduler_max_queue_per_tenant: int = Field(default=256, ge=0)
+    scheduler_max_queue_total: int = Field(default=4096, ge=0)
+    # Budget alerts: signed webhooks at 50/80/100% of a tenant's monthly budget.
+    alert_webhook_url: str | None = None
+    alert_webhook_secret: SecretStr | None = None
+    ledger_flush_interval_s: float = Field(default=1.0, gt=0)
     # Load the local models at start (readiness waits for it) instead of on the first request.
     warmup: bool = True
     providers: list[ProviderConfig] = Field(default_factory=default_providers)

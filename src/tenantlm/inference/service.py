@@ -1,12 +1,15 @@
 """Inference: the data-plane use cases (chat completions, embeddings) between the thin routes and the providers.
 
-Request path today: resolve the model for this tenant -> note the end user -> provider router (retries, fallback,
-breaker) -> stream back -> count tokens. Limits, scheduling and metering slot in here, not in the routes.
+Request path: resolve the model for this tenant -> note the end user -> the gate (admission: limits and budgets;
+the fair scheduler) -> provider router (retries, fallback, breaker) -> stream back, charging as tokens flow -> the
+gate meters every attempt in the ledger and settles the reservation -> count tokens, request log.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -16,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from tenantlm.errors import InvalidRequest, TenantLMError, UnsupportedFeature
+from tenantlm.inference.gate import BudgetCut, Gate, Passage
 from tenantlm.inference.sse import SSE_DONE, sse_event
 from tenantlm.observability.logging import request_id_var
 from tenantlm.observability.metrics import Metrics
@@ -34,16 +38,26 @@ class ChatStream:
     """An SSE byte stream whose first chunk has already been produced, so setup errors surface as HTTP errors."""
 
     events: AsyncIterator[bytes]
+    headers: dict[str, str]
+
+
+@dataclass(slots=True)
+class Reply:
+    """A JSON reply and the headers that go with it (OpenAI's x-ratelimit-*)."""
+
+    body: JSON
+    headers: dict[str, str]
 
 
 class InferenceService:
     def __init__(self, *, catalog: ModelCatalog, providers: ProviderRegistry, metrics: Metrics,
-                 end_users: EndUserRecorder, request_log: RequestLogService) -> None:
+                 end_users: EndUserRecorder, request_log: RequestLogService, gate: Gate) -> None:
         self.catalog = catalog
         self.providers = providers
         self.metrics = metrics
         self.end_users = end_users
         self.request_log = request_log
+        self.gate = gate
 
     def _capture(self, ctx: TenantContext, model: ResolvedModel, endpoint: str, request: JSON,
                  response: JSON | None, status: int = 200) -> None:
@@ -51,10 +65,11 @@ class InferenceService:
                                  model=model.name, endpoint=endpoint, status=status, request=request,
                                  response=response)
 
-    def _note_end_user(self, ctx: TenantContext, body: JSON, header: str | None) -> None:
+    def _note_end_user(self, ctx: TenantContext, body: JSON, header: str | None) -> str | None:
         user = pick_end_user(header=header, body_user=body.get("user"), body_safety_id=body.get("safety_identifier"))
         if user is not None:
             self.end_users.record(tenant_id=ctx.tenant_id, user_id=user)
+        return user
 
     def _resolve(self, ctx: TenantContext, name: str, kind: str) -> ResolvedModel:
         resolved = self.catalog.resolve(ctx.tenant, name)
@@ -68,11 +83,17 @@ class InferenceService:
             self.metrics.observe_tokens(tenant_id=ctx.tenant_id, model=model.config.name,
                                         prompt=usage.prompt_tokens, completion=usage.completion_tokens)
 
+    async def _enter(self, ctx: TenantContext, model: ResolvedModel, body: JSON, user: str | None) -> Passage:
+        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+        return await self.gate.enter(ctx=ctx, model=model, body=body, end_user=user, prompt=body.get("messages"),
+                                     max_tokens=max_tokens if isinstance(max_tokens, int) else None)
+
     # --- chat -------------------------------------------------------------------------------------------------
-    async def chat(self, *, ctx: TenantContext, body: JSON, end_user_header: str | None) -> JSON:
+    async def chat(self, *, ctx: TenantContext, body: JSON, end_user_header: str | None) -> Reply:
         model = self._resolve(ctx, body["model"], "chat")
-        self._note_end_user(ctx, body, end_user_header)
-        result = await self.providers.chat(model.config, dict(body))
+        passage = await self._enter(ctx, model, body, self._note_end_user(ctx, body, end_user_header))
+        async with _finishing(passage):
+            result = await self.providers.chat(model.config, dict(body), on_attempt=passage.on_attempt)
         self._count(ctx, model, result.usage)
         out = dict(result.body)
         out["model"] = model.name
@@ -80,29 +101,32 @@ class InferenceService:
         out.setdefault("object", "chat.completion")
         out["usage"] = {**(out.get("usage") or {}), **result.usage.as_dict()}
         self._capture(ctx, model, "chat.completions", body, out)
-        return out
+        return Reply(out, passage.headers)
 
     async def stream_chat(self, *, ctx: TenantContext, body: JSON, end_user_header: str | None) -> ChatStream:
         model = self._resolve(ctx, body["model"], "chat")
-        self._note_end_user(ctx, body, end_user_header)
+        passage = await self._enter(ctx, model, body, self._note_end_user(ctx, body, end_user_header))
         options = body.get("stream_options") or {}
         wants_usage = bool(options.get("include_usage"))
         upstream = {**body, "stream_options": {**options, "include_usage": True}}
-        chunks = self.providers.stream_chat(model.config, upstream)
+        chunks = self.providers.stream_chat(model.config, upstream, on_attempt=passage.on_attempt)
         try:
             first = await anext(chunks)
         except StopAsyncIteration:
             first = None
-        except BaseException:
+        except BaseException as exc:
             await _aclose(chunks)
+            await passage.finish(status="cancelled" if isinstance(exc, asyncio.CancelledError) else "error")
             raise
-        return ChatStream(self._events(ctx, model, chunks, first, wants_usage, body))
+        return ChatStream(self._events(ctx, model, chunks, first, wants_usage, body, passage), passage.headers)
 
     async def _events(self, ctx: TenantContext, model: ResolvedModel, chunks: AsyncIterator[ChatChunk],
-                      first: ChatChunk | None, wants_usage: bool, request: JSON) -> AsyncIterator[bytes]:
+                      first: ChatChunk | None, wants_usage: bool, request: JSON, passage: Passage
+                      ) -> AsyncIterator[bytes]:
         usage: Usage | None = None
         completion_id = _completion_id()
         transcript = _Transcript()
+        status = "cancelled"  # unless the stream gets to one of the ends below
         try:
             chunk = first
             while chunk is not None:
@@ -114,21 +138,29 @@ class InferenceService:
                     if chunk.usage is not None and not wants_usage:
                         body.pop("usage", None)
                     yield sse_event(body)
+                await passage.progress(len(transcript.parts))
                 chunk = await anext(chunks, None)
+            await _aclose(chunks)
+            status = "ok"
+            await passage.finish(status="ok")  # metered durably before the client hears the stream is complete
             yield SSE_DONE
         except TenantLMError as exc:
+            status = "cut" if isinstance(exc, BudgetCut) else "error"
             transcript.error, transcript.status = exc.body()["error"], exc.status
+            await _aclose(chunks)
+            await passage.finish(status=status)
             yield sse_event(exc.body())
         finally:
-            self._count(ctx, model, usage)
             await _aclose(chunks)
+            await passage.finish(status=status)
+            self._count(ctx, model, usage)
             self._capture(ctx, model, "chat.completions", request,
                           transcript.summary(usage), transcript.status)
 
     # --- embeddings -------------------------------------------------------------------------------------------
-    async def embed(self, *, ctx: TenantContext, body: JSON, end_user_header: str | None) -> JSON:
+    async def embed(self, *, ctx: TenantContext, body: JSON, end_user_header: str | None) -> Reply:
         model = self._resolve(ctx, body["model"], "embedding")
-        self._note_end_user(ctx, body, end_user_header)
+        user = self._note_end_user(ctx, body, end_user_header)
         raw = body["input"]
         inputs = [raw] if isinstance(raw, str) else raw
         if not all(isinstance(i, str) for i in inputs):
@@ -137,15 +169,33 @@ class InferenceService:
         if dims is not None and model.config.dimensions is not None and dims != model.config.dimensions:
             raise InvalidRequest(f"'{model.name}' produces {model.config.dimensions} dimensions and cannot be "
                                  "shortened", param="dimensions")
-        result = await self.providers.embed(model.config, inputs)
+        passage = await self.gate.enter(ctx=ctx, model=model, body=body, end_user=user, prompt=inputs,
+                                        max_tokens=0, output=False)
+        async with _finishing(passage):
+            result = await self.providers.embed(model.config, inputs, on_attempt=passage.on_attempt)
         self._count(ctx, model, result.usage)
         self._capture(ctx, model, "embeddings", body,
                       {"vectors": len(result.vectors), "usage": result.usage.as_dict()})
         as_b64 = body.get("encoding_format") == "base64"
         data = [{"object": "embedding", "index": i, "embedding": _encode(v, as_b64)}
                 for i, v in enumerate(result.vectors)]
-        return {"object": "list", "data": data, "model": model.name,
-                "usage": {"prompt_tokens": result.usage.prompt_tokens, "total_tokens": result.usage.prompt_tokens}}
+        return Reply({"object": "list", "data": data, "model": model.name,
+                      "usage": {"prompt_tokens": result.usage.prompt_tokens,
+                                "total_tokens": result.usage.prompt_tokens}}, passage.headers)
+
+
+@contextlib.asynccontextmanager
+async def _finishing(passage: Passage) -> AsyncIterator[None]:
+    """Finish the passage however the provider call ends: ok, error, or cancelled (the client went away)."""
+    try:
+        yield
+    except asyncio.CancelledError:
+        await passage.finish(status="cancelled")
+        raise
+    except BaseException:
+        await passage.finish(status="error")
+        raise
+    await passage.finish(status="ok")
 
 
 class _Transcript:

@@ -6,7 +6,7 @@ a hundred thousand tenants cannot blow up the time-series count. Each app builds
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 OTHER = "other"
 NONE = "none"
@@ -42,6 +42,16 @@ class Metrics:
                               registry=self.registry)
         self.errors = Counter("tenantlm_errors", "Error responses by OpenAI error type", ["tenant", "type"],
                               registry=self.registry)
+        self.queue_depth = Gauge("tenantlm_scheduler_queue_depth", "Requests waiting for a model slot",
+                                 ["tenant", "model"], registry=self.registry)
+        self.queue_wait = Histogram("tenantlm_scheduler_wait_seconds", "Time a request waited for a model slot",
+                                    ["tenant", "model"], registry=self.registry,
+                                    buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+        self.queue_refused = Counter("tenantlm_scheduler_refused", "Requests refused by the scheduler",
+                                     ["tenant", "model", "reason"], registry=self.registry)
+
+    def scheduler_observer(self, model: str) -> SchedulerMetrics:
+        return SchedulerMetrics(self, model)
 
     def observe_request(self, *, route: str, method: str, status: int, tenant_id: str | None, seconds: float) -> None:
         tenant = self.tenant_label(tenant_id)
@@ -60,3 +70,21 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class SchedulerMetrics:
+    """The fair scheduler's observer: per-tenant queue depth, wait and refusals (tenant label bounded as above)."""
+
+    def __init__(self, metrics: Metrics, model: str) -> None:
+        self.m = metrics
+        self.model = model
+
+    def queued(self, tenant_id: str, depth: int) -> None:
+        self.m.queue_depth.labels(self.m.tenant_label(tenant_id), self.model).set(depth)
+
+    def waited(self, tenant_id: str, seconds: float) -> None:
+        if seconds > 0:
+            self.m.queue_wait.labels(self.m.tenant_label(tenant_id), self.model).observe(seconds)
+
+    def refused(self, tenant_id: str, reason: str) -> None:
+        self.m.queue_refused.labels(self.m.tenant_label(tenant_id), self.model, reason).inc()

@@ -58,8 +58,10 @@ async def chat_completions(request: Request, who: PrincipalDep) -> Any:
     user = request.headers.get(USER_HEADER)
     if body.get("stream"):
         stream = await inference.stream_chat(ctx=ctx, body=body, end_user_header=user)
-        return StreamingResponse(stream.events, media_type="text/event-stream", headers=SSE_HEADERS)
-    return await inference.chat(ctx=ctx, body=body, end_user_header=user)
+        return StreamingResponse(stream.events, media_type="text/event-stream",
+                                 headers={**SSE_HEADERS, **stream.headers})
+    reply = await inference.chat(ctx=ctx, body=body, end_user_header=user)
+    return JSONResponse(reply.body, headers=reply.headers)
 
 
 @router.post("/embeddings")
@@ -67,5 +69,6 @@ async def embeddings(request: Request, who: PrincipalDep) -> Any:
     ctx = access.data_plane(who, Permission.INFERENCE)
     body = await json_body(request)
     _validate(EmbeddingRequest, body)
-    return await services(request).inference.embed(
+    reply = await services(request).inference.embed(
         ctx=ctx, body=body, end_user_header=request.headers.get(USER_HEADER))
+    return JSONResponse(reply.body, headers=reply.headers)

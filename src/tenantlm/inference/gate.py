@@ -1,0 +1,213 @@
+"""The admission path around one upstream call: limits and budgets, the fair scheduler, and the usage ledger.
+
+    passage = await gate.enter(ctx=ctx, model=model, body=body, end_user=user, prompt=messages)
+    try:
+        ... call the provider with on_attempt=passage.on_attempt; while streaming: await passage.progress(n) ...
+        await passage.finish(status="ok")          # meters every attempt, settles, frees the slot
+    except BaseException:
+        await passage.finish(status="error")       # idempotent: the first call wins
+
+Order: admission first (cheap, refuses at once with 429 and the rate headers), then the scheduler (waits for a
+slot of the model's capacity in weighted-fair order, or 429 after the tenant's max queue wait). On every path the
+scheduler slot and the concurrency reservation are released exactly once, and every upstream attempt is written
+to the ledger (durably, before the caller acknowledges the request) with an id built from a server-generated
+request uid — never from the client's ``x-request-id``, which a client could reuse to make real attempts look like
+replays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tenantlm.admission.models import AdmissionRequest, Decision, Limits, SettleResult, Subject
+from tenantlm.admission.service import AdmissionService, estimate_prompt_tokens, reservation_tokens
+from tenantlm.errors import RateLimited
+from tenantlm.metering.ledger import Ledger
+from tenantlm.metering.models import UsageEvent, event_id
+from tenantlm.metering.pricing import Price
+from tenantlm.providers.base import Attempt
+from tenantlm.scheduling.registry import SchedulerRegistry
+from tenantlm.scheduling.scheduler import Grant
+from tenantlm.settings import Settings
+from tenantlm.tenancy.catalog import ResolvedModel
+from tenantlm.tenancy.limits import SubLimits, TenantLimits, sub_limits
+from tenantlm.tenancy.limits_service import LimitsService
+from tenantlm.tenancy.models import TenantContext
+
+log = logging.getLogger("tenantlm.gate")
+SETTLE_EVERY_TOKENS = 32  # while streaming, budgets are charged in steps of this many tokens
+
+
+class BudgetCut(RateLimited):
+    """A budget reached zero while a stream was running: the stream ends with this error event."""
+
+    type = "insufficient_quota"
+    code = "insufficient_quota"
+
+
+def _limits(sub: SubLimits | TenantLimits) -> Limits:
+    return Limits(rpm=sub.rpm, tpm=sub.tpm, max_concurrency=sub.max_concurrency,
+                  daily_token_budget=sub.daily_token_budget, monthly_token_budget=sub.monthly_token_budget,
+                  monthly_cost_budget_usd=sub.monthly_cost_budget_usd)
+
+
+@dataclass
+class Passage:
+    """One request's way through the gate. Created by ``Gate.enter``; ``finish`` must be called once it ends."""
+
+    gate: Gate
+    ctx: TenantContext
+    model: ResolvedModel
+    end_user: str | None
+    uid: str
+    decision: Decision
+    grant: Grant | None
+    started: float
+    prompt_estimate: int
+    attempts: list[Attempt] = field(default_factory=list)
+    first_token_at: float | None = None
+    charged_tokens: int = 0
+    streamed: int = 0
+    _finished: bool = False
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """OpenAI's rate-limit headers, and the id under which this request's usage is metered (the ledger's
+        event ids are ``<id>:<attempt>``), so a customer can reconcile a bill with its own logs."""
+        return {**self.decision.headers(), "x-tenantlm-usage-id": self.uid}
+
+    def on_attempt(self, attempt: Attempt) -> None:
+        self.attempts.append(attempt)
+
+    async def progress(self, completion_tokens: int) -> None:
+        """While streaming: ``completion_tokens`` so far. Charges the scheduler as tokens flow and the budgets every
+        few tokens; raises ``BudgetCut`` when a budget is used up."""
+        if self.first_token_at is None:
+            self.first_token_at = time.monotonic()
+        delta = completion_tokens - self.streamed
+        if delta <= 0:
+            return
+        self.streamed = completion_tokens
+        if self.grant is not None:
+            self.grant.charge_output(delta)
+        ticket = self.decision.ticket
+        if ticket is None or completion_tokens - self.charged_tokens < SETTLE_EVERY_TOKENS:
+            return
+        self.charged_tokens = completion_tokens
+        prompt = self.prompt_estimate
+        result = await self.gate.admission.settle(ticket, tokens=prompt + completion_tokens, final=False,
+                                                  cost_usd=self._cost(prompt, completion_tokens))
+        if result.budget_exhausted:
+            raise BudgetCut("This request used up the remaining budget; the response was cut short. Raise the "
+                            "budget or wait for the next period.")
+
+    def _cost(self, prompt: int, completion: int) -> float:
+        return Price.of(self.model.config).cost(prompt_tokens=prompt, completion_tokens=completion)
+
+    async def finish(self, *, status: str) -> SettleResult | None:
+        """Meter every attempt, settle the reservation with the actual usage, free the slot. Runs once; shielded
+        from cancellation so a client that goes away still gets metered and releases what it held."""
+        if self._finished:
+            return None
+        self._finished = True
+        return await asyncio.shield(self._finish(status))
+
+    async def _finish(self, status: str) -> SettleResult | None:
+        try:
+            events = self._events(status)
+            for event in events:
+                await self.gate.ledger.record(event)
+            tokens = sum(e.prompt_tokens + e.completion_tokens for e in events)
+            cost = sum(e.cost_usd for e in events)
+            ticket = self.decision.ticket
+            if ticket is None:
+                return None
+            if not events:
+                await self.gate.admission.release(ticket)
+                return None
+            return await self.gate.admission.settle(ticket, tokens=tokens, cost_usd=cost, final=True)
+        finally:
+            if self.grant is not None:
+                self.grant.release()
+
+    def _events(self, status: str) -> list[UsageEvent]:
+        now = time.time()
+        ttft = None if self.first_token_at is None else (self.first_token_at - self.started) * 1000
+        out = []
+        for n, a in enumerate(self.attempts, start=1):
+            config = self.gate.settings.model(a.catalog_model or self.model.config.name) or self.model.config
+            usage = a.usage
+            prompt = usage.prompt_tokens if usage else 0
+            completion = usage.completion_tokens if usage else 0
+            state = _status(a.outcome)
+            if n == len(self.attempts) and (status in {"cut", "cancelled"} or (a.outcome == "ok" and status != "ok")):
+                state = _status(status)  # how the request ended, for the attempt that served it
+            out.append(UsageEvent(
+                id=event_id(self.uid, n), tenant_id=self.ctx.tenant_id, key_id=self.ctx.key_id,
+                end_user=self.end_user, model=self.model.name, provider=a.provider, upstream_model=a.model,
+                region=config.region, prompt_tokens=prompt, completion_tokens=completion,
+                cached_tokens=getattr(usage, "cached_tokens", 0) or 0, latency_ms=round(a.duration_s * 1000, 3),
+                ttft_ms=None if ttft is None else round(ttft, 3), status=state,
+                http_status=a.status or (200 if a.outcome == "ok" else 502),
+                cost_usd=Price.of(config).cost(prompt_tokens=prompt, completion_tokens=completion),
+                created_at=now))
+        return out
+
+
+def _status(state: str) -> str:
+    return state if state in {"ok", "error", "cancelled", "cut"} else "error"
+
+
+class Gate:
+    def __init__(self, *, settings: Settings, limits: LimitsService, admission: AdmissionService,
+                 schedulers: SchedulerRegistry, ledger: Ledger, uid: Callable[[], str] = lambda: uuid.uuid4().hex
+                 ) -> None:
+        self.settings = settings
+        self.limits = limits
+        self.admission = admission
+        self.schedulers = schedulers
+        self.ledger = ledger
+        self.uid = uid
+
+    async def enter(self, *, ctx: TenantContext, model: ResolvedModel, body: dict[str, Any], end_user: str | None,
+                    prompt: Any, max_tokens: int | None, output: bool = True) -> Passage:
+        """Admit (429 on refusal), then wait for a scheduler slot (429 on queue full / max wait)."""
+        eff = await self.limits.effective(ctx.tenant)
+        tl = eff.tenant
+        prompt_tokens = estimate_prompt_tokens(prompt)
+        out_tokens = (max_tokens if max_tokens is not None else tl.default_max_tokens) if output else 0
+        tokens = reservation_tokens(prompt_tokens=prompt_tokens, max_tokens=out_tokens, default_max_tokens=0)
+        uid = self.uid()
+        subjects = [Subject(level="key", id=ctx.key_id, limits=_limits(sub_limits(ctx.key_limits)))]
+        if end_user is not None and not eff.end_user.empty:
+            subjects.append(Subject(level="end_user", id=f"{ctx.tenant_id}/{end_user}",
+                                    limits=_limits(eff.end_user)))
+        subjects.append(Subject(level="tenant", id=ctx.tenant_id, limits=_limits(tl)))
+        cost = Price.of(model.config).cost(prompt_tokens=prompt_tokens, completion_tokens=out_tokens)
+        decision = await self.admission.admit_or_raise(AdmissionRequest(
+            tenant_id=ctx.tenant_id, request_id=uid, subjects=tuple(subjects), tokens=tokens, cost_usd=cost))
+        passage = Passage(gate=self, ctx=ctx, model=model, end_user=end_user, uid=uid, decision=decision,
+                          grant=None, started=time.monotonic(), prompt_estimate=prompt_tokens)
+        try:
+            passage.grant = await self._slot(ctx, model, tl, prompt_tokens)
+        except BaseException as exc:
+            if isinstance(exc, RateLimited):
+                exc.headers.update(decision.headers())
+            await passage.finish(status="error")
+            raise
+        return passage
+
+    async def _slot(self, ctx: TenantContext, model: ResolvedModel, tl: TenantLimits, prompt_tokens: int
+                    ) -> Grant | None:
+        try:
+            scheduler = self.schedulers.get(model.config.name)
+        except KeyError:
+            return None
+        return await scheduler.slot(tenant_id=ctx.tenant_id, weight=tl.weight, priority=tl.priority,
+                                    input_tokens=prompt_tokens, max_wait_s=tl.max_queue_wait_s).__aenter__()
