@@ -2,7 +2,7 @@
 
 Usage::
 
-    python bench/limiter_accuracy.py [--requests 10000] [--processes 4] [--clients 16] [--speed 40]
+    python bench/limiter_accuracy.py [--requests 10000] [--processes 4] [--clients 16] [--speed 40] [--repeat 1]
                                      [--monitor-requests 1000] [--out bench/results/limiter_accuracy.json]
 
 Starts a throwaway ``redis-server`` on 127.0.0.1 (free port, temporary dir, stopped by PID at the end), then runs
@@ -43,6 +43,7 @@ import random
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import tempfile
 import threading
@@ -310,7 +311,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
 
 
-def summarize(main: dict[str, Any], monitor: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+def summarize(main: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     attempts = [a for r in main["results"] for a in r["attempts"]]
     latencies = [x for r in main["results"] for x in r["latencies"]]
     calls = {k: sum(r["calls"][k] for r in main["results"]) for k in ("admit", "settle")}
@@ -331,12 +332,10 @@ def summarize(main: dict[str, Any], monitor: dict[str, Any], args: argparse.Name
                              stats.get("evalsha", {}).get("usec", 0) / max(1, evalsha), 1),
                          "evalsha_per_admit_plus_settle": round(evalsha / (calls["admit"] + calls["settle"]), 4),
                          "all_commands_including_script_internal": stats},
-        "monitor": monitor,
     }  # fmt: skip
 
 
-def print_table(summary: dict[str, Any]) -> None:
-    mon = summary["monitor"]
+def print_table(summary: dict[str, Any], mon: dict[str, Any]) -> None:
     rows = [
         ("attempts / admitted", f"{summary['attempts']} / {summary['admitted']}"),
         ("ideal exact-log limiter would admit", str(summary["ideal_exact_log_admitted"])),
@@ -363,20 +362,20 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16, help="simulated clients per process")
     parser.add_argument("--speed", type=float, default=40.0, help="virtual seconds per real second")
     parser.add_argument("--monitor-requests", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=1, help="main runs (fresh keys each); MONITOR runs once")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/limiter_accuracy.json")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="tenantlm-p3-"))
     proc, port = start_redis(tmp)
     try:
         url = f"redis://127.0.0.1:{port}/0"
-        main_run = run_phase(url, "p3:", requests=args.requests, processes=args.processes, clients=args.clients,
-                             speed=args.speed)  # fmt: skip
+        runs = [summarize(run_phase(url, f"p3-{i}:", requests=args.requests, processes=args.processes,
+                                    clients=args.clients, speed=args.speed), args) for i in range(args.repeat)]
         monitor = monitor_phase(url, args)
         version = redis.Redis(port=port).info("server")["redis_version"]
     finally:
         stop_redis(proc)
         shutil.rmtree(tmp, ignore_errors=True)
-    summary = summarize(main_run, monitor, args)
     doc = {"benchmark": "P3 limiter accuracy", "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
            "command": "python bench/limiter_accuracy.py " + " ".join(
                f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out"),
@@ -386,11 +385,16 @@ def main() -> None:
                         "keys": len(KEYS), "tenants": len(TENANTS), "key_limits": vars_of(KEY_LIMITS),
                         "tenant_limits": vars_of(TENANT_LIMITS), "tokens_reserved": "20..200",
                         "tokens_actual": "30..100 % of reserved", "max_clock_skew_s": 30.0},
-           "results": summary}  # fmt: skip
+           "runs": runs, "monitor": monitor,
+           "admissions_per_s_median": statistics.median(r["admissions_per_s"] for r in runs),
+           "over_admissions_total": sum(sum(r["over_admissions"].values()) for r in runs)}  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2) + "\n")
-    print_table(summary)
-    print(f"wrote {args.out}")
+    for i, run in enumerate(runs):
+        print(f"--- run {i + 1} of {len(runs)}")
+        print_table(run, monitor)
+    print(f"median admissions/s {doc['admissions_per_s_median']}; over-admissions in all runs "
+          f"{doc['over_admissions_total']}; wrote {args.out}")
 
 
 def vars_of(limits: Limits) -> dict[str, Any]:

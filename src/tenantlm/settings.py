@@ -34,6 +34,9 @@ class ProviderConfig(BaseModel):
     backoff_base_s: float = 0.25
     backoff_max_s: float = 8.0
     max_connections: int = 256
+    # The connection pool under the client: aiohttp's (measured faster here, see providers/aiohttp_transport.py)
+    # or httpx's own.
+    http_pool: Literal["aiohttp", "httpx"] = "aiohttp"
     breaker_failures: int = 5
     breaker_reset_s: float = 30.0
     # local

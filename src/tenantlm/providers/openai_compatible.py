@@ -190,6 +190,10 @@ class OpenAICompatibleProvider:
         self._rng = rng or random.Random()
         self._sleep = sleep
         self._clock = clock
+        if transport is None and config.http_pool == "aiohttp":
+            from tenantlm.providers.aiohttp_transport import AiohttpTransport
+
+            transport = AiohttpTransport(max_connections=config.max_connections)
         self._client = httpx.AsyncClient(
             base_url=config.base_url,
             headers=_headers(config),

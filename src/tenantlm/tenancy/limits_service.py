@@ -60,6 +60,7 @@ class LimitsService:
         self._plans: dict[str, Plan] = {}
         self._plans_at = -1e18
         self._effective: dict[str, _Cached] = {}
+        self._loading: dict[tuple[str, str], asyncio.Future[Effective]] = {}
         self._lock = asyncio.Lock()
 
     # --- start-up ---------------------------------------------------------------------------------------------
@@ -80,6 +81,14 @@ class LimitsService:
         hit = self._effective.get(tenant.id)
         if hit is not None and hit.plan == tenant.plan and self.clock() - hit.at < self.ttl_s:
             return hit.value
+        key = (tenant.id, tenant.plan)
+        loading = self._loading.get(key)
+        if loading is None:  # single flight: requests that miss together share one load
+            loading = self._loading[key] = asyncio.ensure_future(self._load(tenant))
+            loading.add_done_callback(lambda _: self._loading.pop(key, None))
+        return await asyncio.shield(loading)
+
+    async def _load(self, tenant: Tenant) -> Effective:
         plans = await self._all_plans()
         overrides = await self.store.get_overrides(tenant_id=tenant.id)
         plan = plans.get(tenant.plan)

@@ -35,12 +35,14 @@ def failing(times: int, status: int = 503, **spec: Any) -> dict[str, Any]:
     return {"fake_fail": {"key": uuid.uuid4().hex, "times": times, "status": status, **spec}}
 
 
-@pytest.fixture
-async def make_provider() -> AsyncIterator[Callable[..., OpenAICompatibleProvider]]:
+@pytest.fixture(params=["aiohttp", "httpx"])
+async def make_provider(request: pytest.FixtureRequest) -> AsyncIterator[Callable[..., OpenAICompatibleProvider]]:
+    """Providers over both connection pools: every behaviour must hold on each."""
     made: list[OpenAICompatibleProvider] = []
 
     def make(base_url: str, **fields: Any) -> OpenAICompatibleProvider:
-        fields = {"max_retries": 2, "backoff_base_s": 0.01, "backoff_max_s": 0.05, **fields}
+        fields = {"max_retries": 2, "backoff_base_s": 0.01, "backoff_max_s": 0.05, "http_pool": request.param,
+                  **fields}
         made.append(OpenAICompatibleProvider(ProviderConfig(name="up", type="openai_compatible",
                                                             base_url=base_url, **fields)))
         return made[-1]
