@@ -54,6 +54,7 @@ import asyncio
 import collections
 import contextlib
 import datetime as dt
+import gc
 import itertools
 import json
 import math
@@ -224,9 +225,8 @@ class TenantLoad:
 
 
 # (tenant, arrived, cost, latency, refused): cost = input * W_IN + output * W_OUT, the service it asked for; latency
-# None when refused (refused = the error's name) or cancelled at the end. A plain tuple of atoms, not a dataclass:
-# the garbage collector stops tracking those, and with ~250k tracked records per run its full collections paused the
-# loop for up to ~90 ms and showed up as the light tenant's p99 (measured with gc.callbacks at capacity 64).
+# None when refused (refused = the error's name) or cancelled at the end. A plain tuple of atoms, which the garbage
+# collector stops tracking; see scenario() for why the harness's records must stay out of its way.
 Outcome = tuple[str, float, int, float | None, str | None]
 
 
@@ -259,10 +259,9 @@ async def offer(target: Target, load: TenantLoad, stop_at: float, out: list[Outc
 
 
 async def run_load(target: Target, loads: list[TenantLoad], duration: float, seed: int,
-                   drain: Callable[[str], bool]) -> tuple[list[Outcome], float]:  # fmt: skip
-    """Offers every load for ``duration`` s; then waits for the requests of tenants ``drain`` names and cancels the
-    rest (a flood's leftover queue is not worth waiting for). Returns the outcomes and the start time."""
-    out: list[Outcome] = []
+                   drain: Callable[[str], bool], out: list[Outcome]) -> float:  # fmt: skip
+    """Offers every load for ``duration`` s, appending to ``out``; then waits for the requests of tenants ``drain``
+    names and cancels the rest (a flood's leftover queue is not worth waiting for). Returns the start time."""
     tasks: dict[str, set[asyncio.Task[None]]] = {ld.tenant: set() for ld in loads}
     start = time.monotonic()
     await asyncio.gather(*(offer(target, ld, start + duration, out, random.Random(f"{seed}-{ld.tenant}"),
@@ -272,7 +271,7 @@ async def run_load(target: Target, loads: list[TenantLoad], duration: float, see
             for task in pending:
                 task.cancel()
     await asyncio.gather(*(t for pending in tasks.values() for t in list(pending)), return_exceptions=True)
-    return out, start
+    return start
 
 
 # --- metrics ---------------------------------------------------------------------------------------------------------
@@ -351,11 +350,19 @@ async def scenario(kind: str, capacity: int, loads: list[TenantLoad], args: argp
                    measure: str | None) -> dict[str, Any]:  # fmt: skip
     """One run: ``loads`` through a ``kind`` scheduler into an upstream of ``capacity``. ``measure`` is the tenant
     whose requests are waited for at the end (None: cancel everything left, and compute acc_diff)."""
-    log = ServiceLog()
+    log, outcomes = ServiceLog(), list[Outcome]()
     upstream = SimUpstream(capacity, log)
     target = SimTarget(make_scheduler(kind, capacity), upstream, {ld.tenant: ld.weight for ld in loads})
-    async with loop_health() as health:
-        outcomes, start = await run_load(target, loads, duration, args.seed, drain=lambda t: t == measure)
+    # The records lists grow to ~500k entries; every full collection walks them (~20-90 ms pauses at capacity 64,
+    # measured with gc.callbacks) and that showed up as the light tenant's p99. Freezing moves them (and everything
+    # else alive now) out of the collector's reach; what the requests themselves allocate is collected as usual.
+    gc.collect()
+    gc.freeze()
+    try:
+        async with loop_health() as health:
+            start = await run_load(target, loads, duration, args.seed, lambda t: t == measure, outcomes)
+    finally:
+        gc.unfreeze()
     since, end = start + args.warmup, start + duration
     result: dict[str, Any] = {"scheduler": kind, "capacity": capacity, "duration_s": duration,
                               "max_in_flight": upstream.max_in_flight, "harness": health,
