@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -465,13 +466,14 @@ def run(args: argparse.Namespace, tmp: Path, procs: list[Proc]) -> int:
     return 1 if bad else 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run_guarded(run_fn: Callable[[argparse.Namespace, Path, list[Proc]], int], args: argparse.Namespace,
+                prefix: str) -> int:
+    """Run a bench in a temporary dir; on failure show the servers' log tails; always stop every server by PID."""
     signal.signal(signal.SIGTERM, _on_sigterm)
     procs: list[Proc] = []
-    with tempfile.TemporaryDirectory(prefix="tenantlm-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         try:
-            return run(args, Path(tmp), procs)
+            return run_fn(args, Path(tmp), procs)
         except (RuntimeError, httpx.HTTPError) as exc:
             print(f"benchmark failed: {exc}", file=sys.stderr)
             for p in procs:
@@ -483,6 +485,10 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for p in reversed(procs):
                 p.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_guarded(run, parse_args(argv), "tenantlm-bench-")
 
 
 if __name__ == "__main__":

@@ -26,11 +26,8 @@ import argparse
 import datetime as dt
 import json
 import os
-import signal
 import subprocess
 import sys
-import tempfile
-import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -161,23 +158,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    signal.signal(signal.SIGTERM, oh._on_sigterm)
-    procs: list[oh.Proc] = []
-    with tempfile.TemporaryDirectory(prefix="tenantlm-p1-") as tmp:
-        try:
-            return run(args, Path(tmp), procs)
-        except (RuntimeError, httpx.HTTPError) as exc:
-            print(f"benchmark failed: {exc}", file=sys.stderr)
-            for p in procs:
-                print(f"--- {p.name} log tail ---\n{p.tail()}", file=sys.stderr)
-            return 2
-        except KeyboardInterrupt:
-            return 130
-        finally:
-            for p in reversed(procs):
-                p.stop()
-            time.sleep(0.2)
+    return oh.run_guarded(run, parse_args(argv), "tenantlm-p1-")
 
 
 if __name__ == "__main__":

@@ -69,6 +69,15 @@ class AuthenticationFailed(TenantLMError):
     type = "invalid_request_error"
     code = "invalid_api_key"
 
+    def __init__(self, message: str, *, reason: str = "missing_key", key_id: str | None = None,
+                 tenant_id: str | None = None, **kw: Any) -> None:
+        """``reason``, ``key_id`` and ``tenant_id`` are for the audit trail only; the caller always gets one
+        message for every bad key, so nothing here is an oracle."""
+        super().__init__(message, **kw)
+        self.reason = reason
+        self.key_id = key_id
+        self.tenant_id = tenant_id
+
 
 class PermissionDenied(TenantLMError):
     status = 403

@@ -9,7 +9,6 @@ from fastapi import Request
 
 from tenantlm.errors import AuthenticationFailed, InvalidRequest, MalformedJSON
 from tenantlm.observability.logging import tenant_id_var
-from tenantlm.tenancy.auth import failure_reason
 from tenantlm.tenancy.models import Principal, TenantContext
 
 if TYPE_CHECKING:
@@ -26,9 +25,8 @@ async def principal(request: Request) -> Principal:
     try:
         found = await svc.auth.authenticate(request.headers.get("authorization"))
     except AuthenticationFailed as exc:
-        reason, key_id, tenant_id = failure_reason(exc)
-        svc.auth_failures.record(reason=reason, client=request.client.host if request.client else None,
-                                 key_id=key_id, tenant_id=tenant_id)
+        svc.auth_failures.record(reason=exc.reason, client=request.client.host if request.client else None,
+                                 key_id=exc.key_id, tenant_id=exc.tenant_id)
         raise
     if isinstance(found, TenantContext):
         request.scope.setdefault("state", {})["tenant_id"] = found.tenant_id

@@ -1,6 +1,6 @@
 """The admission path around one upstream call: limits and budgets, the fair scheduler, and the usage ledger.
 
-    passage = await gate.enter(ctx=ctx, model=model, body=body, end_user=user, prompt=messages)
+    passage = await gate.enter(ctx=ctx, model=model, end_user=user, prompt=messages, max_tokens=n)
     try:
         ... call the provider with on_attempt=passage.on_attempt; while streaming: await passage.progress(n) ...
         await passage.finish(status="ok")          # meters every attempt, settles, frees the slot
@@ -175,7 +175,7 @@ class Gate:
         self.ledger = ledger
         self.uid = uid
 
-    async def enter(self, *, ctx: TenantContext, model: ResolvedModel, body: dict[str, Any], end_user: str | None,
+    async def enter(self, *, ctx: TenantContext, model: ResolvedModel, end_user: str | None,
                     prompt: Any, max_tokens: int | None, output: bool = True) -> Passage:
         """Admit (429 on refusal), then wait for a scheduler slot (429 on queue full / max wait)."""
         eff = await self.limits.effective(ctx.tenant)

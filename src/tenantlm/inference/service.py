@@ -85,7 +85,7 @@ class InferenceService:
 
     async def _enter(self, ctx: TenantContext, model: ResolvedModel, body: JSON, user: str | None) -> Passage:
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
-        return await self.gate.enter(ctx=ctx, model=model, body=body, end_user=user, prompt=body.get("messages"),
+        return await self.gate.enter(ctx=ctx, model=model, end_user=user, prompt=body.get("messages"),
                                      max_tokens=max_tokens if isinstance(max_tokens, int) else None)
 
     # --- chat -------------------------------------------------------------------------------------------------
@@ -169,7 +169,7 @@ class InferenceService:
         if dims is not None and model.config.dimensions is not None and dims != model.config.dimensions:
             raise InvalidRequest(f"'{model.name}' produces {model.config.dimensions} dimensions and cannot be "
                                  "shortened", param="dimensions")
-        passage = await self.gate.enter(ctx=ctx, model=model, body=body, end_user=user, prompt=inputs,
+        passage = await self.gate.enter(ctx=ctx, model=model, end_user=user, prompt=inputs,
                                         max_tokens=0, output=False)
         async with _finishing(passage):
             result = await self.providers.embed(model.config, inputs, on_attempt=passage.on_attempt)

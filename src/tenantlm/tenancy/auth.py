@@ -57,7 +57,7 @@ class Authenticator:
 
     async def authenticate(self, authorization: str | None) -> Principal:
         """The principal behind an Authorization header. Every failure is the same 401 to the caller; the
-        exception carries ``audit = (reason, key_id, tenant_id)`` for the audit trail (see ``failure_reason``)."""
+        exception carries ``reason``, ``key_id`` and ``tenant_id`` for the audit trail."""
         return await self._authenticate(authorization)
 
     async def _authenticate(self, authorization: str | None) -> Principal:
@@ -136,17 +136,9 @@ class Authenticator:
         await self.store.platform_touch_keys(used)
 
 
-def failure_reason(exc: AuthenticationFailed) -> tuple[str, str | None, str | None]:
-    """(reason, key_id, tenant_id) of a failed authentication, for the audit trail."""
-    found = getattr(exc, "audit", None)
-    return found if isinstance(found, tuple) else ("missing_key", None, None)
-
-
 def _failed(reason: str, key_id: str | None = None, tenant_id: str | None = None) -> AuthenticationFailed:
     """The one message every bad key gets (no oracle), carrying the reason for the audit trail only."""
-    exc = AuthenticationFailed(_INVALID)
-    exc.audit = (reason, key_id, tenant_id)  # type: ignore[attr-defined]
-    return exc
+    return AuthenticationFailed(_INVALID, reason=reason, key_id=key_id, tenant_id=tenant_id)
 
 
 def _bearer(authorization: str | None) -> str:

@@ -14,7 +14,7 @@ names no ``max_tokens`` (it never rejects a request for lacking one).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from tenantlm.errors import InvalidRequest
@@ -103,12 +103,6 @@ def check_overrides(body: Any, *, allowed: frozenset[str], param: str = "") -> d
     return out
 
 
-def merge(current: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(current)
-    merged.update(changes)
-    return merged
-
-
 def tenant_limits(plan: dict[str, Any], overrides: dict[str, Any]) -> TenantLimits:
     """The effective limits: the plan's, then the tenant's overrides on top."""
     values = {k: v for k, v in {**plan, **overrides}.items() if k in TENANT_FIELDS}
@@ -120,10 +114,6 @@ def tenant_limits(plan: dict[str, Any], overrides: dict[str, Any]) -> TenantLimi
 
 def sub_limits(values: dict[str, Any] | None) -> SubLimits:
     return SubLimits(**{k: v for k, v in (values or {}).items() if k in SUB_FIELDS})
-
-
-def with_defaults(limits: TenantLimits, **changes: Any) -> TenantLimits:
-    return replace(limits, **changes)
 
 
 # Created at first start when absent; the operator edits them through the admin API (or declares others in YAML).

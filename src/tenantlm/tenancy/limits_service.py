@@ -23,7 +23,6 @@ from tenantlm.tenancy.limits import (
     SubLimits,
     TenantLimits,
     check_overrides,
-    merge,
     sub_limits,
     tenant_limits,
 )
@@ -89,12 +88,14 @@ class LimitsService:
         return await asyncio.shield(loading)
 
     async def _load(self, tenant: Tenant) -> Effective:
-        plans = await self._all_plans()
+        return (await self._read(tenant))[0]
+
+    async def _read(self, tenant: Tenant) -> tuple[Effective, TenantOverrides]:
+        plan = (await self._all_plans()).get(tenant.plan)
         overrides = await self.store.get_overrides(tenant_id=tenant.id)
-        plan = plans.get(tenant.plan)
         value = Effective(tenant_limits(plan.limits if plan else {}, overrides.limits), sub_limits(overrides.end_user))
         self._effective[tenant.id] = _Cached(self.clock(), tenant.plan, value)
-        return value
+        return value, overrides
 
     async def _all_plans(self) -> dict[str, Plan]:
         if self.clock() - self._plans_at < self.ttl_s:
@@ -144,11 +145,10 @@ class LimitsService:
 
     # --- a tenant's limits ------------------------------------------------------------------------------------
     async def view(self, tenant: Tenant) -> dict[str, Any]:
-        self._effective.pop(tenant.id, None)
-        eff = await self.effective(tenant)
-        overrides = await self.store.get_overrides(tenant_id=tenant.id)
-        return {"object": "tenant.limits", "tenant_id": tenant.id, "plan": tenant.plan, **eff.tenant.public(),
-                "overrides": overrides.limits, "end_user": eff.end_user.public()}
+        """The effective limits read fresh (one read of the overrides), also refreshing the request path's cache."""
+        value, overrides = await self._read(tenant)
+        return {"object": "tenant.limits", "tenant_id": tenant.id, "plan": tenant.plan, **value.tenant.public(),
+                "overrides": overrides.limits, "end_user": value.end_user.public()}
 
     async def put_tenant(self, tenant: Tenant, body: Any, *, actor: str, platform: bool) -> dict[str, Any]:
         if not isinstance(body, dict):
@@ -162,10 +162,10 @@ class LimitsService:
         current = await self.store.get_overrides(tenant_id=tenant.id)
         new_end_user = current.end_user
         if end_user is not None:
-            new_end_user = merge(current.end_user or {}, check_overrides(end_user, allowed=SUB_FIELDS,
-                                                                         param="end_user"))
+            new_end_user = {**(current.end_user or {}),
+                            **check_overrides(end_user, allowed=SUB_FIELDS, param="end_user")}
         await self.store.put_overrides(tenant_id=tenant.id, at=self.wall(),
-                                       overrides=TenantOverrides(merge(current.limits, changes), new_end_user))
+                                       overrides=TenantOverrides({**current.limits, **changes}, new_end_user))
         self._effective.pop(tenant.id, None)
         await self._audit(actor, "limits.updated", tenant.id, limits=changes, end_user=end_user)
         return await self.view(tenant)
