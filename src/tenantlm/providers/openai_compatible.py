@@ -16,7 +16,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import orjson
@@ -35,6 +35,7 @@ from tenantlm.providers.base import (
     report_attempt,
 )
 from tenantlm.providers.breaker import CircuitBreaker
+from tenantlm.providers.h1 import H1Pool
 from tenantlm.providers.http_errors import (
     error_from_response,
     is_health_failure,
@@ -47,6 +48,21 @@ from tenantlm.providers.wire import content_text, include_usage
 from tenantlm.settings import ProviderConfig
 
 T = TypeVar("T")
+
+
+class _Response(Protocol):
+    """What the provider needs of a response: ``httpx.Response`` and the native client's ``H1Response`` both fit."""
+
+    @property
+    def status_code(self) -> int: ...
+    @property
+    def is_success(self) -> bool: ...
+    @property
+    def headers(self) -> httpx.Headers: ...
+    @property
+    def content(self) -> bytes: ...
+    def aiter_lines(self) -> AsyncIterator[str]: ...
+    async def aclose(self) -> None: ...
 
 
 class _AttemptFailed(Exception):
@@ -190,6 +206,12 @@ class OpenAICompatibleProvider:
         self._rng = rng or random.Random()
         self._sleep = sleep
         self._clock = clock
+        # The native client (providers/h1.py) unless a transport is given (tests) or another pool is configured.
+        self._pool: H1Pool | None = None
+        if transport is None and config.http_pool == "native":
+            self._pool = H1Pool(config.base_url, headers=_headers(config).items(),
+                                max_connections=config.max_connections, connect_timeout_s=config.connect_timeout_s,
+                                read_timeout_s=config.timeout_s)
         if transport is None and config.http_pool == "aiohttp":
             from tenantlm.providers.aiohttp_transport import AiohttpTransport
 
@@ -204,6 +226,8 @@ class OpenAICompatibleProvider:
         )
 
     async def aclose(self) -> None:
+        if self._pool is not None:
+            await self._pool.aclose()
         await self._client.aclose()
 
     async def chat(self, request: JSON, *, on_attempt: AttemptHook | None = None) -> ChatCompletion:
@@ -258,7 +282,7 @@ class OpenAICompatibleProvider:
                      estimated=usage is None)
         return result
 
-    async def _send(self, call: _Call, *, stream: bool) -> httpx.Response:
+    async def _send(self, call: _Call, *, stream: bool) -> _Response:
         """Attempts until one gets a 2xx (for a stream: its headers), reporting each failed one."""
         while True:
             call.number += 1
@@ -277,7 +301,7 @@ class OpenAICompatibleProvider:
                 await self._sleep(backoff_delay(call.number, cfg.backoff_base_s, cfg.backoff_max_s,
                                                 failed.retry_after, self._rng))
 
-    async def _attempt(self, call: _Call, stream: bool) -> httpx.Response:
+    async def _attempt(self, call: _Call, stream: bool) -> _Response:
         try:
             response = await self._exchange(call, stream)
         except httpx.TransportError as exc:
@@ -297,7 +321,15 @@ class OpenAICompatibleProvider:
         error = error_from_response(self.name, status, response.headers, response.content)
         raise _AttemptFailed(error, status, is_retryable_status(status), retry_after_s(response.headers))
 
-    async def _exchange(self, call: _Call, stream: bool) -> httpx.Response:
+    async def _exchange(self, call: _Call, stream: bool) -> _Response:
+        if self._pool is not None:
+            reply = await self._pool.request("POST", call.path, call.payload, stream=stream)
+            if stream and not reply.is_success:
+                try:
+                    await reply.aread()  # the error body, for the error message
+                finally:
+                    await reply.aclose()
+            return reply
         request = self._client.build_request("POST", call.path, content=call.payload)
         response = await self._client.send(request, stream=True)
         if stream and response.is_success:

@@ -35,9 +35,9 @@ def failing(times: int, status: int = 503, **spec: Any) -> dict[str, Any]:
     return {"fake_fail": {"key": uuid.uuid4().hex, "times": times, "status": status, **spec}}
 
 
-@pytest.fixture(params=["aiohttp", "httpx"])
+@pytest.fixture(params=["native", "aiohttp", "httpx"])
 async def make_provider(request: pytest.FixtureRequest) -> AsyncIterator[Callable[..., OpenAICompatibleProvider]]:
-    """Providers over both connection pools: every behaviour must hold on each."""
+    """Providers over each HTTP client: every behaviour must hold on each."""
     made: list[OpenAICompatibleProvider] = []
 
     def make(base_url: str, **fields: Any) -> OpenAICompatibleProvider:
