@@ -17,6 +17,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tenantlm import __version__
 from tenantlm.admission.memory import MemoryLimitStore
@@ -29,6 +30,7 @@ from tenantlm.api.admin.limits_routes import router as limits_router
 from tenantlm.api.admin.routes import router as admin_router
 from tenantlm.api.admin.usage_routes import router as usage_router
 from tenantlm.api.middleware import RequestContextMiddleware
+from tenantlm.api.openai.fast import ChatFastPath
 from tenantlm.api.openai.routes import router as openai_router
 from tenantlm.api.responses import JSONResponse
 from tenantlm.audit import AuditLog, AuditSigner, AuthFailureAggregator
@@ -332,9 +334,9 @@ def _health_routes(app: FastAPI) -> None:
         return Response(svc.metrics.render(), media_type="text/plain; version=0.0.4")
 
 
-def create_app(settings: Settings, *, services: Services | None = None) -> FastAPI:
+def create_app(settings: Settings, *, services: Services | None = None) -> TenantLMApp:
     svc = services or build_services(settings)
-    app = FastAPI(title="TenantLM", version=__version__, lifespan=_lifespan, default_response_class=JSONResponse,
+    app = TenantLMApp(title="TenantLM", version=__version__, lifespan=_lifespan, default_response_class=JSONResponse,
                   docs_url="/docs", redoc_url=None)
     app.state.services = svc
     app.state.metrics = svc.metrics
@@ -346,6 +348,27 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     app.include_router(limits_router)
     app.include_router(usage_router)
     _health_routes(app)
-    app.add_middleware(RequestContextMiddleware, metrics=svc.metrics, max_body_bytes=settings.max_body_bytes,
-                       access_log=settings.access_log)
+    app.front = RequestContextMiddleware(ChatFastPath(app.framework, services=svc),
+                                         metrics=svc.metrics, max_body_bytes=settings.max_body_bytes,
+                                         access_log=settings.access_log)
     return app
+
+
+class TenantLMApp(FastAPI):
+    """FastAPI behind a front door of plain ASGI: every HTTP request passes the request context (request id, body
+    size limit, access log, metrics), then chat completions are served by ``ChatFastPath`` and everything else by
+    FastAPI. The front door sits outside FastAPI's own middleware stack (its error, telemetry and body-limit
+    wrappers), which the hot path does not need: it renders its own errors the same way, and the body limit is
+    the request context's."""
+
+    front: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.front is not None and scope["type"] == "http":
+            await self.front(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+    async def framework(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """FastAPI itself, for what the front door does not serve."""
+        await super().__call__(scope, receive, send)

@@ -48,43 +48,57 @@ _PARTIAL, _FINAL, _RELEASE = 0, 1, 2
 
 @dataclass(slots=True)
 class _Window:
-    """One subject's rolling windows and concurrency slots."""
+    """One subject's rolling windows and concurrency slots.
+
+    ``buckets`` is kept in ascending order of its seconds (a bucket older than the newest is rare: a caller with
+    an older clock; it is put in place by re-sorting), with running totals of both columns. So pruning drops from
+    the front, and reading the window is the totals minus the few margin buckets before it: no pass over all 61.
+    """
 
     # second -> [requests, tokens, 1 once tokens were ever added]: the newest such bucket sets the reset header even
     # after a refund emptied it (the Redis script keeps the same "newest written" mark: it cannot search cheaply)
     buckets: dict[int, list[int]] = field(default_factory=dict)
     slots: dict[str, float] = field(default_factory=dict)  # request id -> lease expiry
+    requests: int = 0  # totals over every bucket held (the window's part is these minus the margin's)
+    tokens: int = 0
+    last: int = -1  # the newest second held
 
     def prune(self, *, now: float, horizon_s: float, full: bool = False) -> None:
-        """Drops buckets and leases older than the window plus the margin. Buckets are created in time order, so
-        the quick pass stops at the first young one; ``full`` (the sweep) also finds stragglers."""
+        """Drops buckets and leases older than the window plus the margin (``full``: the sweep, same for buckets,
+        which are in order)."""
         oldest = math.floor(now) - WINDOW_S - horizon_s
-        if full:
-            for second in [s for s in self.buckets if s < oldest]:
-                del self.buckets[second]
-        else:
-            while self.buckets and (first := next(iter(self.buckets))) < oldest:
-                del self.buckets[first]
+        buckets = self.buckets
+        while buckets and (first := next(iter(buckets))) < oldest:
+            dropped = buckets.pop(first)
+            self.requests -= dropped[0]
+            self.tokens -= dropped[1]
+        if not buckets:
+            self.last = -1
         if self.slots and min(self.slots.values()) <= now - horizon_s:
             for rid in [r for r, expiry in self.slots.items() if expiry <= now - horizon_s]:
                 del self.slots[rid]
 
     def fill(self, now: float, u: Usage) -> None:
-        """Adds what the window at ``now`` counts to ``u``, in one pass over the buckets."""
+        """Adds what the window at ``now`` counts to ``u``: every bucket from ``floor(now) - 60`` on."""
         start = math.floor(now) - WINDOW_S
-        requests = tokens = 0
-        newest_request = newest_token = -1
-        for second, (r, t, marked) in self.buckets.items():
+        buckets = self.buckets
+        requests, tokens = self.requests, self.tokens
+        for second, bucket in buckets.items():  # the margin: held but already outside the window
             if second >= start:
-                requests += r
-                tokens += t
-                if r > 0 and second > newest_request:
-                    newest_request = second
-                if marked and second > newest_token:
-                    newest_token = second
+                break
+            requests -= bucket[0]
+            tokens -= bucket[1]
+        newest_request = newest_token = None
+        for second in reversed(buckets):
+            if second < start or (newest_request is not None and newest_token is not None):
+                break
+            bucket = buckets[second]
+            if newest_request is None and bucket[0] > 0:
+                newest_request = second
+            if newest_token is None and bucket[2]:
+                newest_token = second
         u.requests, u.tokens = requests, tokens
-        u.newest_request_s = newest_request if newest_request >= 0 else None
-        u.newest_token_s = newest_token if newest_token >= 0 else None
+        u.newest_request_s, u.newest_token_s = newest_request, newest_token
         u.in_flight = self.in_flight(now)
 
     def in_flight(self, now: float) -> int:
@@ -95,11 +109,33 @@ class _Window:
         start = math.floor(now) - WINDOW_S
         return {s: b[column] for s, b in self.buckets.items() if s >= start and b[column] > 0}
 
+    def _bucket(self, second: int) -> list[int]:
+        bucket = self.buckets.get(second)
+        if bucket is None:
+            bucket = self.buckets[second] = [0, 0, 0]
+            if second < self.last:  # out of order: put it in place
+                self.buckets = dict(sorted(self.buckets.items()))
+            else:
+                self.last = second
+        return bucket
+
+    def add_request(self, second: int) -> None:
+        self._bucket(second)[0] += 1
+        self.requests += 1
+
     def add_tokens(self, second: int, tokens: int) -> None:
-        bucket = self.buckets.setdefault(second, [0, 0, 0])
+        bucket = self._bucket(second)
         bucket[1] += tokens
+        self.tokens += tokens
         if tokens > 0:
             bucket[2] = 1
+
+    def refund(self, second: int, tokens: int) -> None:
+        """Takes ``tokens`` back out of the bucket they were added to, if it is still held."""
+        bucket = self.buckets.get(second)
+        if bucket is not None:
+            bucket[1] -= tokens
+            self.tokens -= tokens
 
 
 @dataclass(slots=True)
@@ -186,7 +222,7 @@ class MemoryLimitStore:
             if sub.limits.windowed or sub.limits.max_concurrency is not None:
                 window = self._windows.setdefault(key, _Window())
                 if sub.limits.windowed:
-                    window.buckets.setdefault(ticket.bucket_s, [0, 0, 0])[0] += 1
+                    window.add_request(ticket.bucket_s)
                     window.add_tokens(ticket.bucket_s, req.tokens)
                 if sub.limits.max_concurrency is not None:
                     window.slots[req.request_id] = now + req.lease_s
@@ -241,9 +277,8 @@ class MemoryLimitStore:
         if delta > 0 and sub.limits.windowed:
             self._windows.setdefault(key, _Window()).add_tokens(math.floor(now), delta)
         window = self._windows.get(key)
-        held = window.buckets.get(ticket.bucket_s) if window is not None and sub.limits.windowed else None
-        if refund and held is not None:
-            held[1] -= refund
+        if refund and window is not None and sub.limits.windowed:
+            window.refund(ticket.bucket_s, refund)
         expiry = window.slots.get(ticket.request_id) if window is not None else None
         if window is not None and expiry is not None:
             if mode != _PARTIAL:

@@ -43,15 +43,22 @@ def estimate_prompt_tokens(payload: object) -> int:
     Accepts chat ``messages`` / Responses ``input`` items (lists of objects: text of every field but role/type,
     plus a per-message overhead), a string, a list of strings, token ids (``[1, 2]``) or lists of them.
     """
-    if isinstance(payload, list | tuple) and any(isinstance(m, Mapping) for m in payload):
+    if isinstance(payload, list | tuple) and any(isinstance(m, dict | Mapping) for m in payload):
         messages = sum(MESSAGE_OVERHEAD_TOKENS + _walk(m) for m in payload)
         return messages + REPLY_PRIMING_TOKENS
     return _walk(payload)
 
 
 def _walk(value: object) -> int:
+    # Concrete types first: parsed JSON holds only these, and isinstance against an ABC is slow on the hot path.
     if isinstance(value, str):
         return text_tokens(value)
+    if isinstance(value, dict):
+        if value.get("type") in _MEDIA_TYPES:
+            return MEDIA_TOKENS
+        return sum(_walk(v) for k, v in value.items() if k not in _NOT_TEXT_KEYS)
+    if isinstance(value, list):
+        return sum(_walk(v) for v in value)
     if isinstance(value, bool) or value is None:
         return 0
     if isinstance(value, int):

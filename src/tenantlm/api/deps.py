@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from fastapi import Request
+from starlette.types import Scope
 
 from tenantlm.errors import AuthenticationFailed, InvalidRequest, MalformedJSON
 from tenantlm.observability.logging import tenant_id_var
@@ -21,21 +22,30 @@ def services(request: Request) -> Services:
 
 
 async def principal(request: Request) -> Principal:
-    svc = services(request)
+    return await authenticate(services(request), request.headers.get("authorization"),
+                              request.client.host if request.client else None, request.scope)
+
+
+async def authenticate(svc: Services, authorization: str | None, client: str | None, scope: Scope) -> Principal:
+    """The caller's principal from its ``authorization`` header; a failure is counted for the audit log's
+    aggregate and raised. A tenant's id is noted on the request (metrics, logs)."""
     try:
-        found = await svc.auth.authenticate(request.headers.get("authorization"))
+        found = await svc.auth.authenticate(authorization)
     except AuthenticationFailed as exc:
-        svc.auth_failures.record(reason=exc.reason, client=request.client.host if request.client else None,
-                                 key_id=exc.key_id, tenant_id=exc.tenant_id)
+        svc.auth_failures.record(reason=exc.reason, client=client, key_id=exc.key_id, tenant_id=exc.tenant_id)
         raise
     if isinstance(found, TenantContext):
-        request.scope.setdefault("state", {})["tenant_id"] = found.tenant_id
+        scope.setdefault("state", {})["tenant_id"] = found.tenant_id
         tenant_id_var.set(found.tenant_id)
     return found
 
 
 async def json_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
+    return json_object(await request.body())
+
+
+def json_object(raw: bytes) -> dict[str, Any]:
+    """A request body that must be one JSON object, with OpenAI's error for anything else."""
     if not raw.strip():
         raise InvalidRequest("the request body is empty; send a JSON object")
     try:

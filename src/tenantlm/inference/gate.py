@@ -18,9 +18,10 @@ replays.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import os
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,10 +52,35 @@ class BudgetCut(RateLimited):
     code = "insufficient_quota"
 
 
+@functools.lru_cache(maxsize=4096)
 def _limits(sub: SubLimits | TenantLimits) -> Limits:
+    """The admission port's view of a level's limits (cached: the same few limit sets recur on every request)."""
     return Limits(rpm=sub.rpm, tpm=sub.tpm, max_concurrency=sub.max_concurrency,
                   daily_token_budget=sub.daily_token_budget, monthly_token_budget=sub.monthly_token_budget,
                   monthly_cost_budget_usd=sub.monthly_cost_budget_usd)
+
+
+def _key_limits(values: dict[str, Any] | None) -> Limits:
+    if not values:
+        return _limits(_NO_SUB_LIMITS)
+    try:
+        return _limits_of_items(tuple(sorted(values.items())))
+    except TypeError:  # an unhashable value: no cache
+        return _limits(sub_limits(values))
+
+
+@functools.lru_cache(maxsize=4096)
+def _limits_of_items(items: tuple[tuple[str, Any], ...]) -> Limits:
+    return _limits(sub_limits(dict(items)))
+
+
+_NO_SUB_LIMITS = sub_limits(None)
+
+
+def _uids() -> Callable[[], str]:
+    """Request uids: 128 random bits as 32 hex digits. Random rather than a counter, which would let a tenant
+    read the whole deployment's request rate off the usage ids it is shown."""
+    return lambda: os.urandom(16).hex()
 
 
 @dataclass
@@ -166,14 +192,14 @@ def _status(state: str) -> str:
 
 class Gate:
     def __init__(self, *, settings: Settings, limits: LimitsService, admission: AdmissionService,
-                 schedulers: SchedulerRegistry, ledger: Ledger, uid: Callable[[], str] = lambda: uuid.uuid4().hex
+                 schedulers: SchedulerRegistry, ledger: Ledger, uid: Callable[[], str] | None = None
                  ) -> None:
         self.settings = settings
         self.limits = limits
         self.admission = admission
         self.schedulers = schedulers
         self.ledger = ledger
-        self.uid = uid
+        self.uid = uid or _uids()
 
     async def enter(self, *, ctx: TenantContext, model: ResolvedModel, end_user: str | None,
                     prompt: Any, max_tokens: int | None, output: bool = True) -> Passage:
@@ -184,7 +210,7 @@ class Gate:
         out_tokens = (max_tokens if max_tokens is not None else tl.default_max_tokens) if output else 0
         tokens = reservation_tokens(prompt_tokens=prompt_tokens, max_tokens=out_tokens, default_max_tokens=0)
         uid = self.uid()
-        subjects = [Subject(level="key", id=ctx.key_id, limits=_limits(sub_limits(ctx.key_limits)))]
+        subjects = [Subject(level="key", id=ctx.key_id, limits=_key_limits(ctx.key_limits))]
         if end_user is not None and not eff.end_user.empty:
             subjects.append(Subject(level="end_user", id=f"{ctx.tenant_id}/{end_user}",
                                     limits=_limits(eff.end_user)))

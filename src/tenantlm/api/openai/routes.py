@@ -23,7 +23,7 @@ USER_HEADER = "x-tenantlm-user"
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
-def _validate(schema: type[ChatCompletionRequest] | type[EmbeddingRequest], body: dict[str, Any]) -> None:
+def validate(schema: type[ChatCompletionRequest] | type[EmbeddingRequest], body: dict[str, Any]) -> None:
     try:
         schema.model_validate(body)
     except ValidationError as exc:
@@ -53,7 +53,7 @@ async def get_model(model_id: str, request: Request, who: PrincipalDep) -> Any:
 async def chat_completions(request: Request, who: PrincipalDep) -> Any:
     ctx = access.data_plane(who, Permission.INFERENCE)
     body = await json_body(request)
-    _validate(ChatCompletionRequest, body)
+    validate(ChatCompletionRequest, body)
     inference = services(request).inference
     user = request.headers.get(USER_HEADER)
     if body.get("stream"):
@@ -68,7 +68,7 @@ async def chat_completions(request: Request, who: PrincipalDep) -> Any:
 async def embeddings(request: Request, who: PrincipalDep) -> Any:
     ctx = access.data_plane(who, Permission.INFERENCE)
     body = await json_body(request)
-    _validate(EmbeddingRequest, body)
+    validate(EmbeddingRequest, body)
     reply = await services(request).inference.embed(
         ctx=ctx, body=body, end_user_header=request.headers.get(USER_HEADER))
     return JSONResponse(reply.body, headers=reply.headers)
