@@ -63,6 +63,35 @@ def rollup_deltas(rows: Sequence[dict[str, Any]], *, now: float) -> list[dict[st
             for (t, d, m), s in sorted(acc.items())]
 
 
+_EVENT_COLUMNS = tuple(c.name for c in usage_events.columns)
+_ROLLUP_COLUMNS = tuple(c.name for c in usage_rollups.columns)
+_SQLITE_UPSERT_ROLLUPS = (
+    f"INSERT INTO usage_rollups ({', '.join(_ROLLUP_COLUMNS)}) VALUES ({', '.join('?' for _ in _ROLLUP_COLUMNS)}) "
+    "ON CONFLICT (tenant_id, day, model) DO UPDATE SET "
+    + ", ".join(f"{c} = {c} + excluded.{c}" for c in SUMS) + ", updated_at = excluded.updated_at")
+_SQLITE_ROWS_PER_INSERT = 500  # x 19 columns: well under SQLite's 32766 variables per statement
+_SQLITE_ROW = "(" + ", ".join("?" for _ in _EVENT_COLUMNS) + ")"
+
+
+async def _sqlite_insert(conn: AsyncConnection, rows: Sequence[dict[str, Any]], *,
+                         now: float) -> list[dict[str, Any]]:
+    """SQLite: the same statements as the Postgres path (multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING``,
+    then the rollup upsert of the rows that were new), sent as plain driver statements: SQLAlchemy's per-row work
+    for ``insertmanyvalues`` was most of the flusher's cost, on the server's event loop."""
+    inserted: set[tuple[str, str]] = set()
+    head = f"INSERT INTO usage_events ({', '.join(_EVENT_COLUMNS)}) VALUES "
+    for i in range(0, len(rows), _SQLITE_ROWS_PER_INSERT):
+        chunk = rows[i:i + _SQLITE_ROWS_PER_INSERT]
+        sql = head + ", ".join(_SQLITE_ROW for _ in chunk) + " ON CONFLICT DO NOTHING RETURNING tenant_id, id"
+        found = await conn.exec_driver_sql(sql, tuple(r[c] for r in chunk for c in _EVENT_COLUMNS))
+        inserted.update((str(row[0]), str(row[1])) for row in found.all())  # type: ignore[misc]
+    new = [r for r in rows if (r["tenant_id"], r["id"]) in inserted]
+    if new:
+        deltas = rollup_deltas(new, now=now)
+        await conn.exec_driver_sql(_SQLITE_UPSERT_ROLLUPS, [tuple(d[c] for c in _ROLLUP_COLUMNS) for d in deltas])
+    return new
+
+
 class UsageStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -90,13 +119,16 @@ class UsageStore:
         if not unique:
             return []
         async with self.db.platform_tx() as conn:
-            # executemany: SQLAlchemy compiles the statement once and sends pages of multi-row VALUES
-            # ("insertmanyvalues"); RETURNING yields only the rows ON CONFLICT DO NOTHING let through.
-            found = await conn.execute(self._insert_events, unique)
-            inserted = {(r.tenant_id, r.id) for r in found}
-            new = [r for r in unique if (r["tenant_id"], r["id"]) in inserted]
-            if new:
-                await conn.execute(self._upsert_rollups, rollup_deltas(new, now=now))
+            if self.db.is_postgres:
+                # executemany: SQLAlchemy compiles the statement once and sends pages of multi-row VALUES
+                # ("insertmanyvalues"); RETURNING yields only the rows ON CONFLICT DO NOTHING let through.
+                found = await conn.execute(self._insert_events, unique)
+                inserted = {(r.tenant_id, r.id) for r in found}
+                new = [r for r in unique if (r["tenant_id"], r["id"]) in inserted]
+                if new:
+                    await conn.execute(self._upsert_rollups, rollup_deltas(new, now=now))
+            else:
+                new = await _sqlite_insert(conn, unique, now=now)
         return [(r["tenant_id"], r["id"]) for r in new]
 
     async def events(self, *, tenant_id: str | None, start: float, end: float,
