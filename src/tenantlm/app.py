@@ -162,7 +162,8 @@ def build_services(settings: Settings) -> Services:
                                    observer_for=metrics.scheduler_observer,
                                    max_queue_per_tenant=settings.scheduler_max_queue_per_tenant,
                                    max_queue_total=settings.scheduler_max_queue_total)
-    ledger = Ledger(db=db, directory=settings.data_dir / "ledger")
+    ledger = Ledger(db=db, directory=settings.data_dir / "ledger", sync=settings.ledger_sync,
+                    sync_interval_s=settings.ledger_sync_interval_s)
     alerts = None
     if settings.alert_webhook_url:
         secret = settings.alert_webhook_secret.get_secret_value() if settings.alert_webhook_secret else ""

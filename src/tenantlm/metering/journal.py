@@ -22,13 +22,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import logging
 import os
 import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
+log = logging.getLogger("tenantlm.ledger")
 SUFFIX = ".seg"
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
 fdatasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
@@ -90,6 +93,7 @@ class _Active:
     fd: int
     path: Path
     size: int = 0
+    synced: int = 0  # interval mode: bytes covered by the last fsync
 
 
 @dataclass(slots=True)
@@ -102,12 +106,22 @@ class _Batch:
     error: BaseException | None = None
 
 
+SyncMode = Literal["always", "interval"]
+
+
 class Journal:
     def __init__(self, directory: Path, *, max_segment_bytes: int = 64 * 1024 * 1024,
-                 fsync: Callable[[int], None] = fdatasync) -> None:
+                 fsync: Callable[[int], None] = fdatasync, sync: SyncMode = "always",
+                 sync_interval_s: float = 0.05) -> None:
+        if sync not in ("always", "interval"):
+            raise ValueError(f"sync must be 'always' or 'interval', not {sync!r}")
         self.directory = directory
         self.max_segment_bytes = max_segment_bytes
         self.fsync = fsync  # the durability barrier; tests count calls, benchmarks measure its cost
+        self.sync = sync
+        self.sync_interval_s = sync_interval_s
+        self._dirty = False  # interval mode: written since the last fsync
+        self._retired: list[_Active] = []  # interval mode: full segments waiting for their last fsync and close
         self.stats = JournalStats()
         self._lock_fd: int | None = None
         self._next_seq = 1
@@ -141,7 +155,8 @@ class Journal:
         if self._task is None:
             self._closing = False
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="ledger-journal")
-            self._task = asyncio.create_task(self._writer(), name="ledger-journal-writer")
+            writer = self._writer() if self.sync == "always" else self._syncer()
+            self._task = asyncio.create_task(writer, name="ledger-journal-writer")
 
     async def close(self) -> None:
         """Write what is queued, stop the writer, close the segment and release the directory."""
@@ -151,7 +166,11 @@ class Journal:
             await self._task
             self._task = None
         async with self._io:
-            self._close_active()
+            if self.sync == "interval":
+                self._retire_active()
+                await self._sync_retired()
+            else:
+                self._close_active()
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
@@ -162,9 +181,14 @@ class Journal:
     # -- appending ------------------------------------------------------------------------------------------------
 
     async def append(self, payload: bytes) -> None:
-        """Return once ``payload`` is on disk (written and fsynced); raise if that failed."""
+        """``always``: return once ``payload`` is written and fsynced. ``interval``: return once it is written (in
+        the kernel's page cache: it survives the process being killed; an fsync follows within the interval, so
+        a power cut or kernel crash loses at most that interval). Raise if the write failed."""
         if self._task is None or self._closing:
             raise RuntimeError("the ledger journal is not running")
+        if self.sync == "interval":
+            self._write_now(encode_line(payload))
+            return
         batch = self._batch
         batch.lines.append(encode_line(payload))
         self._wake.set()
@@ -200,6 +224,83 @@ class Journal:
             raise
         finally:
             batch.done.set()
+
+    # -- interval mode: written in the caller's thread, fsynced in the background ------------------------------------
+
+    def _write_now(self, line: bytes) -> None:
+        """One ``write`` on the event loop's thread (a page-cache copy of a few hundred bytes), no thread hop."""
+        try:
+            active = self._active or self._new_segment()
+            view = memoryview(line)
+            while view:
+                view = view[os.write(active.fd, view):]
+        except OSError as exc:
+            self._retire_active()  # a segment that failed a write is never written again
+            raise OSError("the usage journal write failed") from exc
+        active.size += len(line)
+        self.stats.lines += 1
+        self.stats.bytes += len(line)
+        if not self._dirty:
+            self._dirty = True
+            self._wake.set()
+        if active.size >= self.max_segment_bytes:
+            self._retire_active()
+
+    def _retire_active(self) -> None:
+        """Stop writing to the active segment; its fd stays open until the syncer has fsynced it (an fsync may be
+        running on it in the journal thread right now, so it must not be closed here)."""
+        if self._active is not None:
+            self._retired.append(self._active)
+            self._active = None
+
+    async def _syncer(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self._closing:
+                await asyncio.sleep(self.sync_interval_s)  # gather what is written meanwhile into this fsync
+            async with self._io:
+                await self._sync_retired()
+            if self._closing:
+                return
+
+    async def _sync_retired(self) -> None:
+        """Under ``_io``: fsync the active segment if written since the last one, and fsync and close retired ones."""
+        if self._executor is None:
+            for seg in self._retired:
+                with contextlib.suppress(OSError):
+                    os.close(seg.fd)
+            self._retired.clear()
+            return
+        retired, self._retired = self._retired, []
+        active = self._active
+        self._dirty = False
+        dirty = [(seg, seg.size) for seg in (*retired, active) if seg is not None and seg.size > seg.synced]
+        if not dirty and not retired:
+            return
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._fsync_close, dirty, retired)
+            for seg, size in dirty:
+                seg.synced = size
+            if dirty:
+                self.stats.batches += 1
+        except OSError:
+            log.exception("usage journal fsync failed; the segment is retired and the events stay in it")
+            if active is not None and active is self._active:
+                self._retire_active()
+                self._retired.remove(active)
+                with contextlib.suppress(OSError):
+                    os.close(active.fd)
+
+    def _fsync_close(self, dirty: list[tuple[_Active, int]], retired: list[_Active]) -> None:
+        """Runs in the journal thread: fsync what was written since the last fsync, close the retired segments."""
+        try:
+            for seg, _ in dirty:
+                self.fsync(seg.fd)
+        finally:
+            for seg in retired:
+                with contextlib.suppress(OSError):
+                    os.close(seg.fd)
 
     def _write(self, data: bytes) -> None:
         """Runs in the journal thread. After any error the segment is abandoned: a new one takes the next batch."""
@@ -247,6 +348,13 @@ class Journal:
         if self._lock_fd is None:
             raise RuntimeError("the ledger journal is not open")
         async with self._io:
+            if self.sync == "interval":
+                self._retire_active()
+                # Listed before the await below: appends keep running meanwhile and open a new active segment,
+                # which must not be handed to the flusher (it would delete it while it is being written).
+                sealed = self.segments()
+                await self._sync_retired()
+                return sealed
             self._close_active()
             return self.segments()
 

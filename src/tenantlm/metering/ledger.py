@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from tenantlm.metering.forecast import forecast
-from tenantlm.metering.journal import Journal, fdatasync
+from tenantlm.metering.journal import Journal, SyncMode, fdatasync
 from tenantlm.metering.models import FlushResult, Forecast, PeriodUsage, UsageEvent, UsageRow
 from tenantlm.metering.rollups import UsageQueries
 from tenantlm.metering.store import UsageStore, payload_row
@@ -43,10 +43,12 @@ def _add(a: FlushResult, b: FlushResult) -> FlushResult:
 class Ledger:
     def __init__(self, *, db: Database, directory: Path, clock: Callable[[], float] = time.time,
                  max_segment_bytes: int = 64 * 1024 * 1024, batch_events: int = 5000,
-                 on_flushed: FlushHook | None = None, fsync: Callable[[int], None] = fdatasync) -> None:
+                 on_flushed: FlushHook | None = None, fsync: Callable[[int], None] = fdatasync,
+                 sync: SyncMode = "always", sync_interval_s: float = 0.05) -> None:
         self.store = UsageStore(db)
         self.queries = UsageQueries(self.store)
-        self.journal = Journal(directory, max_segment_bytes=max_segment_bytes, fsync=fsync)
+        self.journal = Journal(directory, max_segment_bytes=max_segment_bytes, fsync=fsync, sync=sync,
+                               sync_interval_s=sync_interval_s)
         self.clock = clock
         self.batch_events = batch_events
         self.on_flushed = on_flushed
@@ -69,7 +71,8 @@ class Ledger:
             await self.journal.close()
 
     async def record(self, event: UsageEvent) -> None:
-        """Durably journal ``event``; return only once it is fsynced. Await it before acknowledging the request."""
+        """Journal ``event``: return once it is written (``sync="interval"``: survives the process being killed,
+        fsynced within the interval) or written and fsynced (``"always"``). Await it before acknowledging."""
         await self.journal.append(orjson.dumps(event))
 
     async def recover(self) -> FlushResult:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -131,3 +132,93 @@ async def test_append_needs_a_running_journal(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "j")
     with pytest.raises(RuntimeError, match="not running"):
         await journal.append(b"{}")
+
+
+# --- sync="interval": written before append returns, fsynced in the background ------------------------------------
+async def test_interval_append_returns_once_written_and_one_fsync_covers_the_interval(tmp_path: Path) -> None:
+    fsync = CountingFsync()
+    journal = Journal(tmp_path / "j", fsync=fsync, sync="interval", sync_interval_s=0.05)
+    await journal.start()
+    for i in range(100):
+        await journal.append(b'{"i":%d}' % i)
+    [segment] = journal.segments()
+    # in the file (the page cache) already: another reader sees every line before any data fsync ran
+    assert Journal.read(segment).payloads == [b'{"i":%d}' % i for i in range(100)]
+    assert fsync.calls == 1  # only the new segment's directory entry so far
+    await asyncio.sleep(0.2)
+    assert fsync.calls == 2 and journal.stats.batches == 1  # one fsync for all 100 lines
+    await asyncio.sleep(0.1)
+    assert fsync.calls == 2  # nothing new written: no fsync
+    await journal.append(b'{"i":100}')
+    await journal.close()
+    assert fsync.calls == 3  # close fsyncs what the interval had not yet covered
+
+
+async def test_interval_mode_rotates_and_fsyncs_each_retired_segment(tmp_path: Path) -> None:
+    fsync = CountingFsync()
+    journal = Journal(tmp_path / "j", fsync=fsync, sync="interval", sync_interval_s=0.01, max_segment_bytes=200)
+    await journal.start()
+    for i in range(20):
+        await journal.append(b'{"payload":"%040d"}' % i)
+    sealed = await journal.seal()
+    await journal.close()
+    assert [int(p.stem) for p in sealed] == [1, 2, 3, 4, 5]
+    assert [len(Journal.read(p).payloads) for p in sealed] == [4] * 5
+    assert fsync.calls >= 5 + 5  # a directory fsync per new segment and a data fsync per segment before its close
+
+
+async def test_interval_mode_a_failed_fsync_retires_the_segment_and_keeps_its_lines(tmp_path: Path) -> None:
+    fsync = CountingFsync()
+    journal = Journal(tmp_path / "j", fsync=fsync, sync="interval", sync_interval_s=0.01)
+    await journal.start()
+    await journal.append(b'{"n":1}')
+    fsync.fail = 1
+    await asyncio.sleep(0.1)  # the background fsync fails: logged, that segment is never written again
+    await journal.append(b'{"n":2}')
+    segments = await journal.seal()
+    await journal.close()
+    assert [Journal.read(p).payloads for p in segments] == [[b'{"n":1}'], [b'{"n":2}']]
+
+
+def test_sync_mode_is_checked(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="sync must be"):
+        Journal(tmp_path / "j", sync="sometimes")  # type: ignore[arg-type]
+
+
+async def test_interval_mode_seal_never_hands_over_the_segment_appends_are_writing(tmp_path: Path) -> None:
+    """Appends go on while seal() waits for its fsync; they open a new segment, which must not be sealed (the
+    flusher deletes what it is handed). Every line ends in exactly one sealed segment, none is written after."""
+
+    def slow_fsync(fd: int) -> None:
+        time.sleep(0.005)
+        os.fsync(fd)
+
+    journal = Journal(tmp_path / "j", fsync=slow_fsync, sync="interval", sync_interval_s=0.001)
+    await journal.start()
+    written: list[bytes] = []
+    sealed: dict[Path, int] = {}
+    stop = False
+
+    async def producer() -> None:
+        n = 0
+        while not stop:
+            line = b'{"n":%d}' % n
+            await journal.append(line)
+            written.append(line)
+            n += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(producer())
+    for _ in range(20):
+        for path in await journal.seal():
+            if path not in sealed:
+                sealed[path] = path.stat().st_size
+        await asyncio.sleep(0.002)
+    stop = True
+    await task
+    for path in await journal.seal():
+        sealed.setdefault(path, path.stat().st_size)
+    await journal.close()
+    assert all(path.stat().st_size == size for path, size in sealed.items())  # nothing written after its seal
+    lines = [p for path in sorted(sealed) for p in Journal.read(path).payloads]
+    assert lines == written and len(sealed) > 2
