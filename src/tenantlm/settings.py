@@ -147,10 +147,11 @@ class Settings(BaseSettings):
     alert_webhook_url: str | None = None
     alert_webhook_secret: SecretStr | None = None
     ledger_flush_interval_s: float = Field(default=1.0, gt=0)
-    # When a usage event is acknowledged: "interval" once written to the local journal (survives kill -9 and any
-    # process crash; fsynced every ledger_sync_interval_s, so a power cut or kernel crash loses at most that much),
-    # "always" once written and fsynced (survives a power cut too; costs an fsync in each request's latency).
-    ledger_sync: Literal["always", "interval"] = "interval"
+    # When a usage event is acknowledged: "always" once written and fsynced (DESIGN invariant 4: durable before
+    # acknowledged, power cuts included; group commit shares an fsync among concurrent requests), "interval" once
+    # written to the local journal (survives kill -9 and any process crash; fsynced every ledger_sync_interval_s,
+    # so a power cut or kernel crash can lose that much: served and never billed, never billed twice).
+    ledger_sync: Literal["always", "interval"] = "always"
     ledger_sync_interval_s: float = Field(default=0.05, gt=0, le=10)
     # Load the local models at start (readiness waits for it) instead of on the first request.
     warmup: bool = True

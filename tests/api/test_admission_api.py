@@ -209,8 +209,10 @@ def _burst(proc: Process, key: str, n: int, acked: list[str], stop_after: int) -
         list(pool.map(one, range(n)))
 
 
-def test_ledger_survives_kill_9_with_nothing_lost_or_doubled(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sync", ["always", "interval"])
+def test_ledger_survives_kill_9_with_nothing_lost_or_doubled(tmp_path: Path, sync: str) -> None:
     cfg = config()
+    cfg.env = {**cfg.env, "TENANTLM_LEDGER_SYNC": sync}
     cfg.providers = [{**p, "latency_ms": 40} if p["name"] == "slow" else p for p in PROVIDERS]
     cfg.models = [{**m, "max_in_flight": 8} if m["name"] == "slow-chat" else m for m in MODELS]
     data = tmp_path / "data"

@@ -22,9 +22,9 @@ from tenantlm.storage.sql.migrate import migrate
 CHILD = Path(__file__).with_name("ledger_crash_child.py")
 
 
-def run_and_kill(url: str, directory: Path, run: str, acks: int) -> set[str]:
+def run_and_kill(url: str, directory: Path, run: str, acks: int, sync: str) -> set[str]:
     """Start the child, read acknowledged ids until ``acks`` of them, SIGKILL it, return every id it acknowledged."""
-    proc = subprocess.Popen([sys.executable, str(CHILD), url, str(directory), run], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, str(CHILD), url, str(directory), run, sync], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
     seen: list[bytes] = []
@@ -61,13 +61,14 @@ async def rollups_match_events(db: Database) -> bool:
 
 
 @pytest.mark.slow
-async def test_every_acknowledged_event_survives_kill_9_exactly_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sync", ["always", "interval"])
+async def test_every_acknowledged_event_survives_kill_9_exactly_once(tmp_path: Path, sync: str) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}"
     await migrate(url=url, migrate_url=None)
     directory = tmp_path / "ledger"
     acknowledged: set[str] = set()
     for run, acks in (("a", 300), ("b", 3000), ("c", 1200)):
-        acknowledged |= run_and_kill(url, directory, run, acks)
+        acknowledged |= run_and_kill(url, directory, run, acks, sync)
         db = Database.from_url(url)
         ledger = Ledger(db=db, directory=directory)
         await ledger.start()
