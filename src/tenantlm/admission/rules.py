@@ -17,6 +17,7 @@ at most one second (events in ``[floor(now) - 60, now - 60]`` still count). A bu
 from __future__ import annotations
 
 import calendar
+import functools
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -74,7 +75,12 @@ class Failure:
 
 def periods(now: float) -> tuple[str, str]:
     """The UTC day and calendar-month budget periods of ``now``: ("d:2026-11-23", "m:2026-11")."""
-    t = time.gmtime(now)
+    return _periods_of_second(math.floor(now))
+
+
+@functools.lru_cache(maxsize=8)  # called on every admission: the same second's answer is reused
+def _periods_of_second(second: int) -> tuple[str, str]:
+    t = time.gmtime(second)
     return f"d:{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}", f"m:{t.tm_year:04d}-{t.tm_mon:02d}"
 
 

@@ -92,12 +92,29 @@ async def _sqlite_insert(conn: AsyncConnection, rows: Sequence[dict[str, Any]], 
     return new
 
 
+_PG_STAGE = "tenantlm_usage_stage"
+_PG_CREATE_STAGE = (f"CREATE TEMPORARY TABLE IF NOT EXISTS {_PG_STAGE} "
+                    "(LIKE usage_events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+_PG_MOVE_STAGE = (f"INSERT INTO usage_events ({', '.join(_EVENT_COLUMNS)}) "
+                  f"SELECT {', '.join(_EVENT_COLUMNS)} FROM {_PG_STAGE} ON CONFLICT DO NOTHING RETURNING tenant_id, id")
+
+
+async def _postgres_insert(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> set[tuple[str, str]]:
+    """Postgres: ``COPY`` the batch into a per-session temporary table (emptied at commit), then one
+    ``INSERT ... SELECT ... ON CONFLICT DO NOTHING RETURNING`` moves what is new, in the caller's transaction (so the
+    platform scope set for RLS applies). Measured 2x the multi-row ``INSERT`` SQLAlchemy sends (``bench/ledger.py``)."""
+    raw = await conn.get_raw_connection()
+    pg: Any = raw.driver_connection  # the asyncpg connection, inside the transaction SQLAlchemy began
+    await pg.execute(_PG_CREATE_STAGE)
+    await pg.copy_records_to_table(_PG_STAGE, records=[tuple(r[c] for c in _EVENT_COLUMNS) for r in rows],
+                                   columns=list(_EVENT_COLUMNS))
+    return {(str(r[0]), str(r[1])) for r in await pg.fetch(_PG_MOVE_STAGE)}
+
+
 class UsageStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         dialect = postgresql if db.is_postgres else sqlite
-        self._insert_events = dialect.insert(usage_events).on_conflict_do_nothing().returning(
-            usage_events.c.tenant_id, usage_events.c.id)
         upsert = dialect.insert(usage_rollups)
         add = {c: usage_rollups.c[c] + upsert.excluded[c] for c in SUMS}
         self._upsert_rollups = upsert.on_conflict_do_update(
@@ -120,10 +137,7 @@ class UsageStore:
             return []
         async with self.db.platform_tx() as conn:
             if self.db.is_postgres:
-                # executemany: SQLAlchemy compiles the statement once and sends pages of multi-row VALUES
-                # ("insertmanyvalues"); RETURNING yields only the rows ON CONFLICT DO NOTHING let through.
-                found = await conn.execute(self._insert_events, unique)
-                inserted = {(r.tenant_id, r.id) for r in found}
+                inserted = await _postgres_insert(conn, unique)
                 new = [r for r in unique if (r["tenant_id"], r["id"]) in inserted]
                 if new:
                     await conn.execute(self._upsert_rollups, rollup_deltas(new, now=now))

@@ -6,6 +6,8 @@ a hundred thousand tenants cannot blow up the time-series count. Each app builds
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 OTHER = "other"
@@ -32,6 +34,7 @@ class Metrics:
     def __init__(self, *, max_tenants: int = 100) -> None:
         self.registry = CollectorRegistry()
         self.tenant_label = TenantLabels(max_tenants)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.requests = Counter("tenantlm_requests", "HTTP requests served", ["route", "method", "status", "tenant"],
                                 registry=self.registry)
         self.latency = Histogram(
@@ -53,17 +56,26 @@ class Metrics:
     def scheduler_observer(self, model: str) -> SchedulerMetrics:
         return SchedulerMetrics(self, model)
 
+    def child(self, metric: Any, key: tuple[str, ...]) -> Any:
+        """``metric.labels(*key)``, remembered: prometheus_client validates and locks on every ``labels`` call,
+        which on the request path costs more than the increment. Every label here is bounded (route templates, the
+        tenant label above, catalog models), so the cache is too."""
+        child = self._children.get((id(metric), key))
+        if child is None:
+            child = self._children[(id(metric), key)] = metric.labels(*key)
+        return child
+
     def observe_request(self, *, route: str, method: str, status: int, tenant_id: str | None, seconds: float) -> None:
         tenant = self.tenant_label(tenant_id)
-        self.requests.labels(route, method, str(status), tenant).inc()
-        self.latency.labels(route, tenant).observe(seconds)
+        self.child(self.requests, (route, method, str(status), tenant)).inc()
+        self.child(self.latency, (route, tenant)).observe(seconds)
 
     def observe_tokens(self, *, tenant_id: str, model: str, prompt: int, completion: int) -> None:
         tenant = self.tenant_label(tenant_id)
         if prompt:
-            self.tokens.labels(tenant, model, "prompt").inc(prompt)
+            self.child(self.tokens, (tenant, model, "prompt")).inc(prompt)
         if completion:
-            self.tokens.labels(tenant, model, "completion").inc(completion)
+            self.child(self.tokens, (tenant, model, "completion")).inc(completion)
 
     def observe_error(self, *, tenant_id: str | None, type_: str) -> None:
         self.errors.labels(self.tenant_label(tenant_id), type_).inc()
@@ -80,11 +92,11 @@ class SchedulerMetrics:
         self.model = model
 
     def queued(self, tenant_id: str, depth: int) -> None:
-        self.m.queue_depth.labels(self.m.tenant_label(tenant_id), self.model).set(depth)
+        self.m.child(self.m.queue_depth, (self.m.tenant_label(tenant_id), self.model)).set(depth)
 
     def waited(self, tenant_id: str, seconds: float) -> None:
         if seconds > 0:
-            self.m.queue_wait.labels(self.m.tenant_label(tenant_id), self.model).observe(seconds)
+            self.m.child(self.m.queue_wait, (self.m.tenant_label(tenant_id), self.model)).observe(seconds)
 
     def refused(self, tenant_id: str, reason: str) -> None:
         self.m.queue_refused.labels(self.m.tenant_label(tenant_id), self.model, reason).inc()
