@@ -37,6 +37,12 @@ _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | getattr(os, "O_CLO
 fdatasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def encode_line(payload: bytes) -> bytes:
     return b"%08x %s\n" % (zlib.crc32(payload), payload)
 
@@ -231,9 +237,7 @@ class Journal:
         """One ``write`` on the event loop's thread (a page-cache copy of a few hundred bytes), no thread hop."""
         try:
             active = self._active or self._new_segment()
-            view = memoryview(line)
-            while view:
-                view = view[os.write(active.fd, view):]
+            _write_all(active.fd, line)
         except OSError as exc:
             self._retire_active()  # a segment that failed a write is never written again
             raise OSError("the usage journal write failed") from exc
@@ -306,9 +310,7 @@ class Journal:
         """Runs in the journal thread. After any error the segment is abandoned: a new one takes the next batch."""
         try:
             active = self._active or self._new_segment()
-            view = memoryview(data)
-            while view:
-                view = view[os.write(active.fd, view):]
+            _write_all(active.fd, data)
             self.fsync(active.fd)
             active.size += len(data)
         except BaseException:
