@@ -59,18 +59,23 @@ class ChatFastPath:
             return
         scope["route"] = self.route
         try:
-            await self._chat(scope, receive, send)
+            stream_body = await self._chat(scope, receive, send)
         except _ClientGone:  # nobody to answer; nothing was admitted
             return
         except TenantLMError as exc:
             await self._send_error(scope, send, exc)
+            return
         except Exception as exc:  # the same last resort as api/errors.py's handler
             log.error("unhandled error", exc_info=exc)
             rid = scope.get("state", {}).get("request_id", "")
             await self._send_error(scope, send, TenantLMError(
                 f"The server had an error while processing your request (request id {rid})."))
+            return
+        if stream_body is not None:  # outside the try: FastAPI answers its own errors for streams
+            await self.app(scope, _replay(stream_body, receive), send)
 
-    async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _chat(self, scope: Scope, receive: Receive, send: Send) -> bytes | None:
+        """Serves a non-streaming request; for a stream, returns its body for the FastAPI route instead."""
         raw = await _read_body(receive)
         authorization = user = None
         for name, value in scope["headers"]:
@@ -85,10 +90,10 @@ class ChatFastPath:
         body = json_object(raw)
         validate(ChatCompletionRequest, body)
         if body.get("stream"):
-            await self.app(scope, _replay(raw, receive), send)
-            return
+            return raw
         reply = await svc.inference.chat(ctx=ctx, body=body, end_user_header=user)
         await _send_json(send, 200, reply.body, reply.headers)
+        return None
 
     async def _send_error(self, scope: Scope, send: Send, exc: TenantLMError) -> None:
         self.services.metrics.observe_error(tenant_id=scope.get("state", {}).get("tenant_id"), type_=exc.type)
