@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tenantlm.metering.journal import Journal, decode, encode_line
+from tenantlm.metering.journal import Journal, SyncMode, decode, encode_line
 
 
 class CountingFsync:
@@ -73,8 +73,10 @@ async def test_sequential_appends_each_wait_for_their_own_fsync(tmp_path: Path) 
     assert journal.stats.batches == 5
 
 
-async def test_segments_rotate_by_size_and_numbering_continues_after_restart(tmp_path: Path) -> None:
-    journal = Journal(tmp_path / "j", max_segment_bytes=200)
+@pytest.mark.parametrize("sync", ["always", "interval"])
+async def test_segments_rotate_by_size_and_numbering_continues_after_restart(tmp_path: Path, sync: SyncMode) -> None:
+    fsync = CountingFsync()
+    journal = Journal(tmp_path / "j", max_segment_bytes=200, fsync=fsync, sync=sync, sync_interval_s=0.01)
     await journal.start()
     for i in range(20):
         await journal.append(b'{"payload":"%040d"}' % i)
@@ -83,7 +85,8 @@ async def test_segments_rotate_by_size_and_numbering_continues_after_restart(tmp
     # 64-byte lines: a segment closes after the write that takes it to 200 bytes or more, i.e. after 4 lines
     assert [int(p.stem) for p in sealed] == [1, 2, 3, 4, 5]
     assert [len(Journal.read(p).payloads) for p in sealed] == [4] * 5
-    again = Journal(tmp_path / "j")
+    assert fsync.calls >= 5 + 5  # a directory fsync per new segment and at least one data fsync per segment
+    again = Journal(tmp_path / "j", sync=sync)
     await again.start()
     await again.append(b"{}")
     segments = await again.seal()
@@ -152,19 +155,6 @@ async def test_interval_append_returns_once_written_and_one_fsync_covers_the_int
     await journal.append(b'{"i":100}')
     await journal.close()
     assert fsync.calls == 3  # close fsyncs what the interval had not yet covered
-
-
-async def test_interval_mode_rotates_and_fsyncs_each_retired_segment(tmp_path: Path) -> None:
-    fsync = CountingFsync()
-    journal = Journal(tmp_path / "j", fsync=fsync, sync="interval", sync_interval_s=0.01, max_segment_bytes=200)
-    await journal.start()
-    for i in range(20):
-        await journal.append(b'{"payload":"%040d"}' % i)
-    sealed = await journal.seal()
-    await journal.close()
-    assert [int(p.stem) for p in sealed] == [1, 2, 3, 4, 5]
-    assert [len(Journal.read(p).payloads) for p in sealed] == [4] * 5
-    assert fsync.calls >= 5 + 5  # a directory fsync per new segment and a data fsync per segment before its close
 
 
 async def test_interval_mode_a_failed_fsync_retires_the_segment_and_keeps_its_lines(tmp_path: Path) -> None:

@@ -87,6 +87,14 @@ def keep_alive(server: Server, body: bytes = b'{"ok":true}') -> None:
     server.handler = handler
 
 
+def silent(server: Server) -> None:
+    """A server that reads the request and never answers."""
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await asyncio.sleep(5)
+    server.handler = handler
+
+
 async def test_request_line_headers_and_body_are_sent(server: Server, pools: Any) -> None:
     keep_alive(server)
     pool = pools(server.url)
@@ -123,10 +131,7 @@ async def test_the_pool_never_opens_more_than_its_limit(server: Server, pools: A
 
 
 async def test_waiting_for_a_connection_times_out_as_a_pool_timeout(server: Server, pools: Any) -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        await asyncio.sleep(5)
-    server.handler = handler
+    silent(server)
     pool = pools(server.url, max_connections=1, read_timeout_s=0.2)
     results = await asyncio.gather(pool.request("POST", "/x", b"{}"), pool.request("POST", "/x", b"{}"),
                                    return_exceptions=True)
@@ -213,10 +218,7 @@ async def test_idle_connections_expire(server: Server, pools: Any) -> None:
 
 
 async def test_read_timeout_while_the_upstream_is_silent(server: Server, pools: Any) -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        await asyncio.sleep(5)
-    server.handler = handler
+    silent(server)
     pool = pools(server.url, read_timeout_s=0.1)
     with pytest.raises(httpx.ReadTimeout):
         await pool.request("POST", "/x", b"{}")
@@ -278,10 +280,7 @@ async def test_closing_a_stream_early_drops_its_connection(server: Server, pools
 
 
 async def test_cancelling_a_request_frees_its_connection(server: Server, pools: Any) -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        await asyncio.sleep(5)
-    server.handler = handler
+    silent(server)
     pool = pools(server.url, max_connections=1)
     task = asyncio.create_task(pool.request("POST", "/x", b"{}"))
     await asyncio.sleep(0.05)
