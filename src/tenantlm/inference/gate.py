@@ -147,8 +147,8 @@ class Passage:
     async def _finish(self, status: str) -> SettleResult | None:
         try:
             events = self._events(status)
-            for event in events:
-                await self.gate.ledger.record(event)
+            for event in events:  # alone: no other passage open, so no other event could share the fsync
+                await self.gate.ledger.record(event, alone=self.gate.open == 1)
             tokens = sum(e.prompt_tokens + e.completion_tokens for e in events)
             cost = sum(e.cost_usd for e in events)
             ticket = self.decision.ticket
@@ -159,6 +159,7 @@ class Passage:
                 return None
             return await self.gate.admission.settle(ticket, tokens=tokens, cost_usd=cost, final=True)
         finally:
+            self.gate.open -= 1
             if self.grant is not None:
                 self.grant.release()
 
@@ -200,6 +201,7 @@ class Gate:
         self.schedulers = schedulers
         self.ledger = ledger
         self.uid = uid or _uids()
+        self.open = 0  # passages entered and not yet finished
 
     async def enter(self, *, ctx: TenantContext, model: ResolvedModel, end_user: str | None,
                     prompt: Any, max_tokens: int | None, output: bool = True) -> Passage:
@@ -220,6 +222,7 @@ class Gate:
             tenant_id=ctx.tenant_id, request_id=uid, subjects=tuple(subjects), tokens=tokens, cost_usd=cost))
         passage = Passage(gate=self, ctx=ctx, model=model, end_user=end_user, uid=uid, decision=decision,
                           grant=None, started=time.monotonic(), prompt_estimate=prompt_tokens)
+        self.open += 1
         try:
             passage.grant = await self._slot(ctx, model, tl, prompt_tokens)
         except BaseException as exc:

@@ -32,6 +32,7 @@ from tenantlm.metering.store import UsageStore, payload_row
 from tenantlm.storage.sql.engine import Database
 
 log = logging.getLogger("tenantlm.metering")
+PARSE_CHUNK = 128  # journal lines parsed per turn of the event loop (~1 ms)
 FlushHook = Callable[[frozenset[str]], Awaitable[None]]
 
 
@@ -70,10 +71,11 @@ class Ledger:
                             exc_info=True)
             await self.journal.close()
 
-    async def record(self, event: UsageEvent) -> None:
+    async def record(self, event: UsageEvent, *, alone: bool = False) -> None:
         """Journal ``event``: return once it is written (``sync="interval"``: survives the process being killed,
-        fsynced within the interval) or written and fsynced (``"always"``). Await it before acknowledging."""
-        await self.journal.append(orjson.dumps(event))
+        fsynced within the interval) or written and fsynced (``"always"``). Await it before acknowledging.
+        ``alone``: no other request is in flight (``Journal.append``)."""
+        await self.journal.append(orjson.dumps(event), alone=alone)
 
     async def recover(self) -> FlushResult:
         """Replay every journal segment a previous run left (idempotent: a segment replayed twice counts once)."""
@@ -99,7 +101,14 @@ class Ledger:
 
     async def _flush_segment(self, path: Path) -> FlushResult:
         decoded = await asyncio.to_thread(self.journal.read, path)
-        rows, unreadable = _parse(decoded.payloads)
+        rows: list[dict[str, Any]] = []
+        unreadable = 0
+        for i in range(0, len(decoded.payloads), PARSE_CHUNK):
+            if i:
+                await asyncio.sleep(0)  # requests in between: a big segment must not hold the event loop for long
+            parsed, bad = _parse(decoded.payloads[i:i + PARSE_CHUNK])
+            rows += parsed
+            unreadable += bad
         inserted: list[tuple[str, str]] = []
         for i in range(0, len(rows), self.batch_events):
             inserted += await self.store.insert_rows(rows[i:i + self.batch_events], now=self.clock())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -44,8 +45,12 @@ def test_a_bad_line_before_good_ones_is_corruption() -> None:
     flipped[12] ^= 0x01
     d = decode(good[0] + bytes(flipped) + good[2])
     assert d.payloads == [b'{"n":0}', b'{"n":2}'] and d.bad == 1 and d.corrupt
-    zeros = decode(good[0] + b"\0" * 40)  # a power cut can leave zeros where the tail was
-    assert zeros.payloads == [b'{"n":0}'] and zeros.bad == 1 and not zeros.corrupt
+    reserved = decode(good[0] + b"\0" * 40)  # the space reserved after the last line is not a line
+    assert reserved.payloads == [b'{"n":0}'] and reserved.bad == 0 and not reserved.corrupt
+    torn = decode(good[0] + good[1][:7] + b"\0" * 40)  # a line cut short by a crash, then the reserved zeros
+    assert torn.payloads == [b'{"n":0}'] and torn.bad == 1 and not torn.corrupt
+    hole = decode(good[0] + b"\0" * 40 + good[1] + good[2])  # a power cut kept a later block, lost an earlier one
+    assert hole.payloads == [b'{"n":0}', b'{"n":2}'] and hole.bad == 1 and hole.corrupt
 
 
 async def test_group_commit_shares_fsyncs_among_concurrent_appends(tmp_path: Path) -> None:
@@ -94,6 +99,73 @@ async def test_segments_rotate_by_size_and_numbering_continues_after_restart(tmp
     assert int(segments[-1].stem) == 6 and sum(len(Journal.read(p).payloads) for p in segments) == 21
 
 
+class ThreadRecordingFsync(CountingFsync):
+    """Counts fsyncs per thread; ``delay_s`` makes each one that slow."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        super().__init__()
+        self.delay_s = delay_s
+        self.threads: list[str] = []
+
+    def __call__(self, fd: int) -> None:
+        self.threads.append(threading.current_thread().name)
+        time.sleep(self.delay_s)
+        super().__call__(fd)
+
+
+async def test_a_lone_append_is_fsynced_inline_and_a_group_in_the_journal_thread(tmp_path: Path) -> None:
+    fsync = ThreadRecordingFsync()
+    journal = Journal(tmp_path / "j", fsync=fsync)
+    await journal.start()
+    await journal.append(b'{"n":0}', alone=True)  # first a new segment (its directory fsync) and its data fsync
+    loop_thread = threading.current_thread().name
+    assert fsync.threads == [loop_thread, loop_thread]  # the lone append: no thread hop
+    await journal.append(b'{"n":1}')  # not said to be alone: a batch of one, in the journal thread
+    assert fsync.threads[2].startswith("ledger-journal") and journal.stats.inline_batches == 1
+    # concurrent appends all saying they are alone (a caller's view can be stale): one of them inline at most per
+    # turn of the loop, the rest share fsyncs in the journal thread
+    await asyncio.gather(*(journal.append(b'{"n":%d}' % i, alone=True) for i in range(2, 40)))
+    await journal.close()
+    assert journal.stats.inline_batches == 2 and journal.stats.batches < 10 and journal.stats.lines == 40
+    assert sorted(Journal.read(journal.segments()[0]).payloads) == sorted(b'{"n":%d}' % i for i in range(40))
+
+
+async def test_when_fsyncs_are_slow_even_a_lone_append_goes_to_the_journal_thread(tmp_path: Path) -> None:
+    fsync = ThreadRecordingFsync(delay_s=0.01)  # a busy disk: 10 ms per fsync, over the 2 ms inline bound
+    journal = Journal(tmp_path / "j", fsync=fsync)
+    await journal.start()
+    for i in range(12):
+        await journal.append(b'{"n":%d}' % i, alone=True)
+    await journal.close()
+    assert journal.fsync_avg_s > journal.inline_fsync_below_s
+    # the first appends ran inline (no measurement yet); once the average passed 2 ms, none did
+    assert 1 <= journal.stats.inline_batches < 4, journal.stats
+    assert fsync.threads[-1].startswith("ledger-journal")
+    fast = Journal(tmp_path / "k", fsync=ThreadRecordingFsync(), inline_fsync_below_s=0)  # 0: never inline
+    await fast.start()
+    await fast.append(b"{}", alone=True)
+    await fast.close()
+    assert fast.stats.inline_batches == 0
+
+
+async def test_segments_reserve_space_ahead_and_read_back_exactly(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j", preallocate_bytes=4096)
+    await journal.start()
+    lines = [b'{"n":%d,"pad":"%0200d"}' % (i, i) for i in range(40)]  # ~10 KB: the reservation grows twice
+    for line in lines:
+        await journal.append(line)
+    [segment] = journal.segments()
+    assert segment.stat().st_size == 3 * 4096  # reserved in 4 KiB steps, zeros after the last line
+    assert Journal.read(segment).payloads == lines and Journal.read(segment).bad == 0
+    await journal.close()
+    plain = Journal(tmp_path / "k", preallocate_bytes=0)  # 0: the file is exactly what was written
+    await plain.start()
+    await plain.append(lines[0])
+    [segment] = plain.segments()
+    assert segment.stat().st_size == len(encode_line(lines[0]))
+    await plain.close()
+
+
 async def test_one_process_per_directory(tmp_path: Path) -> None:
     first = Journal(tmp_path / "j")
     first.open()
@@ -119,7 +191,7 @@ async def test_a_failed_write_fails_its_callers_and_the_next_batch_starts_a_new_
 
 
 async def test_a_cancelled_caller_does_not_cancel_the_batch(tmp_path: Path) -> None:
-    journal = Journal(tmp_path / "j")
+    journal = Journal(tmp_path / "j", inline_fsync_below_s=0)  # every append waits for a batch
     await journal.start()
     tasks = [asyncio.create_task(journal.append(b"%d" % i)) for i in range(50)]
     await asyncio.sleep(0)  # all queued
