@@ -8,8 +8,10 @@ Everything runs in this process on one event loop (uvloop when installed), in re
 
 - **Upstream**: a simulated model with a fixed capacity (``--capacity`` requests at once; it records the most it ever
   saw, which must not exceed it). A request takes 0.05 ms per input token (prefill) then streams its output in chunks
-  of 10 tokens at 0.5 ms per token (one ``sleep`` per chunk, never shorter than needed), calling
-  ``grant.charge_output`` per chunk as a gateway would.
+  of 10 tokens at 0.5 ms per token, calling ``grant.charge_output`` per chunk as a gateway would. It keeps its own
+  clock (each chunk is due at a fixed time after the request started and the harness sleeps until then, to the
+  loop's timer resolution), so event-loop lag in this process delays when a chunk is observed but does not pile up
+  over a request's chunks, as it would not in a real upstream running in its own process.
 - **Schedulers** in front of it, same interface (``slot()`` async context manager, ``charge_output``) and the same
   limits (256 waiting per tenant, 4096 in all, 30 s max wait): ``fifo`` (one queue, first come first served: what
   gateways do) and ``vtc`` (tenantlm.scheduling.FairScheduler).
@@ -177,22 +179,37 @@ class SimUpstream:
         self.in_flight = self.max_in_flight = 0
 
     async def generate(self, tenant: str, grant: ChargeableGrant, input_tokens: int, output_tokens: int) -> None:
+        """Keeps its own clock: each chunk is due at a fixed time after the start (prefill, then the chunks), and
+        the harness sleeps until then. A late wake-up (event-loop lag) delays when the chunk is observed, not the
+        chunks after it, as with a real upstream in its own process; relative sleeps would add every chunk's lag
+        to the request's latency."""
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
-            await asyncio.sleep(input_tokens * PREFILL_S_PER_TOKEN)
+            due = time.monotonic() + input_tokens * PREFILL_S_PER_TOKEN
+            await _sleep_until(due)
             self.log.add(tenant, input_tokens * W_IN)
             for done in range(0, output_tokens, CHUNK_TOKENS):
                 n = min(CHUNK_TOKENS, output_tokens - done)
-                await asyncio.sleep(n * DECODE_S_PER_TOKEN)
+                due += n * DECODE_S_PER_TOKEN
+                await _sleep_until(due)
                 grant.charge_output(n)
                 self.log.add(tenant, n * W_OUT)
         finally:
             self.in_flight -= 1
 
 
+async def _sleep_until(deadline: float) -> None:
+    """Sleep until ``deadline`` (time.monotonic); no sleep if it has passed. One sleep, so it can wake up to the
+    loop's timer resolution early (1 ms in uvloop): sleeping again for the rest doubled the harness's wake-ups.
+    Deadlines are absolute, so an early wake-up does not carry over to the next chunk either."""
+    left = deadline - time.monotonic()
+    if left > 0:
+        await asyncio.sleep(left)
+
+
 class Target(Protocol):
-    async def request(self, tenant: str, input_tokens: int, output_tokens: int) -> None: ...
+    async def request(self, tenant: str, input_tokens: int, output_tokens: int) -> float: ...  # the queue wait
 
 
 @dataclass
@@ -203,10 +220,14 @@ class SimTarget:
     upstream: SimUpstream
     weights: dict[str, float]
 
-    async def request(self, tenant: str, input_tokens: int, output_tokens: int) -> None:
+    async def request(self, tenant: str, input_tokens: int, output_tokens: int) -> float:
+        """Returns the time spent waiting for the slot."""
+        asked = time.monotonic()
         async with self.scheduler.slot(tenant_id=tenant, weight=self.weights.get(tenant, 1.0), priority=0,
                                        input_tokens=input_tokens, max_wait_s=MAX_WAIT_S) as grant:  # fmt: skip
+            waited = time.monotonic() - asked
             await self.upstream.generate(tenant, grant, input_tokens, output_tokens)
+        return waited
 
 
 # --- load ----------------------------------------------------------------------------------------------------------
@@ -227,7 +248,7 @@ class TenantLoad:
 # (tenant, arrived, cost, latency, refused): cost = input * W_IN + output * W_OUT, the service it asked for; latency
 # None when refused (refused = the error's name) or cancelled at the end. A plain tuple of atoms, which the garbage
 # collector stops tracking; see scenario() for why the harness's records must stay out of its way.
-Outcome = tuple[str, float, int, float | None, str | None]
+Outcome = tuple[str, float, int, float | None, str | None, float | None]  # ..., queue wait (None unless completed)
 
 
 def service_time(load: TenantLoad) -> float:
@@ -235,14 +256,14 @@ def service_time(load: TenantLoad) -> float:
 
 
 async def _one(target: Target, load: TenantLoad, output_tokens: int, out: list[Outcome]) -> None:
-    arrived, latency, refused = time.monotonic(), None, None
+    arrived, latency, refused, waited = time.monotonic(), None, None, None
     try:
-        await target.request(load.tenant, load.input_tokens, output_tokens)
+        waited = await target.request(load.tenant, load.input_tokens, output_tokens)
         latency = time.monotonic() - arrived
     except RateLimited as e:
         refused = type(e).__name__
     finally:
-        out.append((load.tenant, arrived, load.input_tokens * W_IN + output_tokens * W_OUT, latency, refused))
+        out.append((load.tenant, arrived, load.input_tokens * W_IN + output_tokens * W_OUT, latency, refused, waited))
 
 
 async def offer(target: Target, load: TenantLoad, stop_at: float, out: list[Outcome], rng: random.Random,
@@ -285,7 +306,9 @@ def percentile(values: list[float], q: float) -> float | None:
 def tenant_summary(outcomes: list[Outcome], tenant: str, since: float) -> dict[str, Any]:
     mine = [o for o in outcomes if o[0] == tenant and o[1] >= since]
     lat = [o[3] for o in mine if o[3] is not None]
+    waits = [o[5] for o in mine if o[3] is not None and o[5] is not None]
     ms = {f"p{q}_ms": round(v * 1000, 2) for q in (50, 90, 99) if (v := percentile(lat, q)) is not None}
+    ms |= {f"wait_p{q}_ms": round(v * 1000, 2) for q in (50, 99) if (v := percentile(waits, q)) is not None}
     return {"offered": len(mine), "completed": len(lat), "refused": collections.Counter(o[4] for o in mine
             if o[4]), **ms, "mean_ms": round(statistics.fmean(lat) * 1000, 2) if lat else None}  # fmt: skip
 
@@ -299,7 +322,7 @@ def window_diff(log: ServiceLog, outcomes: list[Outcome], loads: list[TenantLoad
     for t, tenant, c in log.events:
         if start <= t < start + n * window:
             service[tenant][int((t - start) // window)] += c / window
-    for tenant, arrived, cost, _, _ in outcomes:
+    for tenant, arrived, cost, _, _, _ in outcomes:
         if start <= arrived < start + n * window:
             demand[tenant][int((arrived - start) // window)] += cost / window
     diffs = []
@@ -455,15 +478,16 @@ async def fast_path(n: int, repeats: int = 7) -> dict[str, float]:
 
 # --- report ----------------------------------------------------------------------------------------------------------
 def table(runs: dict[str, Any], summary: dict[str, Any], micro: dict[str, float]) -> str:
-    rows = ["| scenario | light p50 ms | light p99 ms | light refused | heavy completed | heavy refused | "
-            "window diff max / mean (tok/s) | loop lag p99 ms / CPU % / load |",
-            "|---|---:|---:|---:|---:|---:|---|---|"]  # fmt: skip
+    rows = ["| scenario | light p50 ms | light p99 ms | light queue wait p50 / p99 ms | light refused | "
+            "heavy completed | heavy refused | window diff max / mean (tok/s) | loop lag p99 / max ms, CPU %, load |",
+            "|---|---:|---:|---|---:|---:|---:|---|---|"]  # fmt: skip
     for key, r in runs.items():
         if key.endswith("pair"):
             continue
         lt, hv = r["tenants"]["light"], r["tenants"].get("heavy", {})
         wd = r["window_diff"]
-        rows.append(f"| {key} | {lt.get('p50_ms')} | {lt.get('p99_ms')} | {sum(lt['refused'].values())} | "
+        rows.append(f"| {key} | {lt.get('p50_ms')} | {lt.get('p99_ms')} | {lt.get('wait_p50_ms')} / "
+                    f"{lt.get('wait_p99_ms')} | {sum(lt['refused'].values())} | "
                     f"{hv.get('completed', '-')} | {sum(hv['refused'].values()) if hv else '-'} | "
                     f"{wd.get('max')} / {wd.get('mean')} | {_health(r['harness'])} |")  # fmt: skip
     rows += ["", "| capacity / scheduler | light p99 alone ms | light p99 with heavy ms | ratio (goal VTC <= 1.25) |",
@@ -482,7 +506,7 @@ def table(runs: dict[str, Any], summary: dict[str, Any], micro: dict[str, float]
 
 
 def _health(h: dict[str, Any]) -> str:
-    return f"{h['loop_lag_p99_ms']} / {h['cpu_pct']} / {h['loadavg_1m_at_start']}"
+    return f"{h['loop_lag_p99_ms']} / {h['loop_lag_p100_ms']}, {h['cpu_pct']}, {h['loadavg_1m_at_start']}"
 
 
 def machine() -> dict[str, Any]:
