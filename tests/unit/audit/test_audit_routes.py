@@ -3,57 +3,20 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
-from tenantlm.api import errors as api_errors
+from route_kit import FakeAuth, auth, route_client
 from tenantlm.api.admin.audit_routes import router as audit_router
 from tenantlm.audit.auth_failures import AuthFailureAggregator
 from tenantlm.audit.service import AuditLog
 from tenantlm.audit.signer import AuditSigner
-from tenantlm.errors import AuthenticationFailed
 from tenantlm.storage.sql.engine import Database
 from tenantlm.storage.sql.migrate import migrate
-from tenantlm.tenancy.models import (
-    PlatformPrincipal,
-    Principal,
-    Role,
-    Tenant,
-    TenantContext,
-    TenantStatus,
-    effective_permissions,
-)
-
-
-def tenant_key(tenant_id: str, role: Role) -> TenantContext:
-    now = time.time()
-    tenant = Tenant(id=tenant_id, name=tenant_id, status=TenantStatus.ACTIVE, plan="free", region="local",
-                    metadata={}, settings={}, allowed_models=None, model_aliases={}, created_at=now, updated_at=now)
-    return TenantContext(tenant=tenant, key_id=f"k_{tenant_id}_{role.value}", role=role,
-                         permissions=effective_permissions(role, None))
-
-
-PRINCIPALS: dict[str, Principal] = {
-    "platform": PlatformPrincipal(key_id="adm_1"),
-    "a_admin": tenant_key("ten_a", Role.ADMIN),
-    "a_member": tenant_key("ten_a", Role.MEMBER),
-    "a_viewer": tenant_key("ten_a", Role.VIEWER),
-    "b_admin": tenant_key("ten_b", Role.ADMIN),
-}
-
-
-class FakeAuth:
-    async def authenticate(self, authorization: str | None) -> Principal:
-        who = PRINCIPALS.get((authorization or "").removeprefix("Bearer "))
-        if who is None:
-            raise AuthenticationFailed("bad key")
-        return who
 
 
 @dataclass
@@ -72,19 +35,12 @@ async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     for i, tenant_id in enumerate(["ten_a", "ten_b", None, "ten_a", "ten_a"]):
         await audit.append(actor="platform_key:adm_1", action="key.created" if i % 2 else "tenant.updated",
                            tenant_id=tenant_id, request_id=None, details={"i": i})
-    app = FastAPI()
-    app.state.services = FakeServices(auth=FakeAuth(), audit=audit, auth_failures=AuthFailureAggregator(audit))
-    api_errors.install(app)
-    app.include_router(audit_router)
+    services = FakeServices(auth=FakeAuth(), audit=audit, auth_failures=AuthFailureAggregator(audit))
     try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        async with route_client(audit_router, services) as c:
             yield c
     finally:
         await db.dispose()
-
-
-def auth(who: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {who}"}
 
 
 async def test_platform_log_and_filters(client: httpx.AsyncClient) -> None:

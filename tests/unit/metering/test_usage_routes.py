@@ -13,63 +13,26 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from fastapi import FastAPI
 
-from tenantlm.api import errors as api_errors
+from route_kit import FakeAuth, auth, route_client, tenant
 from tenantlm.api.admin.usage_routes import router as usage_router
-from tenantlm.errors import AuthenticationFailed, NotFound
+from tenantlm.errors import NotFound
 from tenantlm.metering.ledger import Ledger
 from tenantlm.metering.models import UsageEvent
 from tenantlm.storage.sql.engine import Database
 from tenantlm.storage.sql.migrate import migrate
-from tenantlm.tenancy.models import (
-    PlatformPrincipal,
-    Principal,
-    Role,
-    Tenant,
-    TenantContext,
-    TenantStatus,
-    effective_permissions,
-)
+from tenantlm.tenancy.models import Tenant
 
 NOW = 1_804_680_000.0  # 2027-03-10 12:00 UTC
 DAY = 86400.0
 
 
-def tenant(tenant_id: str, metadata: dict[str, Any] | None = None) -> Tenant:
-    return Tenant(id=tenant_id, name=tenant_id, status=TenantStatus.ACTIVE, plan="free", region="local",
-                  metadata=metadata or {}, settings={}, allowed_models=None, model_aliases={}, created_at=NOW,
-                  updated_at=NOW)
-
-
-def tenant_key(tenant_id: str, role: Role) -> TenantContext:
-    return TenantContext(tenant=tenant(tenant_id), key_id=f"k_{tenant_id}_{role.value}", role=role,
-                         permissions=effective_permissions(role, None))
-
-
-PRINCIPALS: dict[str, Principal] = {
-    "platform": PlatformPrincipal(key_id="adm_1"),
-    "a_admin": tenant_key("ten_a", Role.ADMIN),
-    "a_member": tenant_key("ten_a", Role.MEMBER),
-    "a_viewer": tenant_key("ten_a", Role.VIEWER),
-    "b_admin": tenant_key("ten_b", Role.ADMIN),
-}
-
-
-class FakeAuth:
-    async def authenticate(self, authorization: str | None) -> Principal:
-        who = PRINCIPALS.get((authorization or "").removeprefix("Bearer "))
-        if who is None:
-            raise AuthenticationFailed("bad key")
-        return who
-
-
 class FakeTenancy:
     async def get_tenant(self, *, tenant_id: str) -> Tenant:
         if tenant_id == "ten_a":
-            return tenant(tenant_id, {"stripe_customer_id": "cus_A"})
+            return tenant(tenant_id, {"stripe_customer_id": "cus_A"}, at=NOW)
         if tenant_id == "ten_b":
-            return tenant(tenant_id)
+            return tenant(tenant_id, at=NOW)
         raise NotFound("no such tenant")
 
 
@@ -107,21 +70,13 @@ async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
                                           ("ten_a", NOW - 50, "m1"), ("ten_b", NOW - 40, "m1")]):
         await ledger.record(event(n, tid, at, model))
     await ledger.flush()
-    app = FastAPI()
-    app.state.services = FakeServices(auth=FakeAuth(), ledger=ledger, tenancy=FakeTenancy(),
-                                      auth_failures=FakeAuthFailures())
-    api_errors.install(app)
-    app.include_router(usage_router)
+    services = FakeServices(auth=FakeAuth(), ledger=ledger, tenancy=FakeTenancy(), auth_failures=FakeAuthFailures())
     try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        async with route_client(usage_router, services) as c:
             yield c
     finally:
         await ledger.close(flush=False)
         await db.dispose()
-
-
-def auth(who: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {who}"}
 
 
 async def test_platform_usage_grouped_by_tenant(client: httpx.AsyncClient) -> None:
