@@ -74,6 +74,16 @@ class ModelConfig(BaseModel):
     fallbacks: list[str] = Field(default_factory=list)
     # Requests in flight to this model across all replicas; beyond it requests queue in weighted-fair order.
     max_in_flight: int = Field(default=64, ge=1)
+    # Of those, slots held back for newcomers while a flood is queued, so a light tenant starts at once instead of
+    # waiting for a running request to end (its throughput cost: headroom / max_in_flight while a flood runs).
+    headroom: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _headroom_below_capacity(self) -> ModelConfig:
+        if self.headroom >= self.max_in_flight:
+            raise ValueError(f"model {self.name!r}: headroom ({self.headroom}) must be less than max_in_flight "
+                             f"({self.max_in_flight})")
+        return self
 
     @property
     def upstream(self) -> str:

@@ -103,3 +103,10 @@ def test_end_user_precedence_and_validation() -> None:
     for bad in ("x" * 300, "tab\there", 42):
         with pytest.raises(InvalidRequest):
             pick_end_user(header=None, body_user=bad, body_safety_id=None)
+
+
+def test_model_headroom_must_leave_a_slot_for_the_queue() -> None:
+    assert ModelConfig(name="m", provider="p", max_in_flight=8, headroom=2).headroom == 2
+    assert ModelConfig(name="m", provider="p").headroom == 0  # work-conserving unless asked
+    with pytest.raises(ValueError, match=r"headroom \(8\) must be less than max_in_flight \(8\)"):
+        ModelConfig(name="m", provider="p", max_in_flight=8, headroom=8)

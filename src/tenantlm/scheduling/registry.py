@@ -137,18 +137,25 @@ class SchedulerRegistry:
 
     def __init__(self, capacities: Mapping[str, int], replicas: ReplicaCount, *,
                  observer_for: Callable[[str], SchedulerObserver] | None = None,
-                 **scheduler_options: Any) -> None:  # fmt: skip
+                 headrooms: Mapping[str, int] | None = None, **scheduler_options: Any) -> None:  # fmt: skip
         """``observer_for(model)`` gives each scheduler its observer (so metrics can carry the model label);
-        ``scheduler_options`` go to every FairScheduler (max_queue_per_tenant, max_queue_total, w_in, w_out,
-        clock)."""
+        ``headrooms`` the slots each model holds back for newcomers (FairScheduler's ``headroom``; shared among
+        replicas like the capacity, rounded up); ``scheduler_options`` go to every FairScheduler
+        (max_queue_per_tenant, max_queue_total, w_in, w_out, clock)."""
         self._replicas = replicas
         self._n = replicas.live()
         self._capacities = dict(capacities)
+        self._headrooms = dict(headrooms or {})
         self._schedulers: dict[str, FairScheduler] = {}
         for model, capacity in self._capacities.items():
             observer = observer_for(model) if observer_for else NullObserver()
             self._schedulers[model] = FairScheduler(model=model, capacity=share(capacity, self._n), observer=observer,
+                                                    headroom=self._headroom(model, self._n),
                                                     **scheduler_options)  # fmt: skip
+
+    def _headroom(self, model: str, n: int) -> int:
+        headroom = self._headrooms.get(model, 0)
+        return share(headroom, n) if headroom else 0
 
     def get(self, model: str) -> FairScheduler:
         """The model's scheduler, its capacity brought up to date with the live replica count. KeyError if the
@@ -169,4 +176,5 @@ class SchedulerRegistry:
         log.info("live replicas %d -> %d: rescaling scheduler capacities", self._n, n)
         self._n = n
         for model, scheduler in self._schedulers.items():
+            scheduler.set_headroom(self._headroom(model, n))
             scheduler.set_capacity(share(self._capacities[model], n))

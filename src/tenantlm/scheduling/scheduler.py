@@ -17,6 +17,15 @@ Fast path: when a slot is free and nothing waits, ``slot()`` grants without crea
 event loop (bench/fairness.py measures it). The counters are charged on the fast path too, so a tenant that used
 the model while it was idle has paid for that use when contention starts.
 
+Headroom (``headroom``, 0 by default): slots are never taken back from a running request, so with every slot busy
+a newcomer waits for the next one to free, however fair the order (about service time / capacity on average,
+several times that at the tail). With ``headroom = h``, the last h free slots go only to newcomers, tenants with
+fewer than capacity - h requests in flight: an arrival whose tenant has nothing waiting (and nothing of a higher
+priority waits) starts in one at once, and a waiting request takes one only if it is its tenant's only request
+waiting. So a flooding tenant fills at most capacity - h slots, and a light tenant arriving next to it finds one
+free. The price: while a flood runs, up to h slots stay idle (h / capacity of the upstream's throughput). At most
+capacity - 1 slots are held back.
+
 Timing: ``max_wait_s`` is enforced with the event loop's timer (``loop.call_later``); the injected ``clock`` times
 waits (observer, QueueTimeout.waited_s) and service (the mean service time behind retry-after estimates).
 """
@@ -115,12 +124,14 @@ class FairScheduler:
 
     def __init__(self, *, model: str, capacity: int, max_queue_per_tenant: int = 256, max_queue_total: int = 4096,
                  w_in: float = 1.0, w_out: float = 2.0, clock: Callable[[], float] = time.monotonic,
-                 observer: SchedulerObserver | None = None) -> None:  # fmt: skip
+                 observer: SchedulerObserver | None = None, headroom: int = 0) -> None:  # fmt: skip
         _check_capacity(capacity)
         if max_queue_per_tenant < 0 or max_queue_total < 0:
             raise ValueError("queue limits must be >= 0")
+        _check_headroom(headroom)
         self.model = model
         self._capacity = capacity
+        self._headroom = headroom
         self._in_flight = 0
         self._max_per_tenant = max_queue_per_tenant
         self._max_total = max_queue_total
@@ -141,6 +152,21 @@ class FairScheduler:
     def capacity(self) -> int:
         return self._capacity
 
+    @property
+    def headroom(self) -> int:
+        """Slots held back for newcomers (see the module docstring); at most capacity - 1 apply."""
+        return self._headroom
+
+    def set_headroom(self, headroom: int) -> None:
+        """Changes the slots held back for newcomers; requests in flight are not affected."""
+        _check_headroom(headroom)
+        self._headroom = headroom
+        self._dispatch()
+
+    def _queue_limit(self) -> int:
+        """How many slots requests dispatched from the queue may fill."""
+        return self._capacity - min(self._headroom, self._capacity - 1)
+
     def set_capacity(self, capacity: int) -> None:
         """Changes the number of slots. Growing dispatches waiters at once; shrinking lets the requests in flight
         finish and grants nothing more until in-flight is below the new capacity."""
@@ -156,10 +182,22 @@ class FairScheduler:
 
     # ------------------------------------------------------------------------------------------------ granting
     def _grant_now(self, ticket: _Ticket) -> Grant | None:
-        """The fast path: a free slot and nobody waiting. No future, no await."""
-        if self._in_flight >= self._capacity or self._vtc.total_queued:
+        """The fast path: a free slot and nobody waiting (or, with headroom, nobody of this tenant or of a higher
+        priority waiting). No future, no await."""
+        if self._in_flight >= self._capacity:
             return None
-        flow = self._vtc.admit(ticket)
+        limit = self._queue_limit()
+        if self._in_flight >= limit:  # only the headroom is free: for a newcomer
+            if (self._vtc.depth(ticket.tenant_id, ticket.priority) or self._vtc.queued_above(ticket.priority)
+                    or self._vtc.in_flight(ticket.tenant_id, ticket.priority) >= limit):
+                return None
+        elif self._vtc.total_queued:
+            return None
+        if self._vtc.total_queued:
+            self._vtc.enqueue(ticket)  # joins at the class's virtual time, like any newcomer, and goes at once
+            flow = self._vtc.dispatch(ticket)
+        else:
+            flow = self._vtc.admit(ticket)
         self._in_flight += 1
         ticket.state = _GRANTED
         grant = ticket.grant = Grant(self, ticket, flow, self._clock(), 0.0)
@@ -195,7 +233,8 @@ class FairScheduler:
     def _dispatch(self) -> None:
         """Grants waiters, best first, while there are free slots."""
         while self._in_flight < self._capacity:
-            ticket = self._vtc.head()
+            limit = self._queue_limit()
+            ticket = self._vtc.head() if self._in_flight < limit else self._vtc.newcomer_head(limit)
             if ticket is None:
                 return
             assert ticket.future is not None
@@ -285,3 +324,8 @@ def _tenant_stats(flow: Flow) -> TenantStats:
 def _check_capacity(capacity: int) -> None:
     if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
         raise ValueError(f"capacity must be an int >= 1, got {capacity!r}")
+
+
+def _check_headroom(headroom: int) -> None:
+    if isinstance(headroom, bool) or not isinstance(headroom, int) or headroom < 0:
+        raise ValueError(f"headroom must be an int >= 0, got {headroom!r}")

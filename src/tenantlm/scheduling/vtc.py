@@ -185,6 +185,19 @@ class VirtualTokenCounter(Generic[R]):
         head: R = flow.queue[0]  # type: ignore[assignment]
         return head
 
+    def newcomer_head(self, below: int) -> R | None:
+        """In the highest class with requests waiting, the best waiting request of a newcomer: a flow with only that
+        one request waiting and fewer than ``below`` in flight. None if there is none."""
+        if not self.total_queued:
+            return None
+        cls = self._classes[max(p for p, c in self._classes.items() if c.queued)]
+        flow = min((f for f in cls.backlogged.values() if len(f.queue) == 1 and f.in_flight < below), key=_order,
+                   default=None)  # fmt: skip
+        if flow is None:
+            return None
+        head: R = flow.queue[0]  # type: ignore[assignment]
+        return head
+
     def dispatch(self, request: R) -> Flow:
         """Dispatches ``request``, which must be the one :meth:`head` returned, and charges its input tokens."""
         flow = request.flow
@@ -236,6 +249,15 @@ class VirtualTokenCounter(Generic[R]):
     def virtual_time(self, priority: int) -> float:
         cls = self._classes.get(priority)
         return cls.virtual_time() if cls is not None else 0.0
+
+    def in_flight(self, tenant_id: str, priority: int) -> int:
+        cls = self._classes.get(priority)
+        flow = cls.flows.get(tenant_id) if cls is not None else None
+        return flow.in_flight if flow is not None else 0
+
+    def queued_above(self, priority: int) -> int:
+        """Requests waiting in classes of higher priority."""
+        return sum(c.queued for p, c in self._classes.items() if p > priority)
 
     def ahead_of(self, tenant_id: str, priority: int) -> int:
         """About how many dispatches come before a new request of this tenant: everything queued in higher classes,

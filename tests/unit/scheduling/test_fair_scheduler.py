@@ -325,3 +325,58 @@ async def test_arguments_are_validated() -> None:
     async with slot(make()) as grant:
         with pytest.raises(ValueError):
             grant.charge_output(-1)
+
+
+# ---------------------------------------------------------------------------------------------------- headroom
+async def test_headroom_lets_a_newcomer_start_at_once_next_to_a_backlog(clock: ManualClock) -> None:
+    s = make(capacity=4, headroom=1, clock=clock)
+    up = FakeUpstream(s)
+    heavy = [up.send("heavy") for _ in range(10)]
+    await settle()
+    # the first three took free slots on the fast path; with 3 in flight heavy is no newcomer: the rest queue
+    assert sum(c.grant is not None for c in heavy) == 3 and s.stats().queued == 7
+    light = up.send("light")
+    await settle()
+    assert light.grant is not None and light.grant.waited_s == 0.0  # the held-back slot: no wait for a release
+    second = up.send("light")  # no slot free now: it waits, as light's only request waiting
+    await settle()
+    assert second.grant is None
+    await up.finish(heavy[0])  # a slot frees; the backlog may not take it (it would leave no headroom)...
+    assert second.grant is not None and heavy[3].grant is None  # ...a newcomer's only waiting request may
+    await up.finish(light)
+    await up.finish(second)
+    assert heavy[3].grant is not None and s.stats().in_flight == 3  # the backlog is back to capacity - headroom
+    while up.running:
+        await up.finish_first()
+    assert all(c.grant is not None for c in heavy) and s.stats().in_flight == 0 and s.stats().queued == 0
+
+
+async def test_headroom_costs_a_lone_backlog_that_many_slots_and_zero_changes_nothing() -> None:
+    for headroom, expected in ((0, 4), (1, 3), (2, 2), (9, 1)):  # at most capacity - 1 held back
+        s = make(capacity=4, headroom=headroom)
+        up = FakeUpstream(s)
+        calls = [up.send("heavy") for _ in range(6)]
+        await settle()
+        assert sum(c.grant is not None for c in calls) == expected, headroom
+        assert s.headroom == headroom
+        for c in calls:
+            c.done.set()
+        await settle(20)
+        assert all(c.grant is not None for c in calls) and s.stats().in_flight == 0
+    with pytest.raises(ValueError, match="headroom"):
+        make(capacity=4, headroom=-1)
+
+
+async def test_headroom_is_not_a_way_around_higher_priority_waiters() -> None:
+    s = make(capacity=2, headroom=1)
+    up = FakeUpstream(s)
+    up.send("a", priority=1)
+    urgent = [up.send("b", priority=1) for _ in range(3)]  # a backlog in the higher class
+    await settle()
+    low = up.send("c", priority=0)  # nothing of its own waiting, but a higher class is: it queues
+    await settle()
+    # b's first request was a newcomer (nothing waiting, nothing in flight) and took the headroom slot
+    assert low.grant is None and [c.grant is not None for c in urgent] == [True, False, False]
+    while up.running:
+        await up.finish_first()
+    assert low.grant is not None and up.order[-1] == "c"  # served after the higher class emptied

@@ -51,6 +51,16 @@ def test_registry_gives_each_model_its_share_and_follows_replica_changes() -> No
         reg.get("unknown")
 
 
+def test_headroom_is_shared_among_replicas_like_the_capacity() -> None:
+    replicas = MutableReplicaCount(1)
+    reg = SchedulerRegistry({"m": 64, "plain": 8}, replicas, headrooms={"m": 4})
+    assert (reg.get("m").headroom, reg.get("plain").headroom) == (4, 0)
+    replicas.n = 3
+    assert (reg.get("m").capacity, reg.get("m").headroom, reg.get("plain").headroom) == (22, 2, 0)  # ceil(4 / 3)
+    replicas.n = 8
+    assert reg.get("m").headroom == 1  # at least one per replica while any is configured
+
+
 def test_static_replica_count() -> None:
     assert StaticReplicaCount(4).live() == 4
     with pytest.raises(ValueError):
