@@ -87,6 +87,18 @@ def keep_alive(server: Server, body: bytes = b'{"ok":true}') -> None:
     server.handler = handler
 
 
+def answers(server: Server, raw: bytes, *, hold: bool = False) -> None:
+    """A server that reads one request and writes ``raw`` as it is, then closes the connection, or with ``hold``
+    keeps it open until the client closes it."""
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(raw)
+        await writer.drain()
+        if hold:
+            await reader.read()
+    server.handler = handler
+
+
 def silent(server: Server) -> None:
     """A server that reads the request and never answers."""
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -141,22 +153,14 @@ async def test_waiting_for_a_connection_times_out_as_a_pool_timeout(server: Serv
 
 
 async def test_chunked_body_is_decoded(server: Server, pools: Any) -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
-        await writer.drain()
-        await reader.read()
-    server.handler = handler
+    answers(server, b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+            hold=True)
     r = await pools(server.url).request("POST", "/x", b"{}")
     assert r.content == b"hello world"
 
 
 async def test_body_until_close_is_complete_when_the_server_closes(server: Server, pools: Any) -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nall of it")
-        await writer.drain()
-    server.handler = handler
+    answers(server, b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nall of it")
     pool = pools(server.url)
     r = await pool.request("POST", "/x", b"{}")
     assert r.content == b"all of it"
@@ -164,22 +168,13 @@ async def test_body_until_close_is_complete_when_the_server_closes(server: Serve
 
 
 async def test_a_body_cut_short_is_a_read_error(server: Server, pools: Any) -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly this")
-        await writer.drain()
-    server.handler = handler
+    answers(server, b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly this")
     with pytest.raises(httpx.ReadError):
         await pools(server.url).request("POST", "/x", b"{}")
 
 
 async def test_garbage_is_a_protocol_error(server: Server, pools: Any) -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"SMTP READY\r\n\r\n")
-        await writer.drain()
-        await asyncio.sleep(1)
-    server.handler = handler
+    answers(server, b"SMTP READY\r\n\r\n", hold=True)
     with pytest.raises(httpx.RemoteProtocolError):
         await pools(server.url).request("POST", "/x", b"{}")
 
@@ -264,12 +259,7 @@ async def test_lines_split_only_on_line_ends_and_survive_any_chunking(server: Se
 
 
 async def test_closing_a_stream_early_drops_its_connection(server: Server, pools: Any) -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n")
-        await writer.drain()
-        await reader.read()
-    server.handler = handler
+    answers(server, b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n", hold=True)
     pool = pools(server.url)
     r = await pool.request("POST", "/x", b"{}", stream=True)
     async for chunk in r.aiter_bytes():
