@@ -100,6 +100,12 @@ class JournalStats:
     bytes: int = 0
     segments_created: int = 0
 
+    def committed(self, lines: int, nbytes: int) -> None:
+        """One write+fsync of ``lines`` lines, ``nbytes`` bytes."""
+        self.batches += 1
+        self.lines += lines
+        self.bytes += nbytes
+
 
 @dataclass(slots=True)
 class _Active:
@@ -261,10 +267,8 @@ class Journal:
             self._write(line)
         except Exception as exc:
             raise OSError("the usage journal write failed") from exc
-        self.stats.batches += 1
+        self.stats.committed(1, len(line))
         self.stats.inline_batches += 1
-        self.stats.lines += 1
-        self.stats.bytes += len(line)
 
     async def _writer(self) -> None:
         while True:
@@ -284,9 +288,7 @@ class Journal:
         try:
             async with self._io:
                 await asyncio.get_running_loop().run_in_executor(self._executor, self._write, data)
-            self.stats.batches += 1
-            self.stats.lines += len(batch.lines)
-            self.stats.bytes += len(data)
+            self.stats.committed(len(batch.lines), len(data))
         except Exception as exc:
             batch.error = exc
         except BaseException as exc:  # the writer itself is cancelled: fail this batch's callers, then stop
