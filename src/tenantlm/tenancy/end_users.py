@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ class EndUserRecorder:
         self.store = store
         self.clock = clock
         self._pending: dict[str, dict[str, _Seen]] = {}
+        self._flushing = asyncio.Lock()
 
     def record(self, *, tenant_id: str, user_id: str) -> None:
         now = self.clock()
@@ -53,6 +55,12 @@ class EndUserRecorder:
             seen.last = now
 
     async def flush(self) -> None:
+        """Write what is buffered. One flush at a time: a caller that flushes before it reads (the admin listing)
+        waits for a flush already running, whose rows it would otherwise miss."""
+        async with self._flushing:
+            await self._flush()
+
+    async def _flush(self) -> None:
         pending, self._pending = self._pending, {}
         for tenant_id, users in pending.items():
             rows = [(u, s.requests, s.first, s.last) for u, s in users.items()]
