@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -16,12 +17,26 @@ if TYPE_CHECKING:
     from tenantlm.app import Services
 
 
+# Scope key under which the chat fast path hands a streaming request to the FastAPI route it already authenticated
+# and parsed (``api/openai/fast.py``): only the server sets scope keys, a client cannot.
+PREPARED = "tenantlm.prepared"
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    who: Principal
+    body: dict[str, Any]  # parsed and validated
+
+
 def services(request: Request) -> Services:
     svc: Services = request.app.state.services
     return svc
 
 
 async def principal(request: Request) -> Principal:
+    prepared: Prepared | None = request.scope.get(PREPARED)
+    if prepared is not None:
+        return prepared.who
     return await authenticate(services(request), request.headers.get("authorization"),
                               request.client.host if request.client else None, request.scope)
 

@@ -8,8 +8,9 @@ work of authenticating, admitting, scheduling, proxying and metering (py-spy, ``
 The same steps run in the same order as in the FastAPI route (``routes.py``), through the same functions:
 authenticate (failures counted for the audit log), check the key's role, parse and validate the body, then
 ``InferenceService.chat``; errors get the same OpenAI-shaped bodies and headers as ``api/errors.py`` gives them.
-Streams are handed to the FastAPI route with the body already read (replayed), so streaming keeps Starlette's
-client-disconnect handling. This sits inside ``RequestContextMiddleware``, so request ids, the body size limit, the
+Streams are handed to the FastAPI route with the body already read (replayed) and the principal and parsed body in
+the scope (so they are not authenticated and parsed twice), and streaming keeps Starlette's client-disconnect
+handling. This sits inside ``RequestContextMiddleware``, so request ids, the body size limit, the
 access log and the request metrics apply here as everywhere.
 """
 
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tenantlm.api.deps import authenticate, json_object
+from tenantlm.api.deps import PREPARED, Prepared, authenticate, json_object
 from tenantlm.api.openai.protocol import ChatCompletionRequest
 from tenantlm.api.openai.routes import USER_HEADER, validate
 from tenantlm.errors import TenantLMError
@@ -75,7 +76,8 @@ class ChatFastPath:
             await self.app(scope, _replay(stream_body, receive), send)
 
     async def _chat(self, scope: Scope, receive: Receive, send: Send) -> bytes | None:
-        """Serves a non-streaming request; for a stream, returns its body for the FastAPI route instead."""
+        """Serves a non-streaming request; for a stream, returns its body for the FastAPI route instead, with the
+        principal and the parsed body in the scope (``deps.PREPARED``) so the route does not do that work again."""
         raw = await _read_body(receive)
         authorization = user = None
         for name, value in scope["headers"]:
@@ -90,6 +92,7 @@ class ChatFastPath:
         body = json_object(raw)
         validate(ChatCompletionRequest, body)
         if body.get("stream"):
+            scope[PREPARED] = Prepared(who=who, body=body)
             return raw
         reply = await svc.inference.chat(ctx=ctx, body=body, end_user_header=user)
         await _send_json(send, 200, reply.body, reply.headers)

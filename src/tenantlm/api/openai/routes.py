@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.responses import StreamingResponse
 
-from tenantlm.api.deps import json_body, principal, services
+from tenantlm.api.deps import PREPARED, Prepared, json_body, principal, services
 from tenantlm.api.errors import validation_error
 from tenantlm.api.openai.protocol import ChatCompletionRequest, EmbeddingRequest
 from tenantlm.api.responses import JSONResponse
@@ -52,8 +52,12 @@ async def get_model(model_id: str, request: Request, who: PrincipalDep) -> Any:
 @router.post("/chat/completions")
 async def chat_completions(request: Request, who: PrincipalDep) -> Any:
     ctx = access.data_plane(who, Permission.INFERENCE)
-    body = await json_body(request)
-    validate(ChatCompletionRequest, body)
+    prepared: Prepared | None = request.scope.get(PREPARED)
+    if prepared is not None:  # a stream the fast path has authenticated, parsed and validated already
+        body = prepared.body
+    else:
+        body = await json_body(request)
+        validate(ChatCompletionRequest, body)
     inference = services(request).inference
     user = request.headers.get(USER_HEADER)
     if body.get("stream"):
