@@ -118,7 +118,9 @@ class InferenceService:
             await _aclose(chunks)
             await passage.finish(status="cancelled" if isinstance(exc, asyncio.CancelledError) else "error")
             raise
-        return ChatStream(self._events(ctx, model, chunks, first, wants_usage, body, passage), passage.headers)
+        events = self._events(ctx, model, chunks, first, wants_usage, body, passage)
+        await anext(events)  # step into its try: from here on, closing it finishes the passage (see _events)
+        return ChatStream(events, passage.headers)
 
     async def _events(self, ctx: TenantContext, model: ResolvedModel, chunks: AsyncIterator[ChatChunk],
                       first: ChatChunk | None, wants_usage: bool, request: JSON, passage: Passage
@@ -128,6 +130,13 @@ class InferenceService:
         transcript = _Transcript()
         status = "cancelled"  # unless the stream gets to one of the ends below
         try:
+            # stream_chat takes this first step itself, so the generator is inside its try before anyone else sees
+            # it. A generator never started does not run its finally when closed or collected; a client that leaves
+            # between the response start and the first chunk would then leave its passage open (the scheduler slot,
+            # the reservation and the concurrency slot with it). Started, it is finished by whoever closes it: the
+            # response (EventStreamResponse closes its body on every way out) or, failing that, the event loop's
+            # finalizer for collected async generators.
+            yield b""
             chunk = first
             while chunk is not None:
                 transcript.add(chunk.body)

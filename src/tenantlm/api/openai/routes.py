@@ -7,12 +7,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
-from starlette.responses import StreamingResponse
 
 from tenantlm.api.deps import PREPARED, Prepared, json_body, principal, services
 from tenantlm.api.errors import validation_error
 from tenantlm.api.openai.protocol import ChatCompletionRequest, EmbeddingRequest
-from tenantlm.api.responses import JSONResponse
+from tenantlm.api.responses import EventStreamResponse, JSONResponse
 from tenantlm.errors import ModelNotFound
 from tenantlm.tenancy import access
 from tenantlm.tenancy.models import Permission, Principal
@@ -62,8 +61,7 @@ async def chat_completions(request: Request, who: PrincipalDep) -> Any:
     user = request.headers.get(USER_HEADER)
     if body.get("stream"):
         stream = await inference.stream_chat(ctx=ctx, body=body, end_user_header=user)
-        return StreamingResponse(stream.events, media_type="text/event-stream",
-                                 headers={**SSE_HEADERS, **stream.headers})
+        return EventStreamResponse(stream.events, headers={**SSE_HEADERS, **stream.headers})
     reply = await inference.chat(ctx=ctx, body=body, end_user_header=user)
     return JSONResponse(reply.body, headers=reply.headers)
 
