@@ -2,35 +2,50 @@
 
 Usage::
 
-    python bench/fairness.py [--duration 25] [--pair-duration 12] [--capacity 16,64] [--out bench/results/fairness.json]
+    python bench/fairness.py [--capacity 16,64] [--light-samples 1000] [--decode-ms 2] [--headroom N]
+                             [--out bench/results/fairness.json]
 
 Everything runs in this process on one event loop (uvloop when installed), in real time:
 
 - **Upstream**: a simulated model with a fixed capacity (``--capacity`` requests at once; it records the most it ever
-  saw, which must not exceed it). A request takes 0.05 ms per input token (prefill) then streams its output in chunks
-  of 10 tokens at 0.5 ms per token, calling ``grant.charge_output`` per chunk as a gateway would. It keeps its own
-  clock (each chunk is due at a fixed time after the request started and the harness sleeps until then, to the
-  loop's timer resolution), so event-loop lag in this process delays when a chunk is observed but does not pile up
-  over a request's chunks, as it would not in a real upstream running in its own process.
+  saw, which must not exceed it). A request takes ``--prefill-ms`` per input token (default 0.2) then streams its
+  output in chunks of 10 tokens at ``--decode-ms`` per token (default 2: 500 tokens/s per sequence, faster than real
+  serving, which is 20-200), calling ``grant.charge_output`` per chunk as a gateway would. It keeps its own clock
+  (each chunk is due at a fixed time after the request started and the harness sleeps until then, to the loop's
+  timer resolution), so event-loop lag in this process delays when a chunk is observed but does not pile up over a
+  request's chunks, as it would not in a real upstream running in its own process.
 - **Schedulers** in front of it, same interface (``slot()`` async context manager, ``charge_output``) and the same
   limits (256 waiting per tenant, 4096 in all, 30 s max wait): ``fifo`` (one queue, first come first served: what
-  gateways do) and ``vtc`` (tenantlm.scheduling.FairScheduler).
+  gateways do), ``vtc`` (tenantlm.scheduling.FairScheduler, work-conserving: no slot held back) and
+  ``vtc-headroom`` (the same with slots held back for newcomers, ``FairScheduler(headroom=...)``: by default what the
+  catalog gives a model of that capacity, ``tenantlm.settings.default_headroom``, i.e. the product's default
+  configuration; ``--headroom`` sets it, 0 leaves these scenarios out).
 - **Load**: open loop, Poisson arrivals per tenant (seeded). ``light`` offers a steady rate far under its fair share
-  (200 in / 100 out tokens, always); ``heavy`` offers 10x what the upstream can serve (200 in / 100 out on average:
-  output lengths uniform within +-``--spread``). Refusals (429) are counted, never retried. Why the spread: with
-  identical lengths the simulated requests finish in lockstep, slots free in bursts once per service time, and any
-  newcomer waits up to a whole service time whatever the scheduler (measured: light's queue wait p50 20 ms, p90
-  48 ms under VTC); real traffic has varied lengths.
+  (``--light-share`` of the upstream's capacity in requests/s, default 15 %; 200 in / 100 out tokens, always);
+  ``heavy`` offers 10x what the upstream can serve (200 in / 100 out on average: output lengths uniform within
+  +-``--spread``). Refusals (429) are counted, never retried. Why the spread: with identical lengths the simulated
+  requests finish in lockstep, slots free in bursts once per service time, and any newcomer waits up to a whole
+  service time whatever the scheduler (measured: light's queue wait p50 20 ms, p90 48 ms under VTC); real traffic
+  has varied lengths.
 
-Scenarios: light alone, light + heavy, under each scheduler and for each ``--capacity`` (``--duration`` s each, the
-first ``--warmup`` s not measured). Reported: light's p50/p99 latency (arrival to last token) and p99(with heavy) /
-p99(alone); goal for VTC <= 1.25. Slots are not preempted, so even a perfect scheduler makes a newcomer wait for the
-next slot to free: about service time / capacity on average, longer at p99. That wait, relative to the light
-request's own service time, is what the ratio measures under VTC; hence two capacities (16: a small upstream, 64:
-closer to a vLLM replica's concurrent sequences). ``vtc-headroom`` (``--headroom``, default 2; 0 leaves it out) is
-VTC with that many slots held back for newcomers (``FairScheduler(headroom=...)``, a model's ``headroom`` in the
-catalog, 0 by default): it takes the slot wait away at a cost in the flood's throughput, which the heavy tenant's
-completed count shows.
+Why this speed (the defaults were 0.05 / 0.5 ms until 2026-11-29): the harness is client, scheduler and upstream in
+one Python process. At 0.5 ms per token a request takes 60 ms, and at capacity 64 the flood offers ~10,700
+requests/s with ~12,000 chunk wake-ups/s; the loop then stalls for 10-70 ms at a time (loop lag p99 10-11 ms, max
+37-71 ms, measured) and the light tenant's p99 measured those stalls: in two back-to-back runs VTC with two slots
+held back gave 1.41x and VTC without them 1.25x, the reverse of what the schedulers do (light's queue wait p99:
+0.14 ms vs 7.7 ms). At 2 ms per token the same scenario runs with loop lag p99 1.4-2.3 ms. Latency ratios do not
+depend on the time scale otherwise: a newcomer's wait for a slot is about service time / capacity, a fixed fraction
+of its own service time. ``--prefill-ms 0.05 --decode-ms 0.5 --light-rate 40 --duration 25`` reproduces the old
+runs.
+
+Scenarios: light alone, light + heavy, under each scheduler and for each ``--capacity``; each runs until light has
+made ``--light-samples`` requests after the ``--warmup`` s (default 1000; ``--duration`` fixes the seconds instead).
+Reported: light's p50/p99 latency (arrival to last token) and p99(with heavy) / p99(alone); goal for VTC <= 1.25.
+Slots are not preempted, so without headroom even a perfect scheduler makes a newcomer wait for the next slot to
+free: about service time / capacity on average, longer at p99. That wait, relative to the light request's own
+service time, is what the ratio measures under ``vtc``; hence two capacities (16: a small upstream, 64: closer to a
+vLLM replica's concurrent sequences). Held-back slots take that wait away at a cost in the flood's throughput, which
+the heavy tenant's completed count shows.
 
 Service difference (Sheng et al., "Fairness in Serving Large Language Models", OSDI 2024, section 6 and Table 2;
 artifact fair_bench/plot/plot_6.2_work_diff.py): service = input + 2 x output tokens (the paper's linear cost),
@@ -60,7 +75,6 @@ import collections
 import contextlib
 import datetime as dt
 import gc
-import itertools
 import json
 import math
 import os
@@ -80,9 +94,11 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from tenantlm.errors import RateLimited  # noqa: E402
 from tenantlm.scheduling import FairScheduler, QueueFull, QueueTimeout  # noqa: E402
+from tenantlm.settings import default_headroom  # noqa: E402
 
-PREFILL_S_PER_TOKEN = 0.00005
-DECODE_S_PER_TOKEN = 0.0005
+# The simulated upstream's speed per sequence; set once from --prefill-ms / --decode-ms before any scenario runs.
+PREFILL_S_PER_TOKEN = 0.0002
+DECODE_S_PER_TOKEN = 0.002
 CHUNK_TOKENS = 10
 W_IN, W_OUT = 1, 2  # the paper's linear cost, also the scheduler's defaults
 PER_TENANT_QUEUE, TOTAL_QUEUE = 256, 4096
@@ -380,7 +396,8 @@ async def scenario(kind: str, capacity: int, loads: list[TenantLoad], args: argp
     whose requests are waited for at the end (None: cancel everything left, and compute acc_diff)."""
     log, outcomes = ServiceLog(), list[Outcome]()
     upstream = SimUpstream(capacity, log)
-    target = SimTarget(make_scheduler(kind, capacity, args.headroom), upstream, {ld.tenant: ld.weight for ld in loads})
+    scheduler = make_scheduler(kind, capacity, headroom_for(args, capacity))
+    target = SimTarget(scheduler, upstream, {ld.tenant: ld.weight for ld in loads})
     # The records lists grow to ~500k entries; every full collection walks them (~20-90 ms pauses at capacity 64,
     # measured with gc.callbacks) and that showed up as the light tenant's p99. Freezing moves them (and everything
     # else alive now) out of the collector's reach; what the requests themselves allocate is collected as usual.
@@ -403,10 +420,20 @@ async def scenario(kind: str, capacity: int, loads: list[TenantLoad], args: argp
 
 
 def p2_loads(args: argparse.Namespace, capacity: int) -> tuple[TenantLoad, TenantLoad]:
-    light = TenantLoad("light", args.light_rate, 200, 100)
-    capacity_rps = capacity / service_time(light)
+    capacity_rps = capacity / service_time(TenantLoad("light", 0, 200, 100))
+    light = TenantLoad("light", args.light_rate or args.light_share * capacity_rps, 200, 100)
     heavy = TenantLoad("heavy", 10 * capacity_rps, 200, 100, spread=args.spread)
     return light, heavy
+
+
+def p2_duration(args: argparse.Namespace, light: TenantLoad) -> float:
+    """--duration, or long enough for --light-samples measured light requests after the warm-up."""
+    return float(args.duration or round(args.warmup + args.light_samples / light.rate, 1))
+
+
+def headroom_for(args: argparse.Namespace, capacity: int) -> int:
+    """--headroom, or what the catalog gives a model of this capacity when its entry does not say."""
+    return default_headroom(capacity) if args.headroom is None else args.headroom
 
 
 def pair_loads(args: argparse.Namespace, capacity: int) -> list[TenantLoad]:
@@ -421,11 +448,12 @@ async def all_scenarios(args: argparse.Namespace) -> dict[str, Any]:
     for capacity in args.capacity:
         light, heavy = p2_loads(args, capacity)
         loads[f"c{capacity}/p2"] = [asdict(light), asdict(heavy)]
-        for kind in kinds(args):
+        duration = p2_duration(args, light)
+        for kind in kinds(args, capacity):
             for name, tenants in (("alone", [light]), ("with_heavy", [light, heavy])):
                 key = f"c{capacity}/{kind}/{name}"
-                print(f"  {key}: {args.duration:g} s ...", flush=True)
-                runs[key] = await scenario(kind, capacity, tenants, args, args.duration, measure="light")
+                print(f"  {key}: {duration:g} s ...", flush=True)
+                runs[key] = await scenario(kind, capacity, tenants, args, duration, measure="light")
     capacity = args.capacity[0]
     loads[f"c{capacity}/pair"] = [asdict(ld) for ld in pair_loads(args, capacity)]
     for kind in ("fifo", "vtc"):
@@ -435,24 +463,26 @@ async def all_scenarios(args: argparse.Namespace) -> dict[str, Any]:
     return {"loads": loads, "runs": runs}
 
 
-def kinds(args: argparse.Namespace) -> tuple[str, ...]:
-    return ("fifo", "vtc", "vtc-headroom") if args.headroom else ("fifo", "vtc")
+def kinds(args: argparse.Namespace, capacity: int) -> tuple[str, ...]:
+    return ("fifo", "vtc", "vtc-headroom") if headroom_for(args, capacity) else ("fifo", "vtc")
 
 
 def summarize(runs: dict[str, Any], capacities: list[int], args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for capacity, kind in itertools.product(capacities, kinds(args)):
+    for capacity, kind in ((c, k) for c in capacities for k in kinds(args, c)):
         alone = runs[f"c{capacity}/{kind}/alone"]["tenants"]["light"]
         busy = runs[f"c{capacity}/{kind}/with_heavy"]["tenants"]["light"]
         ratio = round(busy["p99_ms"] / alone["p99_ms"], 3) if busy.get("p99_ms") and alone.get("p99_ms") else None
+        held = headroom_for(args, capacity) if kind == "vtc-headroom" else 0
         out[f"c{capacity}/{kind}"] = {"light_p99_alone_ms": alone.get("p99_ms"), "p99_ratio": ratio,
                                       "light_p99_with_heavy_ms": busy.get("p99_ms"),
-                                      "light_refused_with_heavy": sum(busy["refused"].values())}  # fmt: skip
+                                      "light_refused_with_heavy": sum(busy["refused"].values()),
+                                      "headroom": held}  # fmt: skip
     for kind in ("fifo", "vtc"):
         out[f"c{capacities[0]}/{kind}"]["pair_acc_diff"] = runs[f"c{capacities[0]}/{kind}/pair"]["acc_diff"]
     out["goal"] = {f"c{c}/{kind}": {"vtc_p99_ratio_max": 1.25, "met": (r := out[f"c{c}/{kind}"]["p99_ratio"])
                                     is not None and r <= 1.25}
-                   for c in capacities for kind in kinds(args) if kind != "fifo"}  # fmt: skip
+                   for c in capacities for kind in kinds(args, c) if kind != "fifo"}  # fmt: skip
     return out
 
 
@@ -500,10 +530,10 @@ def table(runs: dict[str, Any], summary: dict[str, Any], micro: dict[str, float]
                     f"{lt.get('wait_p99_ms')} | {sum(lt['refused'].values())} | "
                     f"{hv.get('completed', '-')} | {sum(hv['refused'].values()) if hv else '-'} | "
                     f"{wd.get('max')} / {wd.get('mean')} | {_health(r['harness'])} |")  # fmt: skip
-    rows += ["", "| capacity / scheduler | light p99 alone ms | light p99 with heavy ms | ratio (goal VTC <= 1.25) |",
-             "|---|---:|---:|---:|"]  # fmt: skip
-    rows += [f"| {k} | {v['light_p99_alone_ms']} | {v['light_p99_with_heavy_ms']} | {v['p99_ratio']} |"
-             for k, v in summary.items() if k != "goal"]  # fmt: skip
+    rows += ["", "| capacity / scheduler | slots held back | light p99 alone ms | light p99 with heavy ms | "
+             "ratio (goal VTC <= 1.25) |", "|---|---:|---:|---:|---:|"]  # fmt: skip
+    rows += [f"| {k} | {v['headroom']} | {v['light_p99_alone_ms']} | {v['light_p99_with_heavy_ms']} | "
+             f"{v['p99_ratio']} |" for k, v in summary.items() if k != "goal"]  # fmt: skip
     rows += ["", "| pair (both backlogged) | max acc. weighted service diff (tokens) | final | short/long service |",
              "|---|---:|---:|---:|"]  # fmt: skip
     for key, r in runs.items():
@@ -526,19 +556,28 @@ def machine() -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--duration", type=float, default=25.0, help="seconds per P2 scenario (default 25)")
-    p.add_argument("--pair-duration", type=float, default=12.0, help="seconds per pair scenario (default 12)")
+    p.add_argument("--duration", type=float, default=None,
+                   help="seconds per P2 scenario (default: enough for --light-samples light requests)")
+    p.add_argument("--light-samples", type=int, default=1000,
+                   help="measured light requests per P2 scenario when --duration is not given (default 1000)")
+    p.add_argument("--pair-duration", type=float, default=20.0, help="seconds per pair scenario (default 20)")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds at the start of each scenario not measured")
     p.add_argument("--capacity", type=lambda v: [int(c) for c in v.split(",")], default=[16, 64],
                    help="upstream capacities to run P2 at, comma-separated (default 16,64; pair runs at the first)")
-    p.add_argument("--light-rate", type=float, default=40.0, help="light tenant's requests/s (default 40)")
+    p.add_argument("--light-share", type=float, default=0.15,
+                   help="light tenant's rate as a fraction of the upstream's capacity in requests/s (default 0.15)")
+    p.add_argument("--light-rate", type=float, default=None, help="light tenant's requests/s (overrides --light-share)")
+    p.add_argument("--prefill-ms", type=float, default=PREFILL_S_PER_TOKEN * 1000,
+                   help=f"simulated prefill per input token, ms (default {PREFILL_S_PER_TOKEN * 1000:g})")
+    p.add_argument("--decode-ms", type=float, default=DECODE_S_PER_TOKEN * 1000,
+                   help=f"simulated decode per output token and sequence, ms (default {DECODE_S_PER_TOKEN * 1000:g})")
     p.add_argument("--spread", type=float, default=0.5,
                    help="heavy and pair output lengths vary uniformly by +-this fraction of the mean (default 0.5)")
     p.add_argument("--window", type=float, default=1.0, help="service-difference window, seconds (default 1)")
     p.add_argument("--micro-n", type=int, default=100_000, help="fast-path iterations per run")
-    p.add_argument("--headroom", type=int, default=2,
-                   help="also run VTC with this many slots held back for newcomers (FairScheduler's headroom; the "
-                        "product's default is 0); 0 skips those scenarios (default 2)")
+    p.add_argument("--headroom", type=int, default=None,
+                   help="slots held back for newcomers in the vtc-headroom scenarios (default: the catalog's default "
+                        "for each capacity, tenantlm.settings.default_headroom); 0 skips those scenarios")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "fairness.json")
@@ -563,8 +602,14 @@ def run_loop(coro: Coroutine[Any, Any, dict[str, Any]], loop: str) -> dict[str, 
     return asyncio.run(coro)
 
 
+def set_timing(args: argparse.Namespace) -> None:
+    global PREFILL_S_PER_TOKEN, DECODE_S_PER_TOKEN
+    PREFILL_S_PER_TOKEN, DECODE_S_PER_TOKEN = args.prefill_ms / 1000, args.decode_ms / 1000
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    set_timing(args)
     info = machine()
     print(f"P2 fairness bench on {info['nproc']} cores, capacities {args.capacity}, loop {args.loop}", flush=True)
     result = run_loop(main_async(args), args.loop)
