@@ -96,7 +96,7 @@ def default_headroom(max_in_flight: int) -> int:
     be too large a share), then one per 32 slots, rounded up (8-32: 1, 33-64: 2, 128: 4). Measured in P2
     (docs/benchmarks.md): without it, a light tenant next to a flood waits for a running request to end, about
     service time / capacity, which at 16 slots put its p99 at 1.26-1.31x its latency alone; with one slot held back,
-    1.15x, for 1/16 of the flood's throughput."""
+    1.17x, for 7 % of the flood's throughput."""
     return 0 if max_in_flight < 8 else -(-max_in_flight // 32)
 
 
