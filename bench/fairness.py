@@ -18,7 +18,7 @@ Everything runs in this process on one event loop (uvloop when installed), in re
   limits (256 waiting per tenant, 4096 in all, 30 s max wait): ``fifo`` (one queue, first come first served: what
   gateways do), ``vtc`` (tenantlm.scheduling.FairScheduler, work-conserving: no slot held back) and
   ``vtc-headroom`` (the same with slots held back for newcomers, ``FairScheduler(headroom=...)``: by default what the
-  catalog gives a model of that capacity, ``tenantlm.settings.default_headroom``, i.e. the product's default
+  catalog gives a model of that capacity, ``tenantlm.scheduling.default_headroom``, i.e. the product's default
   configuration; ``--headroom`` sets it, 0 leaves these scenarios out).
 - **Load**: open loop, Poisson arrivals per tenant (seeded). ``light`` offers a steady rate far under its fair share
   (``--light-share`` of the upstream's capacity in requests/s, default 15 %; 200 in / 100 out tokens, always);
@@ -93,8 +93,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from tenantlm.errors import RateLimited  # noqa: E402
-from tenantlm.scheduling import FairScheduler, QueueFull, QueueTimeout  # noqa: E402
-from tenantlm.settings import default_headroom  # noqa: E402
+from tenantlm.scheduling import FairScheduler, QueueFull, QueueTimeout, default_headroom  # noqa: E402
 
 # The simulated upstream's speed per sequence; set once from --prefill-ms / --decode-ms before any scenario runs.
 PREFILL_S_PER_TOKEN = 0.0002
@@ -577,7 +576,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--micro-n", type=int, default=100_000, help="fast-path iterations per run")
     p.add_argument("--headroom", type=int, default=None,
                    help="slots held back for newcomers in the vtc-headroom scenarios (default: the catalog's default "
-                        "for each capacity, tenantlm.settings.default_headroom); 0 skips those scenarios")
+                        "for each capacity, tenantlm.scheduling.default_headroom); 0 skips those scenarios")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "fairness.json")

@@ -159,7 +159,7 @@ def build_services(settings: Settings) -> Services:
     limit_store, replicas, redis = build_limit_store(settings)
     admission = AdmissionService(limit_store)
     schedulers = SchedulerRegistry({m.name: m.max_in_flight for m in settings.models}, replicas,
-                                   headrooms={m.name: m.headroom for m in settings.models},
+                                   headrooms={m.name: m.headroom for m in settings.models if m.headroom is not None},
                                    observer_for=metrics.scheduler_observer,
                                    max_queue_per_tenant=settings.scheduler_max_queue_per_tenant,
                                    max_queue_total=settings.scheduler_max_queue_total)

@@ -76,12 +76,13 @@ class ModelConfig(BaseModel):
     max_in_flight: int = Field(default=64, ge=1)
     # Of those, slots held back for newcomers while a flood is queued, so a light tenant starts at once instead of
     # waiting for a running request to end (its throughput cost: headroom / max_in_flight while a flood runs).
-    # Unset: default_headroom(max_in_flight). 0 makes the scheduler work-conserving.
-    headroom: int = Field(default_factory=lambda data: default_headroom(data.get("max_in_flight", 64)), ge=0)
+    # Unset (None): each replica holds back tenantlm.scheduling.default_headroom of its share of max_in_flight.
+    # 0 makes the scheduler work-conserving.
+    headroom: int | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
     def _headroom_below_capacity(self) -> ModelConfig:
-        if self.headroom >= self.max_in_flight:
+        if self.headroom is not None and self.headroom >= self.max_in_flight:
             raise ValueError(f"model {self.name!r}: headroom ({self.headroom}) must be less than max_in_flight "
                              f"({self.max_in_flight})")
         return self
@@ -89,15 +90,6 @@ class ModelConfig(BaseModel):
     @property
     def upstream(self) -> str:
         return self.upstream_model or self.name
-
-
-def default_headroom(max_in_flight: int) -> int:
-    """Slots a model holds back for newcomers when its catalog entry does not say: none below 8 slots (one would
-    be too large a share), then one per 32 slots, rounded up (8-32: 1, 33-64: 2, 128: 4). Measured in P2
-    (docs/benchmarks.md): without it, a light tenant next to a flood waits for a running request to end, about
-    service time / capacity, which at 16 slots put its p99 at 1.26-1.31x its latency alone; with one slot held back,
-    1.17x, for 7 % of the flood's throughput."""
-    return 0 if max_in_flight < 8 else -(-max_in_flight // 32)
 
 
 def default_providers() -> list[ProviderConfig]:

@@ -11,7 +11,7 @@ import pytest
 from tenantlm.errors import InvalidRequest, ModelNotFound
 from tenantlm.observability.logging import JsonFormatter, redact, request_id_var, tenant_id_var
 from tenantlm.observability.metrics import Metrics, TenantLabels
-from tenantlm.settings import ModelConfig, default_headroom, load_settings
+from tenantlm.settings import ModelConfig, load_settings
 from tenantlm.tenancy.catalog import ModelCatalog
 from tenantlm.tenancy.end_users import pick_end_user
 from tenantlm.tenancy.models import Tenant, TenantStatus
@@ -105,16 +105,9 @@ def test_end_user_precedence_and_validation() -> None:
             pick_end_user(header=None, body_user=bad, body_safety_id=None)
 
 
-@pytest.mark.parametrize(("max_in_flight", "expected"),
-                         [(1, 0), (7, 0), (8, 1), (16, 1), (32, 1), (33, 2), (64, 2), (128, 4), (1000, 32)])
-def test_unset_headroom_follows_the_capacity(max_in_flight: int, expected: int) -> None:
-    assert default_headroom(max_in_flight) == expected
-    assert ModelConfig(name="m", provider="p", max_in_flight=max_in_flight).headroom == expected
-    assert expected < max_in_flight  # always leaves a slot for the queue
-
-
 def test_model_headroom_must_leave_a_slot_for_the_queue() -> None:
     assert ModelConfig(name="m", provider="p", max_in_flight=8, headroom=2).headroom == 2
     assert ModelConfig(name="m", provider="p", max_in_flight=8, headroom=0).headroom == 0  # work-conserving
+    assert ModelConfig(name="m", provider="p").headroom is None  # the scheduler's default, per replica
     with pytest.raises(ValueError, match=r"headroom \(8\) must be less than max_in_flight \(8\)"):
         ModelConfig(name="m", provider="p", max_in_flight=8, headroom=8)

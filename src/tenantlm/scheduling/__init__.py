@@ -21,6 +21,7 @@ from tenantlm.scheduling.registry import (
     ReplicaCount,
     SchedulerRegistry,
     StaticReplicaCount,
+    default_headroom,
     share,
 )
 from tenantlm.scheduling.scheduler import FairScheduler, Grant
@@ -41,5 +42,6 @@ __all__ = [
     "StaticReplicaCount",
     "TenantStats",
     "VirtualTokenCounter",
+    "default_headroom",
     "share",
 ]

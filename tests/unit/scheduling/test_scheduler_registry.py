@@ -13,7 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from scheduling_fakes import RecordingObserver
 
 from services import RedisServer, free_port
-from tenantlm.scheduling import RedisReplicaCount, SchedulerRegistry, StaticReplicaCount, share
+from tenantlm.scheduling import RedisReplicaCount, SchedulerRegistry, StaticReplicaCount, default_headroom, share
 
 
 class MutableReplicaCount:
@@ -53,12 +53,31 @@ def test_registry_gives_each_model_its_share_and_follows_replica_changes() -> No
 
 def test_headroom_is_shared_among_replicas_like_the_capacity() -> None:
     replicas = MutableReplicaCount(1)
-    reg = SchedulerRegistry({"m": 64, "plain": 8}, replicas, headrooms={"m": 4})
+    reg = SchedulerRegistry({"m": 64, "plain": 8}, replicas, headrooms={"m": 4, "plain": 0})
     assert (reg.get("m").headroom, reg.get("plain").headroom) == (4, 0)
     replicas.n = 3
     assert (reg.get("m").capacity, reg.get("m").headroom, reg.get("plain").headroom) == (22, 2, 0)  # ceil(4 / 3)
     replicas.n = 8
     assert reg.get("m").headroom == 1  # at least one per replica while any is configured
+
+
+@pytest.mark.parametrize(("capacity", "expected"),
+                         [(1, 0), (2, 0), (7, 0), (8, 1), (16, 1), (32, 1), (33, 2), (64, 2), (128, 4), (1000, 32)])
+def test_default_headroom_follows_the_capacity(capacity: int, expected: int) -> None:
+    assert default_headroom(capacity) == expected
+    assert expected < capacity or capacity == 1  # always leaves the queue a slot
+
+
+def test_a_model_without_a_headroom_holds_back_the_default_of_each_replicas_share() -> None:
+    replicas = MutableReplicaCount(1)
+    reg = SchedulerRegistry({"big": 64, "small": 8}, replicas)
+    assert (reg.get("big").headroom, reg.get("small").headroom) == (2, 1)
+    replicas.n = 2  # 32 and 4 slots each
+    assert (reg.get("big").headroom, reg.get("small").headroom) == (1, 0)
+    replicas.n = 4  # 16 and 2: half of two slots would be far too much
+    assert (reg.get("big").headroom, reg.get("small").headroom) == (1, 0)
+    replicas.n = 1
+    assert (reg.get("big").headroom, reg.get("small").headroom) == (2, 1)
 
 
 def test_static_replica_count() -> None:
