@@ -24,10 +24,12 @@ from live import Live, Process, ServerConfig, Tenant, start_server
 
 PROVIDERS = [{"name": "fake", "type": "fake", "tokens": 8},
              {"name": "slow", "type": "fake", "tokens": 8, "latency_ms": 300},
-             {"name": "long", "type": "fake", "tokens": 120, "token_latency_ms": 2}]
+             {"name": "long", "type": "fake", "tokens": 120, "token_latency_ms": 2},
+             {"name": "second", "type": "fake", "tokens": 8, "latency_ms": 1000}]
 MODELS = [{"name": "fake-chat", "provider": "fake", "input_price_per_1m": 1.0, "output_price_per_1m": 2.0},
           {"name": "slow-chat", "provider": "slow"},
           {"name": "long-chat", "provider": "long"},
+          {"name": "narrow-chat", "provider": "second", "max_in_flight": 8},  # no headroom set: the default, 1
           {"name": "fake-embed", "provider": "fake", "kind": "embedding", "dimensions": 8}]
 
 
@@ -117,6 +119,35 @@ def test_key_and_end_user_sub_limits(live: Live, tenant: Callable[..., Tenant]) 
     assert codes == [200, 200, 200, 200, 429, 429]  # the key's rpm (4) binds first
     assert [chat(live, other, user="alice").status_code for _ in range(3)] == [200, 200, 429]  # alice's 2
     assert chat(live, other, user="bob").status_code == 200
+
+
+def queue_depth(live: Live, tenant_id: str, model: str) -> float:
+    """The scheduler's queue depth gauge for one tenant and model, from /metrics (0 when absent)."""
+    with live.admin() as c:
+        text = c.get("/metrics").text
+    for line in text.splitlines():
+        if line.startswith("tenantlm_scheduler_queue_depth{") and f'tenant="{tenant_id}"' in line \
+                and f'model="{model}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_a_newcomer_starts_at_once_next_to_a_flood(live: Live, tenant: Callable[..., Tenant]) -> None:
+    """The default configuration: a model of 8 slots with no headroom set holds one back for newcomers."""
+    heavy, light = tenant(), tenant()
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        flood = [pool.submit(chat, live, heavy.member_key, "narrow-chat") for _ in range(12)]
+        deadline = time.monotonic() + 0.8  # each request takes 1 s upstream; read the queue before any ends
+        while queue_depth(live, heavy.id, "narrow-chat") < 5 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert queue_depth(live, heavy.id, "narrow-chat") == 5  # 7 of 8 slots running, 5 waiting (4 without)
+        t0 = time.monotonic()
+        answer = chat(live, light.member_key, "narrow-chat")
+        light_s = time.monotonic() - t0
+        codes = [f.result().status_code for f in flood]
+    assert answer.status_code == 200 and codes == [200] * 12
+    # Served in the held slot at once: ~1 s. Without it, light would wait ~0.8 s more for a flood request to end.
+    assert light_s < 1.5, light_s
 
 
 def test_budget_refuses_with_insufficient_quota(live: Live, tenant: Callable[..., Tenant]) -> None:
