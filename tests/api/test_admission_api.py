@@ -150,6 +150,39 @@ def test_a_newcomer_starts_at_once_next_to_a_flood(live: Live, tenant: Callable[
     assert light_s < 1.5, light_s
 
 
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "plain"])
+def test_a_client_that_leaves_gives_its_concurrency_slot_back(live: Live, tenant: Callable[..., Tenant],
+                                                               stream: bool) -> None:
+    """A real socket closed mid-request: the tenant's one concurrency slot comes back and the attempt is metered."""
+    t = tenant(max_concurrency=1)
+    url, headers = f"{live.url}/v1/chat/completions", {"authorization": f"Bearer {t.member_key}"}
+    body = {"model": "long-chat" if stream else "slow-chat", "stream": stream,
+            "messages": [{"role": "user", "content": "go"}]}
+    if stream:  # 120 tokens at 2 ms: read the first event, then hang up
+        with httpx.stream("POST", url, headers=headers, json=body, timeout=60) as r:
+            assert r.status_code == 200
+            assert any(line.startswith("data: ") for line in r.iter_lines())
+    else:  # the upstream answers after 300 ms; the client gives up first
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(url, headers=headers, json=body, timeout=0.1)
+    codes: list[int] = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (not codes or codes[-1] != 200):
+        codes.append(chat(live, t.member_key).status_code)  # 429 while the slot is still held
+        time.sleep(0.05)
+    assert codes[-1] == 200 and set(codes) <= {200, 429}, codes
+    deadline = time.monotonic() + 15
+    while True:
+        with live.admin() as c:
+            rows = c.get(f"/admin/v1/tenants/{t.id}/usage", params={"group_by": "status"}).json()["data"]
+        by_status = {row["status"]: row["requests"] for row in rows}
+        if sum(by_status.values()) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    # the left request is metered once: cut short while streaming; served in full (nobody read it) when plain
+    assert by_status == ({"cancelled": 1, "ok": 1} if stream else {"ok": 2}), by_status
+
+
 def test_budget_refuses_with_insufficient_quota(live: Live, tenant: Callable[..., Tenant]) -> None:
     t = tenant(monthly_token_budget=100, default_max_tokens=8)
     sdk = live.sdk(t.member_key, max_retries=0)
