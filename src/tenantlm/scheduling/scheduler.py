@@ -17,8 +17,8 @@ Fast path: when a slot is free and nothing waits, ``slot()`` grants without crea
 event loop (bench/fairness.py measures it). The counters are charged on the fast path too, so a tenant that used
 the model while it was idle has paid for that use when contention starts.
 
-Headroom (``headroom``, 0 by default): slots are never taken back from a running request, so with every slot busy
-a newcomer waits for the next one to free, however fair the order (about service time / capacity on average,
+Headroom (``headroom``, 0 here; the server's registry gives a model without one ``default_headroom``): slots are
+never taken back from a running request, so with every slot busy a newcomer waits for the next one to free, however fair the order (about service time / capacity on average,
 several times that at the tail). With ``headroom = h``, the last h free slots go only to newcomers, tenants with
 fewer than capacity - h requests in flight: an arrival whose tenant has nothing waiting (and nothing of a higher
 priority waits) starts in one at once, and a waiting request takes one only if it is its tenant's only request
