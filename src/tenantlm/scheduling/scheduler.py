@@ -17,14 +17,14 @@ Fast path: when a slot is free and nothing waits, ``slot()`` grants without crea
 event loop (bench/fairness.py measures it). The counters are charged on the fast path too, so a tenant that used
 the model while it was idle has paid for that use when contention starts.
 
-Headroom (``headroom``, 0 here; the server's registry gives a model without one ``default_headroom``): slots are
-never taken back from a running request, so with every slot busy a newcomer waits for the next one to free, however fair the order (about service time / capacity on average,
-several times that at the tail). With ``headroom = h``, the last h free slots go only to newcomers, tenants with
-fewer than capacity - h requests in flight: an arrival whose tenant has nothing waiting (and nothing of a higher
-priority waits) starts in one at once, and a waiting request takes one only if it is its tenant's only request
-waiting. So a flooding tenant fills at most capacity - h slots, and a light tenant arriving next to it finds one
-free. The price: while a flood runs, up to h slots stay idle (h / capacity of the upstream's throughput). At most
-capacity - 1 slots are held back.
+Headroom (``headroom``, 0 here; the server's registry gives a model without one ``default_headroom``): slots are never
+taken back from a running request, so with every slot busy a newcomer waits for the next one to free, however fair the
+order (about service time / capacity on average, several times that at the tail). With ``headroom = h``, the last h free
+slots go only to newcomers, tenants with fewer than capacity - h requests in flight: an arrival whose tenant has nothing
+waiting (and nothing of a higher priority waits) starts in one at once, and a waiting request takes one only if it is
+its tenant's only request waiting. So a flooding tenant fills at most capacity - h slots, and a light tenant arriving
+next to it finds one free. The price: while a flood runs, up to h slots stay idle (h / capacity of the upstream's
+throughput). At most capacity - 1 slots are held back.
 
 Timing: ``max_wait_s`` is enforced with the event loop's timer (``loop.call_later``); the injected ``clock`` times
 waits (observer, QueueTimeout.waited_s) and service (the mean service time behind retry-after estimates).
