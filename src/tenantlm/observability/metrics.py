@@ -78,7 +78,7 @@ class Metrics:
             self.child(self.tokens, (tenant, model, "completion")).inc(completion)
 
     def observe_error(self, *, tenant_id: str | None, type_: str) -> None:
-        self.errors.labels(self.tenant_label(tenant_id), type_).inc()
+        self.child(self.errors, (self.tenant_label(tenant_id), type_)).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -99,4 +99,4 @@ class SchedulerMetrics:
             self.m.child(self.m.queue_wait, (self.m.tenant_label(tenant_id), self.model)).observe(seconds)
 
     def refused(self, tenant_id: str, reason: str) -> None:
-        self.m.queue_refused.labels(self.m.tenant_label(tenant_id), self.model, reason).inc()
+        self.m.child(self.m.queue_refused, (self.m.tenant_label(tenant_id), self.model, reason)).inc()

@@ -199,10 +199,11 @@ class VirtualTokenCounter(Generic[R]):
         return head
 
     def dispatch(self, request: R) -> Flow:
-        """Dispatches ``request``, which must be the one :meth:`head` returned, and charges its input tokens."""
+        """Dispatches ``request``, which must be first in its flow's queue (what :meth:`head` or
+        :meth:`newcomer_head` returned, or one just enqueued to an empty queue), and charges its input tokens."""
         flow = request.flow
         if flow is None or not flow.queue or flow.queue[0] is not request:
-            raise ValueError("dispatch() takes the request that head() returned")
+            raise ValueError("dispatch() takes a request that is first in its flow's queue")
         flow.queue.popleft()
         self._dequeued(flow)
         self._start(flow, request)
