@@ -9,6 +9,7 @@ import csv
 import http.server
 import io
 import itertools
+import math
 import random
 import shutil
 import threading
@@ -142,6 +143,34 @@ async def test_rollups_equal_a_group_by_over_events_after_duplicates(ledger: Led
     assert result.inserted == 200
     a, b = await group_by_sql(database)
     assert a == b and sum(r[3] for r in a) == 500
+
+
+async def test_stored_events_equal_what_was_recorded_to_the_last_bit(ledger: Ledger, database: Database) -> None:
+    """Every field comes back from SQL as it was recorded: floats to the last bit, money to the nano-dollar, text with
+    quotes, escapes and non-ASCII, nulls, and the day of events a hair either side of midnight."""
+    rnd = random.Random(11)
+    midnight = MONTH_START + 4 * DAY_S
+    times = [midnight, math.nextafter(midnight, 0.0), midnight + 1e-6] + [
+        MONTH_START + rnd.uniform(0, 9 * DAY_S) for _ in range(297)]
+    events = [make_event(i, tenant=rnd.choice([A, B]), created_at=t, latency_ms=rnd.expovariate(1 / 300),
+                         ttft_ms=rnd.choice([None, rnd.random() * 100, 1e-9]),
+                         cost_usd=rnd.choice([0.0, rnd.random() * 1e-3, 2.5e-9, 123.456789]),
+                         end_user=rnd.choice([None, 'u"1\\', "ünï\ncode ☃", "=cmd()"]),
+                         key_id=rnd.choice([None, "key_1"]), prompt=rnd.randint(0, 10**9))
+              for i, t in enumerate(times)]
+    await record_all(ledger, events)
+    assert (await ledger.flush()).inserted == len(events)
+    stored = {e.id: e for page in [p async for p in ledger.store.events(tenant_id=None, start=MONTH_START,
+                                                                        end=MONTH_START + 31 * DAY_S)] for e in page}
+    assert len(stored) == len(events)
+    for e in events:
+        got = stored[e.id]
+        assert got.cost_nanousd == e.cost_nanousd
+        assert {**got.to_dict(), "cost_usd": None} == {**e.to_dict(), "cost_usd": None}
+    async with database.platform_tx() as conn:
+        days = dict((r[0], r[1]) for r in await conn.execute(sa.text("SELECT id, day FROM usage_events")))
+    assert days == {e.id: utc_day(e.created_at) for e in events}
+    assert days[events[1].id] < days[events[0].id]  # the hair before midnight is the day before
 
 
 async def test_usage_for_every_grouping_matches_the_events(ledger: Ledger) -> None:
