@@ -135,8 +135,10 @@ def serve(
     except ValueError as exc:
         _fail(f"bad configuration: {exc}")
     configure_logging(level=settings.log_level, json=settings.log_json)
+    # No "server: uvicorn" header: it tells a caller which software (and so which known flaws) to try, and costs a
+    # header line on every response.
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None, access_log=False,
-                loop="auto", http="auto", timeout_graceful_shutdown=10)
+                loop="auto", http="auto", timeout_graceful_shutdown=10, server_header=False)
 
 
 @app.command("fake-upstream")
