@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from tenantlm.metering.journal import Journal, SyncMode, decode, encode_line
+from tenantlm.metering.journal import Journal, SyncMode, decode, encode_line, written_part
 
 
 class CountingFsync:
@@ -51,6 +52,20 @@ def test_a_bad_line_before_good_ones_is_corruption() -> None:
     assert torn.payloads == [b'{"n":0}'] and torn.bad == 1 and not torn.corrupt
     hole = decode(good[0] + b"\0" * 40 + good[1] + good[2])  # a power cut kept a later block, lost an earlier one
     assert hole.payloads == [b'{"n":0}', b'{"n":2}'] and hole.bad == 1 and hole.corrupt
+
+
+def test_dropping_the_reserved_zeros_is_exactly_rstrip() -> None:
+    """The fast path (the zeros start right after the last line) and the slow one (a torn line) agree with
+    ``bytes.rstrip(b"\\0")`` on every shape a segment can have, a mebibyte of reserve included."""
+    rng = random.Random(7)
+    lines = [encode_line(b'{"n":%d}' % i) for i in range(5)]
+    shapes = [b"", b"\n", b"\0", b"\n\0", bytes(1 << 20), lines[0] + bytes(1 << 20), b"".join(lines),
+              b"".join(lines)[:-1], lines[0] + lines[1][:5], lines[0] + b"ab\0\0c" + bytes(9), lines[0] + b"\0x\0",
+              bytes(7) + lines[0], lines[0] + bytes(30) + lines[1] + bytes(3)]
+    for _ in range(300):
+        shapes.append(bytes(rng.choice(b"\0\0\0\na") for _ in range(rng.randrange(12))))
+    for data in shapes:
+        assert written_part(data) == data.rstrip(b"\0"), data[-40:]
 
 
 async def test_group_commit_shares_fsyncs_among_concurrent_appends(tmp_path: Path) -> None:
@@ -157,7 +172,9 @@ async def test_segments_reserve_space_ahead_and_read_back_exactly(tmp_path: Path
     [segment] = journal.segments()
     assert segment.stat().st_size == 3 * 4096  # reserved in 4 KiB steps, zeros after the last line
     assert Journal.read(segment).payloads == lines and Journal.read(segment).bad == 0
-    await journal.close()
+    written = sum(len(encode_line(line)) for line in lines)
+    await journal.close()  # a closed segment gives its reserve back: the flusher reads lines, not zeros
+    assert segment.stat().st_size == written and Journal.read(segment).payloads == lines
     plain = Journal(tmp_path / "k", preallocate_bytes=0)  # 0: the file is exactly what was written
     await plain.start()
     await plain.append(lines[0])
