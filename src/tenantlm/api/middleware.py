@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
-import secrets
 import time
 from typing import Any
 
@@ -25,7 +25,7 @@ def _request_id(scope: Scope) -> str:
             candidate: str = value.decode("latin-1")
             if _CLIENT_ID.match(candidate):
                 return candidate
-    return "req_" + secrets.token_hex(12)
+    return "req_" + os.urandom(12).hex()
 
 
 def _content_length(scope: Scope) -> int | None:

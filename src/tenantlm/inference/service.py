@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -92,12 +92,20 @@ class InferenceService:
     async def chat(self, *, ctx: TenantContext, body: JSON, end_user_header: str | None) -> Reply:
         model = self._resolve(ctx, body["model"], "chat")
         passage = await self._enter(ctx, model, body, self._note_end_user(ctx, body, end_user_header))
-        async with _finishing(passage):
+        try:  # what _finishing does, spelled out on the hot path (an async context manager costs a generator)
             result = await self.providers.chat(model.config, dict(body), on_attempt=passage.on_attempt)
+        except asyncio.CancelledError:
+            await passage.finish(status="cancelled")
+            raise
+        except BaseException:
+            await passage.finish(status="error")
+            raise
+        await passage.finish(status="ok")
         self._count(ctx, model, result.usage)
         out = dict(result.body)
         out["model"] = model.name
-        out.setdefault("id", _completion_id())
+        if "id" not in out:
+            out["id"] = _completion_id()
         out.setdefault("object", "chat.completion")
         out["usage"] = {**(out.get("usage") or {}), **result.usage.as_dict()}
         self._capture(ctx, model, "chat.completions", body, out)
@@ -239,7 +247,7 @@ async def _aclose(chunks: AsyncIterator[ChatChunk]) -> None:
 
 
 def _completion_id() -> str:
-    return "chatcmpl-" + uuid.uuid4().hex
+    return "chatcmpl-" + os.urandom(16).hex()  # 128 random bits, as a uuid4's hex would carry (122)
 
 
 def _relabel(body: JSON, model: str, completion_id: str) -> JSON:

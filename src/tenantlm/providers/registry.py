@@ -9,7 +9,6 @@ catalog name of the model that actually served them, and every attempt is report
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TypeVar
 
@@ -48,7 +47,8 @@ def build_adapters(config: ProviderConfig) -> tuple[ChatProvider | None, Embeddi
 def _with_catalog(hook: AttemptHook | None, model: ModelConfig) -> AttemptHook | None:
     if hook is None:
         return None
-    return lambda attempt: hook(dataclasses.replace(attempt, catalog_model=model.name))
+    name = model.name
+    return lambda attempt: hook(attempt.for_catalog(name))
 
 
 def _relabel(body: JSON, model: ModelConfig) -> JSON:

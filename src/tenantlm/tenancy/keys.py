@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import string
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ _ID_LEN = 16
 _SECRET_LEN = 43
 _ALPHABET = string.ascii_letters + string.digits
 _HEX = frozenset("0123456789abcdef")
-_B62 = frozenset(_ALPHABET)
+_BODY = re.compile(f"[0-9a-f]{{{_ID_LEN}}}[A-Za-z0-9]{{{_SECRET_LEN}}}")  # key id, then secret
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,13 +59,9 @@ def parse(token: str) -> ParsedKey | None:
     """Recognise the shape of a key without touching storage; None for anything malformed."""
     for prefix, kind in ((ADMIN_PREFIX, "admin"), (TENANT_PREFIX, "tenant")):
         if token.startswith(prefix):
-            body = token[len(prefix):]
-            if len(body) != _ID_LEN + _SECRET_LEN:
+            if _BODY.fullmatch(token, len(prefix)) is None:
                 return None
-            key_id, secret = body[:_ID_LEN], body[_ID_LEN:]
-            if not set(key_id) <= _HEX or not set(secret) <= _B62:
-                return None
-            return ParsedKey(kind=kind, key_id=key_id, token=token)
+            return ParsedKey(kind=kind, key_id=token[len(prefix):len(prefix) + _ID_LEN], token=token)
     return None
 
 

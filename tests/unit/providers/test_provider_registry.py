@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -7,7 +8,7 @@ from typing import Any
 import pytest
 
 from tenantlm.errors import InvalidRequest, UpstreamError, UpstreamUnavailable
-from tenantlm.providers.base import ChatChunk
+from tenantlm.providers.base import Attempt, ChatChunk, Usage
 from tenantlm.providers.fake import FakeProvider, fake_words
 from tenantlm.providers.fake_server import FakeServerThread
 from tenantlm.providers.local_chat import LocalChatProvider
@@ -15,6 +16,19 @@ from tenantlm.providers.local_embeddings import LocalEmbeddingProvider
 from tenantlm.providers.openai_compatible import OpenAICompatibleProvider
 from tenantlm.providers.registry import ProviderRegistry
 from tenantlm.settings import ModelConfig, ProviderConfig, Settings
+
+
+def test_an_attempt_relabelled_for_a_catalog_entry_keeps_every_other_field() -> None:
+    """``Attempt.for_catalog`` copies fields by position; a field added to ``Attempt`` and not to it fails here."""
+    fields = dataclasses.fields(Attempt)
+    values: dict[str, Any] = {f.name: object() for f in fields}  # a distinct value per field
+    original = Attempt(**values)
+    relabelled = original.for_catalog("catalog-name")
+    for f in fields:
+        expected = "catalog-name" if f.name == "catalog_model" else values[f.name]
+        assert getattr(relabelled, f.name) is expected, f.name
+    real = Attempt("p", "m", 2, "ok", 200, Usage(3, 4), True, "x", 0.5, None)
+    assert real.for_catalog("c") == dataclasses.replace(real, catalog_model="c")
 
 
 def request(text: str = "route me please", **extra: Any) -> dict[str, Any]:
