@@ -23,7 +23,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
@@ -138,32 +138,47 @@ class Passage:
     def _cost(self, prompt: int, completion: int) -> float:
         return Price.of(self.model.config).cost(prompt_tokens=prompt, completion_tokens=completion)
 
-    async def finish(self, *, status: str) -> SettleResult | None:
+    async def finish(self, *, status: str, respond: Callable[[], Awaitable[None]] | None = None
+                     ) -> SettleResult | None:
         """Meter every attempt, settle the reservation with the actual usage, free the slot. Runs once; shielded
-        from cancellation so a client that goes away still gets metered and releases what it held."""
+        from cancellation so a client that goes away still gets metered and releases what it held.
+
+        ``respond``: sends the answer to the client. It is called once the usage events are on disk (so the request
+        may be acknowledged) and before the settlement, which then runs while the answer travels: at one connection
+        the client's next request no longer waits for it. The settlement runs even if ``respond`` raises. With the
+        in-process limiter nothing can run in between (the settlement never waits); with Redis the settle script is
+        written to Redis before anything else can run here, ahead of any request the answer provokes."""
         if self._finished:
             return None
         self._finished = True
-        return await run_shielded(self._finish(status))
+        return await run_shielded(self._finish(status, respond))
 
-    async def _finish(self, status: str) -> SettleResult | None:
+    async def _finish(self, status: str, respond: Callable[[], Awaitable[None]] | None) -> SettleResult | None:
         try:
             events = self._events(status)
             for event in events:  # alone: no other passage open, so no other event could share the fsync
                 await self.gate.ledger.record(event, alone=self.gate.open == 1)
-            tokens = sum(e.prompt_tokens + e.completion_tokens for e in events)
-            cost = sum(e.cost_usd for e in events)
-            ticket = self.decision.ticket
-            if ticket is None:
-                return None
-            if not events:
-                await self.gate.admission.release(ticket)
-                return None
-            return await self.gate.admission.settle(ticket, tokens=tokens, cost_usd=cost, final=True)
+            try:
+                if respond is not None:
+                    await respond()
+            finally:
+                settled = await self._settle(events)
+            return settled
         finally:
             self.gate.open -= 1
             if self.grant is not None:
                 self.grant.release()
+
+    async def _settle(self, events: list[UsageEvent]) -> SettleResult | None:
+        ticket = self.decision.ticket
+        if ticket is None:
+            return None
+        if not events:
+            await self.gate.admission.release(ticket)
+            return None
+        tokens = sum(e.prompt_tokens + e.completion_tokens for e in events)
+        cost = sum(e.cost_usd for e in events)
+        return await self.gate.admission.settle(ticket, tokens=tokens, cost_usd=cost, final=True)
 
     def _events(self, status: str) -> list[UsageEvent]:
         now = time.time()

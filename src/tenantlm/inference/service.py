@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,7 +90,10 @@ class InferenceService:
                                      max_tokens=max_tokens if isinstance(max_tokens, int) else None)
 
     # --- chat -------------------------------------------------------------------------------------------------
-    async def chat(self, *, ctx: TenantContext, body: JSON, end_user_header: str | None) -> Reply:
+    async def chat(self, *, ctx: TenantContext, body: JSON, end_user_header: str | None,
+                   respond: Callable[[Reply], Awaitable[None]] | None = None) -> Reply:
+        """A chat completion. ``respond``, when given, sends the reply to the client: it is called as soon as the
+        usage is on disk, and the admission is settled after it (see ``Passage.finish``)."""
         model = self._resolve(ctx, body["model"], "chat")
         passage = await self._enter(ctx, model, body, self._note_end_user(ctx, body, end_user_header))
         try:  # what _finishing does, spelled out on the hot path (an async context manager costs a generator)
@@ -100,16 +104,21 @@ class InferenceService:
         except BaseException:
             await passage.finish(status="error")
             raise
-        await passage.finish(status="ok")
+        try:
+            out = dict(result.body)
+            out["model"] = model.name
+            if "id" not in out:
+                out["id"] = _completion_id()
+            out.setdefault("object", "chat.completion")
+            out["usage"] = {**(out.get("usage") or {}), **result.usage.as_dict()}
+            reply = Reply(out, passage.headers)
+        except BaseException:
+            await passage.finish(status="ok")  # the upstream answered: its attempt is metered as served
+            raise
+        await passage.finish(status="ok", respond=None if respond is None else functools.partial(respond, reply))
         self._count(ctx, model, result.usage)
-        out = dict(result.body)
-        out["model"] = model.name
-        if "id" not in out:
-            out["id"] = _completion_id()
-        out.setdefault("object", "chat.completion")
-        out["usage"] = {**(out.get("usage") or {}), **result.usage.as_dict()}
         self._capture(ctx, model, "chat.completions", body, out)
-        return Reply(out, passage.headers)
+        return reply
 
     async def stream_chat(self, *, ctx: TenantContext, body: JSON, end_user_header: str | None) -> ChatStream:
         model = self._resolve(ctx, body["model"], "chat")

@@ -31,6 +31,7 @@ from tenantlm.tenancy.models import Permission
 
 if TYPE_CHECKING:
     from tenantlm.app import Services
+    from tenantlm.inference.service import Reply
 
 log = logging.getLogger("tenantlm.errors")
 PATH = "/v1/chat/completions"
@@ -59,23 +60,25 @@ class ChatFastPath:
             await self.app(scope, receive, send)
             return
         scope["route"] = self.route
+        answered = [False]  # set once the 200 is on its way: an error after that can only be logged
         try:
-            stream_body = await self._chat(scope, receive, send)
+            stream_body = await self._chat(scope, receive, send, answered)
         except _ClientGone:  # nobody to answer; nothing was admitted
             return
-        except TenantLMError as exc:
+        except Exception as exc:
+            if answered[0]:
+                log.error("error after the response was sent", exc_info=exc)
+                return
+            if not isinstance(exc, TenantLMError):  # the same last resort as api/errors.py's handler
+                log.error("unhandled error", exc_info=exc)
+                rid = scope.get("state", {}).get("request_id", "")
+                exc = TenantLMError(f"The server had an error while processing your request (request id {rid}).")
             await self._send_error(scope, send, exc)
-            return
-        except Exception as exc:  # the same last resort as api/errors.py's handler
-            log.error("unhandled error", exc_info=exc)
-            rid = scope.get("state", {}).get("request_id", "")
-            await self._send_error(scope, send, TenantLMError(
-                f"The server had an error while processing your request (request id {rid})."))
             return
         if stream_body is not None:  # outside the try: FastAPI answers its own errors for streams
             await self.app(scope, _replay(stream_body, receive), send)
 
-    async def _chat(self, scope: Scope, receive: Receive, send: Send) -> bytes | None:
+    async def _chat(self, scope: Scope, receive: Receive, send: Send, answered: list[bool]) -> bytes | None:
         """Serves a non-streaming request; for a stream, returns its body for the FastAPI route instead, with the
         principal and the parsed body in the scope (``deps.PREPARED``) so the route does not do that work again."""
         raw = await _read_body(receive)
@@ -94,8 +97,11 @@ class ChatFastPath:
         if body.get("stream"):
             scope[PREPARED] = Prepared(who=who, body=body)
             return raw
-        reply = await svc.inference.chat(ctx=ctx, body=body, end_user_header=user)
-        await _send_json(send, 200, reply.body, reply.headers)
+        async def respond(reply: Reply) -> None:  # called once the usage is on disk, before the settlement
+            answered[0] = True
+            await _send_json(send, 200, reply.body, reply.headers)
+
+        await svc.inference.chat(ctx=ctx, body=body, end_user_header=user, respond=respond)
         return None
 
     async def _send_error(self, scope: Scope, send: Send, exc: TenantLMError) -> None:
