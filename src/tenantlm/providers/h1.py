@@ -301,6 +301,7 @@ class H1Pool:
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        self._starts: dict[tuple[str, str], bytes] = {}
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -346,15 +347,19 @@ class H1Pool:
         raise httpx.RemoteProtocolError("upstream closed the connection without a response")
 
     def _head(self, method: str, path: str, body: bytes, headers: Iterable[tuple[str, str]]) -> bytes:
-        target = self.prefix + path
-        if not target.startswith("/") or any(c in target for c in " \r\n"):
-            raise ValueError(f"bad request path: {target!r}")
+        start = self._starts.get((method, path))
+        if start is None:  # the request line and the fixed headers, checked and encoded once per method and path
+            target = self.prefix + path
+            if not target.startswith("/") or any(c in target for c in " \r\n"):
+                raise ValueError(f"bad request path: {target!r}")
+            start = f"{method} {target} HTTP/1.1\r\n".encode("latin-1") + self._static_headers
+            if len(self._starts) < 64:
+                self._starts[(method, path)] = start
         extra = ""
         for name, value in headers:
             _check_header(name, value)
             extra += f"{name}: {value}\r\n"
-        return (f"{method} {target} HTTP/1.1\r\n".encode("latin-1") + self._static_headers + extra.encode("latin-1")
-                + f"content-length: {len(body)}\r\n\r\n".encode("latin-1"))
+        return start + extra.encode("latin-1") + b"content-length: %d\r\n\r\n" % len(body)
 
     async def _wait(self, fut: asyncio.Future[None], conn: _Connection | None) -> None:
         """Wait for ``fut``; a read timeout fires when the connection has been silent for ``read_timeout_s``."""

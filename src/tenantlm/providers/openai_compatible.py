@@ -82,9 +82,16 @@ class _Call:
     payload: bytes
     model: str
     hook: AttemptHook | None
-    prompt_estimate: int = 0
+    prompt_estimate: int | None = None  # None: made from ``request`` when first needed
     number: int = 0
     started: float = 0.0
+    request: JSON | None = None
+
+    def estimate(self) -> int:
+        """The prompt's token estimate, for when the upstream reports no usage (most do: then it is never made)."""
+        if self.prompt_estimate is None:
+            self.prompt_estimate = estimate_prompt_tokens(self.request) if self.request is not None else 0
+        return self.prompt_estimate
 
 
 def parse_usage(value: Any) -> Usage | None:
@@ -234,7 +241,7 @@ class OpenAICompatibleProvider:
         payload = {k: v for k, v in request.items() if k != "stream_options"}
         payload["stream"] = False
         call = _Call("/chat/completions", orjson.dumps(payload), str(request.get("model", "")), on_attempt,
-                     estimate_prompt_tokens(request))
+                     request=request)
         return await self._json_call(call, _completion_from)
 
     async def embed(
@@ -253,7 +260,7 @@ class OpenAICompatibleProvider:
         call = _Call("/chat/completions", orjson.dumps(payload), str(request.get("model", "")), on_attempt,
                      estimate_prompt_tokens(request))
         response = await self._send(call, stream=True)
-        relay = _StreamRelay(include_usage(request), call.prompt_estimate)
+        relay = _StreamRelay(include_usage(request), call.estimate())
         outcome: AttemptOutcome = "cancelled"
         try:
             async for chunk in relay.relay(response.aiter_lines()):
@@ -278,7 +285,7 @@ class OpenAICompatibleProvider:
         except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as exc:
             self._report(call, "error", response.status_code, None, error_code="upstream_error")
             raise UpstreamError(f"upstream {self.name!r} sent a malformed response") from exc
-        self._report(call, "ok", response.status_code, usage or Usage(call.prompt_estimate),
+        self._report(call, "ok", response.status_code, usage or Usage(call.estimate()),
                      estimated=usage is None)
         return result
 
@@ -291,7 +298,7 @@ class OpenAICompatibleProvider:
             try:
                 return await self._attempt(call, stream)
             except asyncio.CancelledError:  # the caller left while the upstream may already be working
-                self._report(call, "cancelled", None, Usage(call.prompt_estimate), estimated=True)
+                self._report(call, "cancelled", None, Usage(call.estimate()), estimated=True)
                 raise
             except _AttemptFailed as failed:
                 self._report(call, "error", failed.status, None, error_code=failed.error.code)

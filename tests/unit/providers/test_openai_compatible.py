@@ -282,6 +282,21 @@ async def test_malformed_upstream_json_is_an_upstream_error(make_provider: Any) 
         await provider.aclose()
 
 
+async def test_an_answer_without_usage_is_metered_from_the_prompt_estimate(attempts: Any) -> None:
+    body = {"id": "x", "object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant",
+            "content": "hi"}, "finish_reason": "stop"}]}  # no "usage": some upstreams leave it out
+    transport = httpx.MockTransport(lambda _: httpx.Response(200, json=body))
+    provider = OpenAICompatibleProvider(
+        ProviderConfig(name="up", type="openai_compatible", base_url="http://upstream.invalid/v1"),
+        transport=transport)
+    try:
+        await provider.chat(request("sixteen chars ab"), on_attempt=attempts)  # 16 characters: 4 tokens
+    finally:
+        await provider.aclose()
+    assert attempts.outcomes == ["ok"] and attempts[0].usage_estimated
+    assert attempts[0].usage.prompt_tokens == 4 and attempts[0].usage.completion_tokens == 0
+
+
 def test_backoff_grows_with_jitter_and_respects_hints() -> None:
     import random
 
