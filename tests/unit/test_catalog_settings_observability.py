@@ -7,10 +7,11 @@ import logging
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from tenantlm.errors import InvalidRequest, ModelNotFound
 from tenantlm.observability.logging import JsonFormatter, redact, request_id_var, tenant_id_var
-from tenantlm.observability.metrics import Metrics, TenantLabels
+from tenantlm.observability.metrics import LATENCY_BUCKETS, Metrics, TenantLabels
 from tenantlm.settings import ModelConfig, load_settings
 from tenantlm.tenancy.catalog import ModelCatalog
 from tenantlm.tenancy.end_users import pick_end_user
@@ -111,3 +112,40 @@ def test_model_headroom_must_leave_a_slot_for_the_queue() -> None:
     assert ModelConfig(name="m", provider="p").headroom is None  # the scheduler's default, per replica
     with pytest.raises(ValueError, match=r"headroom \(8\) must be less than max_in_flight \(8\)"):
         ModelConfig(name="m", provider="p", max_in_flight=8, headroom=8)
+
+
+def test_request_tally_exposes_what_prometheus_clients_own_metrics_would() -> None:
+    """The request path's plain-number tally renders the same samples as prometheus_client's Counter and Histogram
+    fed the same observations (bucket edges included), apart from the histograms' ``_created`` line."""
+    metrics = Metrics()
+    ref = CollectorRegistry()
+    requests = Counter("tenantlm_requests", "HTTP requests served", ["route", "method", "status", "tenant"],
+                       registry=ref)
+    latency = Histogram("tenantlm_request_duration_seconds", "Time to the end of the response", ["route", "tenant"],
+                        buckets=LATENCY_BUCKETS, registry=ref)
+    tokens = Counter("tenantlm_tokens", "Tokens processed", ["tenant", "model", "kind"], registry=ref)
+    chat = "/v1/chat/completions"
+    seen = [(chat, "POST", 200, "ten_a", 0.0004), (chat, "POST", 200, "ten_a", 0.001),
+            (chat, "POST", 429, "ten_b", 0.0025000001), ("/v1/embeddings", "POST", 200, None, 75.0),
+            (chat, "POST", 200, "ten_a", 60.0), ("/metrics", "GET", 200, None, 0.0)]
+    for route, method, status, tenant, seconds in seen:
+        metrics.observe_request(route=route, method=method, status=status, tenant_id=tenant, seconds=seconds)
+        label = metrics.tenant_label(tenant)
+        requests.labels(route, method, str(status), label).inc()
+        latency.labels(route, label).observe(seconds)
+    for tenant, prompt, completion in [("ten_a", 5, 7), ("ten_a", 0, 3), ("ten_b", 11, 0)]:
+        metrics.observe_tokens(tenant_id=tenant, model="m", prompt=prompt, completion=completion)
+        if prompt:
+            tokens.labels(tenant, "m", "prompt").inc(prompt)
+        if completion:
+            tokens.labels(tenant, "m", "completion").inc(completion)
+
+    def samples(text: bytes) -> set[str]:
+        return {line for line in text.decode().splitlines()
+                if line.startswith(("tenantlm_requests", "tenantlm_request_duration", "tenantlm_tokens"))
+                and "_created" not in line}
+
+    ours, theirs = metrics.render(), generate_latest(ref)
+    assert samples(ours) == samples(theirs) and len(samples(ours)) > 40
+    assert b'tenantlm_requests_created{method="POST",route="/v1/chat/completions",status="200",tenant="ten_a"}' in ours
+    assert b'tenantlm_tokens_created{kind="prompt",model="m",tenant="ten_a"}' in ours

@@ -6,9 +6,15 @@ a hundred thousand tenants cannot blow up the time-series count. Each app builds
 
 from __future__ import annotations
 
+import bisect
+import time
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 OTHER = "other"
 NONE = "none"
@@ -30,19 +36,77 @@ class TenantLabels:
         return OTHER
 
 
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class RequestTally(Collector):
+    """The three metrics every request touches (requests, latency, tokens), kept as plain numbers and turned into
+    Prometheus samples only when scraped.
+
+    prometheus_client's Counter and Histogram take a lock and make several calls per increment; on the request path
+    that cost as much as some of the gateway's own steps (callgrind: ~3.5 % of a request's instructions). These are
+    updated on the event loop's thread only, and read there too (``/metrics`` is served on the loop), so they need
+    no lock. The exposition is the same: ``tenantlm_requests_total``, ``tenantlm_request_duration_seconds_bucket``/
+    ``_sum``/``_count``, ``tenantlm_tokens_total``, with ``_created`` for the counters."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str, str, str], int] = {}  # (route, method, status, tenant)
+        self.latency: dict[tuple[str, str], list[float]] = {}  # (route, tenant) -> per-bucket counts + [sum]
+        self.tokens: dict[tuple[str, str, str], int] = {}  # (tenant, model, kind)
+        self.created: dict[tuple[str, ...], float] = {}
+
+    def count_request(self, key: tuple[str, str, str, str], seconds: float) -> None:
+        requests = self.requests
+        if key in requests:
+            requests[key] += 1
+        else:
+            requests[key] = 1
+            self.created[key] = time.time()
+        where = (key[0], key[3])  # (route, tenant)
+        slot = self.latency.get(where)
+        if slot is None:
+            slot = self.latency[where] = [0.0] * (len(LATENCY_BUCKETS) + 2)
+        slot[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1  # the first bucket whose bound is >= seconds
+        slot[-1] += seconds
+
+    def count_tokens(self, key: tuple[str, str, str], n: int) -> None:
+        tokens = self.tokens
+        if key in tokens:
+            tokens[key] += n
+        else:
+            tokens[key] = n
+            self.created[key] = time.time()
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily("tenantlm_requests", "HTTP requests served",
+                                       labels=["route", "method", "status", "tenant"])
+        for rkey, n in list(self.requests.items()):
+            requests.add_metric(rkey, n, created=self.created.get(rkey))
+        yield requests
+        latency = HistogramMetricFamily("tenantlm_request_duration_seconds", "Time to the end of the response",
+                                        labels=["route", "tenant"])
+        bounds = [floatToGoString(b) for b in LATENCY_BUCKETS] + ["+Inf"]  # type: ignore[no-untyped-call]
+        for lkey, slot in list(self.latency.items()):
+            counts: list[tuple[str, float]] = []
+            running = 0.0
+            for bound, seen in zip(bounds, slot[:-1], strict=True):
+                running += seen
+                counts.append((bound, running))
+            latency.add_metric(lkey, counts, sum_value=slot[-1])
+        yield latency
+        tokens = CounterMetricFamily("tenantlm_tokens", "Tokens processed", labels=["tenant", "model", "kind"])
+        for tkey, used in list(self.tokens.items()):
+            tokens.add_metric(tkey, used, created=self.created.get(tkey))
+        yield tokens
+
+
 class Metrics:
     def __init__(self, *, max_tenants: int = 100) -> None:
         self.registry = CollectorRegistry()
         self.tenant_label = TenantLabels(max_tenants)
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
-        self.requests = Counter("tenantlm_requests", "HTTP requests served", ["route", "method", "status", "tenant"],
-                                registry=self.registry)
-        self.latency = Histogram(
-            "tenantlm_request_duration_seconds", "Time to the end of the response", ["route", "tenant"],
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
-            registry=self.registry)
-        self.tokens = Counter("tenantlm_tokens", "Tokens processed", ["tenant", "model", "kind"],
-                              registry=self.registry)
+        self.tally = RequestTally()
+        self.registry.register(self.tally)
         self.errors = Counter("tenantlm_errors", "Error responses by OpenAI error type", ["tenant", "type"],
                               registry=self.registry)
         self.queue_depth = Gauge("tenantlm_scheduler_queue_depth", "Requests waiting for a model slot",
@@ -66,16 +130,14 @@ class Metrics:
         return child
 
     def observe_request(self, *, route: str, method: str, status: int, tenant_id: str | None, seconds: float) -> None:
-        tenant = self.tenant_label(tenant_id)
-        self.child(self.requests, (route, method, str(status), tenant)).inc()
-        self.child(self.latency, (route, tenant)).observe(seconds)
+        self.tally.count_request((route, method, str(status), self.tenant_label(tenant_id)), seconds)
 
     def observe_tokens(self, *, tenant_id: str, model: str, prompt: int, completion: int) -> None:
         tenant = self.tenant_label(tenant_id)
         if prompt:
-            self.child(self.tokens, (tenant, model, "prompt")).inc(prompt)
+            self.tally.count_tokens((tenant, model, "prompt"), prompt)
         if completion:
-            self.child(self.tokens, (tenant, model, "completion")).inc(completion)
+            self.tally.count_tokens((tenant, model, "completion"), completion)
 
     def observe_error(self, *, tenant_id: str | None, type_: str) -> None:
         self.child(self.errors, (self.tenant_label(tenant_id), type_)).inc()
