@@ -21,6 +21,7 @@ from tenantlm.admission.models import (
     AdmissionRequest,
     Decision,
     Level,
+    Limits,
     SettleResult,
     Subject,
     Ticket,
@@ -32,7 +33,6 @@ from tenantlm.admission.rules import (
     Usage,
     check_period,
     decide,
-    headroom,
     limits_fail,
     period_end,
     periods,
@@ -99,7 +99,7 @@ class _Window:
                 newest_token = second
         u.requests, u.tokens = requests, tokens
         u.newest_request_s, u.newest_token_s = newest_request, newest_token
-        u.in_flight = self.in_flight(now)
+        u.in_flight = self.in_flight(now) if self.slots else 0
 
     def in_flight(self, now: float) -> int:
         return sum(expiry > now for expiry in self.slots.values())
@@ -119,9 +119,15 @@ class _Window:
                 self.last = second
         return bucket
 
-    def add_request(self, second: int) -> None:
-        self._bucket(second)[0] += 1
+    def add_request(self, second: int, tokens: int) -> None:
+        """Counts one request and its ``tokens`` in the bucket of ``second``."""
+        bucket = self._bucket(second)
+        bucket[0] += 1
         self.requests += 1
+        bucket[1] += tokens
+        self.tokens += tokens
+        if tokens > 0:
+            bucket[2] = 1
 
     def add_tokens(self, second: int, tokens: int) -> None:
         bucket = self._bucket(second)
@@ -177,9 +183,10 @@ class MemoryLimitStore:
         usages = [self._usage(req.tenant_id, sub, now, ticket.day, ticket.month) for sub in req.subjects]
         if record is not None:  # a retried admission: already counted, count nothing again
             return decide(req, now=now, usages=usages, failures=(), ticket=ticket, consumed=False)
-        failures = self._failures(req, usages, now)
+        micro = to_micro(req.cost_usd)
+        failures = self._failures(req, usages, now, micro)
         if not failures:
-            self._consume(req, ticket, now)
+            self._consume(req, ticket, now, micro)
         return decide(req, now=now, usages=usages, failures=failures, ticket=ticket, consumed=not failures)
 
     @staticmethod
@@ -189,19 +196,23 @@ class MemoryLimitStore:
 
     def _usage(self, tenant_id: str, sub: Subject, now: float, day: str, month: str) -> Usage:
         u = Usage()
-        window = self._windows.get((tenant_id, sub.level, sub.id))
+        level, sid = sub.level, sub.id
+        window = self._windows.get((tenant_id, level, sid))
         if window is not None:
             window.prune(now=now, horizon_s=self._horizon)
             window.fill(now, u)
-        u.day_tokens = self._budget(tenant_id, sub, day)[0]
-        u.month_tokens, u.month_micro = self._budget(tenant_id, sub, month)
+        counters = self._budgets.get((tenant_id, level, sid, day))
+        if counters is not None:
+            u.day_tokens = counters[0]
+        counters = self._budgets.get((tenant_id, level, sid, month))
+        if counters is not None:
+            u.month_tokens, u.month_micro = counters
         return u
 
     def _budget(self, tenant_id: str, sub: Subject, period: str) -> list[int]:
         return self._budgets.get((tenant_id, sub.level, sub.id, period), [0, 0])
 
-    def _failures(self, req: AdmissionRequest, usages: list[Usage], now: float) -> list[Failure]:
-        micro = to_micro(req.cost_usd)
+    def _failures(self, req: AdmissionRequest, usages: list[Usage], now: float, micro: int) -> list[Failure]:
         out: list[Failure] = []
         for i, (sub, u) in enumerate(zip(req.subjects, usages, strict=True)):
             for dim in limits_fail(sub, u, tokens=req.tokens, micro=micro):
@@ -215,21 +226,26 @@ class MemoryLimitStore:
                 out.append(Failure(i, dim, retry_at))
         return out
 
-    def _consume(self, req: AdmissionRequest, ticket: Ticket, now: float) -> None:
-        micro = to_micro(req.cost_usd)
+    def _consume(self, req: AdmissionRequest, ticket: Ticket, now: float, micro: int) -> None:
+        tenant_id, tokens = req.tenant_id, req.tokens
+        windows, budgets = self._windows, self._budgets
         for sub in req.subjects:
-            key = (req.tenant_id, sub.level, sub.id)
-            if sub.limits.windowed or sub.limits.max_concurrency is not None:
-                window = self._windows.setdefault(key, _Window())
-                if sub.limits.windowed:
-                    window.add_request(ticket.bucket_s)
-                    window.add_tokens(ticket.bucket_s, req.tokens)
-                if sub.limits.max_concurrency is not None:
+            lim, level, sid = sub.limits, sub.level, sub.id
+            if lim.windowed or lim.max_concurrency is not None:
+                window = windows.get((tenant_id, level, sid))
+                if window is None:
+                    window = windows[(tenant_id, level, sid)] = _Window()
+                if lim.windowed:
+                    window.add_request(ticket.bucket_s, tokens)
+                if lim.max_concurrency is not None:
                     window.slots[req.request_id] = now + req.lease_s
             for period in (ticket.day, ticket.month):
-                counters = self._budgets.setdefault((*key, period), [0, 0])
-                counters[0] += req.tokens
-                counters[1] += micro
+                counters = budgets.get((tenant_id, level, sid, period))
+                if counters is None:
+                    budgets[(tenant_id, level, sid, period)] = [tokens, micro]
+                else:
+                    counters[0] += tokens
+                    counters[1] += micro
         self._records[(req.tenant_id, req.request_id)] = _Record(
             reserved=req.tokens, reserved_micro=micro, charged=req.tokens, charged_micro=micro,
             in_bucket=req.tokens, expires=now + req.lease_s + self._record_ttl, ticket=ticket)  # fmt: skip
@@ -256,12 +272,17 @@ class MemoryLimitStore:
         delta, delta_micro = target - rec.charged, target_micro - rec.charged_micro
         refund = min(-delta, rec.in_bucket) if delta < 0 else 0
         rec.in_bucket -= refund
-        for sub in ticket.subjects:
-            self._apply(ticket, sub, delta, delta_micro, refund, mode, now)
+        # every level's [day, month] counters, as _apply left them, for the headroom that follows
+        counters = [self._apply(ticket, sub, delta, delta_micro, refund, mode, now) for sub in ticket.subjects]
         rec.charged, rec.charged_micro = target, target_micro
         rec.done = mode != _PARTIAL
         rec.expires = now + ticket.lease_s + self._record_ttl
-        return self._headroom(ticket, target - rec.actual, target_micro - rec.actual_micro, duplicate=False)
+        extra, extra_micro = target - rec.actual, target_micro - rec.actual_micro
+        tok: list[int] = []
+        usd: list[int] = []
+        for sub, (day, month) in zip(ticket.subjects, counters, strict=True):
+            _add_headroom(sub.limits, day, month, extra, extra_micro, tok, usd)
+        return settled(tok, usd, duplicate=False)
 
     def _assumed_record(self, ticket: Ticket) -> _Record:
         """A ticket whose record is gone (expired, or another store instance): assume its reservation stands."""
@@ -272,35 +293,44 @@ class MemoryLimitStore:
         return rec
 
     def _apply(self, ticket: Ticket, sub: Subject, delta: int, delta_micro: int, refund: int, mode: int,
-               now: float) -> None:  # fmt: skip
-        key = (ticket.tenant_id, sub.level, sub.id)
-        if delta > 0 and sub.limits.windowed:
-            self._windows.setdefault(key, _Window()).add_tokens(math.floor(now), delta)
-        window = self._windows.get(key)
-        if refund and window is not None and sub.limits.windowed:
-            window.refund(ticket.bucket_s, refund)
-        expiry = window.slots.get(ticket.request_id) if window is not None else None
-        if window is not None and expiry is not None:
-            if mode != _PARTIAL:
-                del window.slots[ticket.request_id]
-            elif expiry > now:  # a lease renews while live; an expired one stays expired
-                window.slots[ticket.request_id] = now + ticket.lease_s
+               now: float) -> tuple[list[int], list[int]]:  # fmt: skip
+        """Applies a settle to one level; returns its day and month counters."""
+        tenant_id, level, sid = ticket.tenant_id, sub.level, sub.id
+        window = self._windows.get((tenant_id, level, sid))
+        if sub.limits.windowed:
+            if delta > 0:
+                if window is None:
+                    window = self._windows[(tenant_id, level, sid)] = _Window()
+                window.add_tokens(math.floor(now), delta)
+            elif refund and window is not None:
+                window.refund(ticket.bucket_s, refund)
+        if window is not None and window.slots:
+            expiry = window.slots.get(ticket.request_id)
+            if expiry is not None:
+                if mode != _PARTIAL:
+                    del window.slots[ticket.request_id]
+                elif expiry > now:  # a lease renews while live; an expired one stays expired
+                    window.slots[ticket.request_id] = now + ticket.lease_s
+        budgets = self._budgets
+        out = []
         for period in (ticket.day, ticket.month):
-            counters = self._budgets.setdefault((*key, period), [0, 0])
-            counters[0] = max(0, counters[0] + delta)
-            counters[1] = max(0, counters[1] + delta_micro)
+            counters = budgets.get((tenant_id, level, sid, period))
+            if counters is None:
+                counters = budgets[(tenant_id, level, sid, period)] = [0, 0]
+            # max(0, ...) as a conditional: the same value, without a builtin call
+            tokens, micro = counters[0] + delta, counters[1] + delta_micro
+            counters[0] = tokens if tokens > 0 else 0
+            counters[1] = micro if micro > 0 else 0
+            out.append(counters)
+        return out[0], out[1]
 
     def _headroom(self, ticket: Ticket, extra: int, extra_micro: int, *, duplicate: bool) -> SettleResult:
         tok: list[int] = []
         usd: list[int] = []
         for sub in ticket.subjects:
-            lim = sub.limits
             day = self._budget(ticket.tenant_id, sub, ticket.day)
             month = self._budget(ticket.tenant_id, sub, ticket.month)
-            cost_limit = None if lim.monthly_cost_budget_usd is None else to_micro(lim.monthly_cost_budget_usd)
-            tok += [h for h in (headroom(lim.daily_token_budget, day[0], extra),
-                                headroom(lim.monthly_token_budget, month[0], extra)) if h is not None]  # fmt: skip
-            usd += [h for h in (headroom(cost_limit, month[1], extra_micro),) if h is not None]
+            _add_headroom(sub.limits, day, month, extra, extra_micro, tok, usd)
         return settled(tok, usd, duplicate=duplicate)
 
     # ------------------------------------------------------------------------------------------------ seeding, reads
@@ -328,3 +358,15 @@ class MemoryLimitStore:
         for rkey in [k for k, r in self._records.items() if r.expires < now]:
             del self._records[rkey]
 
+
+
+def _add_headroom(lim: Limits, day: list[int], month: list[int], extra: int, extra_micro: int, tok: list[int],
+                  usd: list[int]) -> None:  # fmt: skip
+    """Appends one level's headroom (rules.headroom) under each of its token budgets to ``tok``, under its cost
+    budget to ``usd``."""
+    if lim.daily_token_budget is not None:
+        tok.append(lim.daily_token_budget - day[0] + extra)
+    if lim.monthly_token_budget is not None:
+        tok.append(lim.monthly_token_budget - month[0] + extra)
+    if lim.cost_micro is not None:
+        usd.append(lim.cost_micro - month[1] + extra_micro)

@@ -8,7 +8,7 @@ been altered on the way, and nobody confuses ``tokens`` with ``cost_usd`` by pos
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from tenantlm.errors import RateLimited, ServiceUnavailable
@@ -36,6 +36,10 @@ class Limits:
     daily_token_budget: int | None = None  # tokens per UTC day
     monthly_token_budget: int | None = None  # tokens per UTC calendar month
     monthly_cost_budget_usd: float | None = None
+    # Derived in __post_init__, once rather than on every request (a level's Limits object is reused while its
+    # limits stand). windowed: this level has a rolling-window limit (rpm or tpm), so its per-second buckets are kept
+    windowed: bool = field(init=False, repr=False, compare=False)
+    cost_micro: int | None = field(init=False, repr=False, compare=False)  # the cost budget in micro-dollars
 
     def __post_init__(self) -> None:
         for name in ("rpm", "tpm", "max_concurrency", "daily_token_budget", "monthly_token_budget"):
@@ -45,11 +49,8 @@ class Limits:
         cost = self.monthly_cost_budget_usd
         if cost is not None and not (math.isfinite(cost) and cost >= 0):
             raise ValueError(f"monthly_cost_budget_usd must be a finite number >= 0 or None, got {cost!r}")
-
-    @property
-    def windowed(self) -> bool:
-        """True when this level has a rolling-window limit (rpm or tpm), so its per-second buckets are kept."""
-        return self.rpm is not None or self.tpm is not None
+        object.__setattr__(self, "windowed", self.rpm is not None or self.tpm is not None)
+        object.__setattr__(self, "cost_micro", None if cost is None else to_micro(cost))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -120,22 +120,19 @@ def window_retry_at(buckets: Mapping[int, int], *, used: int, need: int, limit: 
 def limits_fail(sub: Subject, u: Usage, *, tokens: int, micro: int) -> list[Dimension]:
     """The dimensions of one subject that the request would overflow (window retry times are the store's part)."""
     lim, out = sub.limits, list[Dimension]()
-    checks: tuple[tuple[Dimension, int | None, int, int], ...] = (
-        ("rpm", lim.rpm, u.requests, 1),
-        ("tpm", lim.tpm, u.tokens, tokens),
-        ("max_concurrency", lim.max_concurrency, u.in_flight, 1),
-        ("daily_token_budget", lim.daily_token_budget, u.day_tokens, tokens),
-        ("monthly_token_budget", lim.monthly_token_budget, u.month_tokens, tokens),
-        ("monthly_cost_budget_usd", _micro_or_none(lim.monthly_cost_budget_usd), u.month_micro, micro),
-    )
-    for dim, limit, used, need in checks:
-        if limit is not None and used + need > limit:
-            out.append(dim)
+    if lim.rpm is not None and u.requests + 1 > lim.rpm:
+        out.append("rpm")
+    if lim.tpm is not None and u.tokens + tokens > lim.tpm:
+        out.append("tpm")
+    if lim.max_concurrency is not None and u.in_flight + 1 > lim.max_concurrency:
+        out.append("max_concurrency")
+    if lim.daily_token_budget is not None and u.day_tokens + tokens > lim.daily_token_budget:
+        out.append("daily_token_budget")
+    if lim.monthly_token_budget is not None and u.month_tokens + tokens > lim.monthly_token_budget:
+        out.append("monthly_token_budget")
+    if lim.cost_micro is not None and u.month_micro + micro > lim.cost_micro:
+        out.append("monthly_cost_budget_usd")
     return out
-
-
-def _micro_or_none(usd: float | None) -> int | None:
-    return None if usd is None else to_micro(usd)
 
 
 def decide(req: AdmissionRequest, *, now: float, usages: Sequence[Usage], failures: Sequence[Failure],
