@@ -80,9 +80,12 @@ class AdmissionRequest:
             raise ValueError("tokens and cost_usd must be >= 0")
         if not (math.isfinite(self.lease_s) and self.lease_s > 0):
             raise ValueError("lease_s must be > 0")
-        names = [(s.level, s.id) for s in self.subjects]
-        if len(set(names)) != len(names):
-            raise ValueError("a subject appears twice: it would be charged twice")
+        seen: set[tuple[str, str]] = set()  # a loop: a comprehension would be a call
+        for sub in self.subjects:
+            name = (sub.level, sub.id)
+            if name in seen:
+                raise ValueError("a subject appears twice: it would be charged twice")
+            seen.add(name)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -135,11 +138,18 @@ class Decision:
     def headers(self) -> dict[str, str]:
         """OpenAI's ``x-ratelimit-*`` headers; the requests or tokens trio is omitted when no level limits it."""
         out: dict[str, str] = {}
-        for name, status in (("requests", self.requests), ("tokens", self.tokens)):
-            if status is not None:
-                out[f"x-ratelimit-limit-{name}"] = str(status.limit)
-                out[f"x-ratelimit-remaining-{name}"] = str(status.remaining)
-                out[f"x-ratelimit-reset-{name}"] = format_duration(status.reset_s)
+        requests, tokens = self.requests, self.tokens
+        if requests is not None:
+            out["x-ratelimit-limit-requests"] = str(requests.limit)
+            out["x-ratelimit-remaining-requests"] = str(requests.remaining)
+            out["x-ratelimit-reset-requests"] = format_duration(requests.reset_s)
+        if tokens is not None:
+            out["x-ratelimit-limit-tokens"] = str(tokens.limit)
+            out["x-ratelimit-remaining-tokens"] = str(tokens.remaining)
+            # both windows usually reset together (this request's bucket is the newest of both): format once
+            same = requests is not None and requests.reset_s == tokens.reset_s
+            out["x-ratelimit-reset-tokens"] = out["x-ratelimit-reset-requests"] if same else \
+                format_duration(tokens.reset_s)  # fmt: skip
         return out
 
     def error(self) -> RateLimited:
@@ -183,14 +193,15 @@ class AdmissionUnavailable(ServiceUnavailable):
 
 def format_duration(seconds: float) -> str:
     """A duration the way OpenAI's reset headers write it (Go's style): "20ms", "1s", "1.5s", "6m0s", "1h2m3s"."""
-    ms = max(0, round(seconds * 1000))
+    ms = round(seconds * 1000)
     if ms < 1000:
-        return f"{ms}ms"
-    hours, rest = divmod(ms, 3_600_000)
-    minutes, rest = divmod(rest, 60_000)
-    secs = f"{rest // 1000}" if rest % 1000 == 0 else f"{rest / 1000:.3f}".rstrip("0")
-    if hours:
-        return f"{hours}h{minutes}m{secs}s"
-    if minutes:
-        return f"{minutes}m{secs}s"
-    return f"{secs}s"
+        return f"{ms}ms" if ms > 0 else "0ms"
+    secs, frac = divmod(ms, 1000)
+    # "1.5s", "1.25s", "1.125s": the milliseconds without trailing zeros (or no fraction at all)
+    text = f"{secs % 60}.{frac:03d}".rstrip("0") if frac else str(secs % 60)
+    if secs < 60:
+        return f"{text}s"
+    minutes = secs // 60
+    if minutes < 60:
+        return f"{minutes}m{text}s"
+    return f"{minutes // 60}h{minutes % 60}m{text}s"

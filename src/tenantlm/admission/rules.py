@@ -180,28 +180,40 @@ def _retry_after(req: AdmissionRequest, f: Failure, ticket: Ticket, now: float) 
 
 def rate_statuses(req: AdmissionRequest, usages: Sequence[Usage], *, now: float,
                   consumed: bool) -> tuple[RateStatus | None, RateStatus | None]:  # fmt: skip
-    """The requests and tokens windows of the most constrained level (least remaining, then smallest limit)."""
+    """The requests and tokens windows of the most constrained level (least remaining, then smallest limit; the
+    first such level on a tie)."""
     second = math.floor(now)
-    req_rows: list[RateStatus] = []
-    tok_rows: list[RateStatus] = []
+    need_requests, need_tokens = (1, req.tokens) if consumed else (0, 0)
+    # the tightest row so far of each window: (remaining, limit, newest bucket); a RateStatus is built for the
+    # chosen ones only
+    req_row: tuple[int, int, int | None] | None = None
+    tok_row: tuple[int, int, int | None] | None = None
     for sub, u in zip(req.subjects, usages, strict=True):
-        if sub.limits.rpm is not None:
-            req_rows.append(_status(sub.limits.rpm, u.requests, u.newest_request_s, 1 if consumed else 0, second, now))
-        if sub.limits.tpm is not None:
-            need = req.tokens if consumed else 0
-            tok_rows.append(_status(sub.limits.tpm, u.tokens, u.newest_token_s, need, second, now))
-    return _tightest(req_rows), _tightest(tok_rows)
+        lim = sub.limits
+        if lim.rpm is not None:
+            row = _row(lim.rpm, u.requests, u.newest_request_s, need_requests, second)
+            if req_row is None or row[:2] < req_row[:2]:
+                req_row = row
+        if lim.tpm is not None:
+            row = _row(lim.tpm, u.tokens, u.newest_token_s, need_tokens, second)
+            if tok_row is None or row[:2] < tok_row[:2]:
+                tok_row = row
+    return _status(req_row, now), _status(tok_row, now)
 
 
-def _status(limit: int, used: int, newest: int | None, need: int, second: int, now: float) -> RateStatus:
-    if need > 0:
-        newest = second if newest is None else max(newest, second)
-    reset = 0.0 if newest is None else max(0.0, newest + BUCKET_LIFE_S - now)
-    return RateStatus(limit=limit, remaining=max(0, limit - used - need), reset_s=reset)
+def _row(limit: int, used: int, newest: int | None, need: int, second: int) -> tuple[int, int, int | None]:
+    if need > 0 and (newest is None or second > newest):
+        newest = second  # this request's bucket is now the newest
+    remaining = limit - used - need
+    return (remaining if remaining > 0 else 0), limit, newest
 
 
-def _tightest(rows: list[RateStatus]) -> RateStatus | None:
-    return min(rows, key=lambda r: (r.remaining, r.limit)) if rows else None
+def _status(row: tuple[int, int, int | None] | None, now: float) -> RateStatus | None:
+    if row is None:
+        return None
+    remaining, limit, newest = row
+    reset = 0.0 if newest is None else newest + BUCKET_LIFE_S - now
+    return RateStatus(limit=limit, remaining=remaining, reset_s=reset if reset > 0.0 else 0.0)
 
 
 def _message(req: AdmissionRequest, sub: Subject, dim: Dimension, u: Usage, retry_after: float | None) -> str:
@@ -253,9 +265,13 @@ def headroom(limit: int | None, used: int, extra: int) -> int | None:
 
 def settled(tok: list[int], usd: list[int], *, duplicate: bool) -> SettleResult:
     """A SettleResult from the headrooms of every token and cost budget of the ticket's levels."""
-    exhausted = any(h <= 0 for h in tok) or any(h <= 0 for h in usd)
-    return SettleResult(budget_exhausted=exhausted, remaining_tokens=max(0, min(tok)) if tok else None,
-                        remaining_cost_usd=max(0, min(usd)) / MICRO if usd else None, duplicate=duplicate)
+    least_tok = min(tok) if tok else None
+    least_usd = min(usd) if usd else None
+    exhausted = (least_tok is not None and least_tok <= 0) or (least_usd is not None and least_usd <= 0)
+    return SettleResult(budget_exhausted=exhausted,
+                        remaining_tokens=None if least_tok is None else max(0, least_tok),
+                        remaining_cost_usd=None if least_usd is None else max(0, least_usd) / MICRO,
+                        duplicate=duplicate)  # fmt: skip
 
 
 def usage_dict(u: Usage, *, day: str, month: str) -> dict[str, Any]:
