@@ -173,14 +173,14 @@ class MemoryLimitStore:
 
     # ------------------------------------------------------------------------------------------------ admission
     async def admit(self, req: AdmissionRequest, *, now: float) -> Decision:
-        return self._admit(req, now)  # synchronous on purpose: check and consume with no await in between
-
-    def _admit(self, req: AdmissionRequest, now: float) -> Decision:
+        # No await in here, on purpose: check and consume run in one step of the event loop, nothing in between.
         self._maybe_sweep(now)
         day, month = periods(now)
         record = self._records.get((req.tenant_id, req.request_id))
         ticket = record.ticket if record and record.ticket else self._ticket(req, now, day, month)
-        usages = [self._usage(req.tenant_id, sub, now, ticket.day, ticket.month) for sub in req.subjects]
+        usages = []
+        for sub in req.subjects:
+            usages.append(self._usage(req.tenant_id, sub, now, ticket.day, ticket.month))
         if record is not None:  # a retried admission: already counted, count nothing again
             return decide(req, now=now, usages=usages, failures=(), ticket=ticket, consumed=False)
         micro = to_micro(req.cost_usd)

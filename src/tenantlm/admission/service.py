@@ -90,7 +90,7 @@ class AdmissionService:
 
     async def admit_or_raise(self, req: AdmissionRequest) -> Decision:
         """The admitted Decision, or raises its 429 (``RateLimited`` / ``QuotaExceeded``) with the headers."""
-        decision = await self.admit(req)
+        decision = await self.store.admit(req, now=self._clock())  # as self.admit does, one coroutine less
         if not decision.admitted:
             raise decision.error()
         return decision
