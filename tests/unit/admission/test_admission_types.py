@@ -1,0 +1,54 @@
+"""The admission types keep their dataclass contract although their ``__init__`` stores through the slots
+directly: the same keyword-only signature and defaults, validation in ``__post_init__``, frozen instances."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+import pytest
+
+from tenantlm.admission import AdmissionRequest, Decision, Limits, RateStatus, SettleResult, Subject, Ticket
+
+TYPES = (Subject, AdmissionRequest, Ticket, RateStatus, Decision, SettleResult)
+
+
+@pytest.mark.parametrize("cls", TYPES)
+def test_the_signature_is_the_fields_keyword_only_with_their_defaults(cls: type) -> None:
+    params = list(inspect.signature(cls).parameters.values())
+    expected = [(f.name, inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default)
+                for f in dataclasses.fields(cls)]  # fmt: skip
+    assert [(p.name, p.default) for p in params] == expected
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params)
+
+
+def test_instances_hold_what_was_given_and_stay_frozen() -> None:
+    sub = Subject(level="key", id="k1", limits=Limits(rpm=3))
+    ticket = Ticket(tenant_id="t", request_id="r", subjects=(sub,), tokens=5, cost_usd=0.5, day="d:2026-11-23",
+                    month="m:2026-11", bucket_s=7, lease_s=30.0)  # fmt: skip
+    assert (ticket.subjects, ticket.bucket_s, ticket.degraded) == ((sub,), 7, False)
+    assert ticket == dataclasses.replace(ticket) and hash(ticket) == hash(dataclasses.replace(ticket))
+    decision = Decision(admitted=True, ticket=ticket)
+    assert (decision.message, decision.requests, decision.retry_after_s) == ("", None, None)
+    assert repr(RateStatus(limit=1, remaining=0, reset_s=2.5)) == "RateStatus(limit=1, remaining=0, reset_s=2.5)"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ticket.tokens = 6  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        del decision.ticket  # type: ignore[misc]
+
+
+def test_wrong_arguments_are_refused_as_before() -> None:
+    with pytest.raises(TypeError, match=r"RateStatus.__init__\(\) missing 1 required keyword-only argument"):
+        RateStatus(limit=1, remaining=0)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'colour'"):
+        SettleResult(budget_exhausted=False, colour=1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="positional"):
+        Subject("key", "k1", Limits())  # type: ignore[misc]
+
+
+def test_post_init_still_validates() -> None:
+    sub = Subject(level="key", id="k1", limits=Limits())
+    with pytest.raises(ValueError, match="appears twice"):
+        AdmissionRequest(tenant_id="t", request_id="r", subjects=(sub, sub), tokens=1, cost_usd=0.0)
+    with pytest.raises(ValueError, match="lease_s"):
+        AdmissionRequest(tenant_id="t", request_id="r", subjects=(sub,), tokens=1, cost_usd=0.0, lease_s=0.0)
