@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from tenantlm.api.deps import PREPARED, Prepared, json_body, principal, services
 from tenantlm.api.errors import validation_error
-from tenantlm.api.openai.protocol import ChatCompletionRequest, EmbeddingRequest
+from tenantlm.api.openai.protocol import ChatCompletionRequest, EmbeddingRequest, plainly_valid_chat
 from tenantlm.api.responses import EventStreamResponse, JSONResponse
 from tenantlm.errors import ModelNotFound
 from tenantlm.tenancy import access
@@ -23,6 +23,8 @@ SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 def validate(schema: type[ChatCompletionRequest] | type[EmbeddingRequest], body: dict[str, Any]) -> None:
+    if schema is ChatCompletionRequest and plainly_valid_chat(body):
+        return
     try:
         schema.model_validate(body)
     except ValidationError as exc:
