@@ -134,10 +134,23 @@ def _replay(raw: bytes, receive: Receive) -> Receive:
     return replay
 
 
+_NAMES: dict[str, bytes] = {}  # header names as sent: our own few (rate limits, usage id, retry-after), so bounded
+
+
+def _name(name: str) -> bytes:
+    raw = _NAMES.get(name)
+    if raw is None:
+        raw = name.lower().encode("latin-1")
+        if len(_NAMES) < 256:
+            _NAMES[name] = raw
+    return raw
+
+
 async def _send_json(send: Send, status: int, content: Any, headers: dict[str, str] | None) -> None:
     body = orjson.dumps(content)
-    raw_headers = [_JSON, (b"content-length", str(len(body)).encode("latin-1"))]
+    raw_headers = [_JSON, (b"content-length", b"%d" % len(body))]
     if headers:
-        raw_headers += [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in headers.items()]
+        for k, v in headers.items():
+            raw_headers.append((_NAMES.get(k) or _name(k), (v if type(v) is str else str(v)).encode("latin-1")))
     await send({"type": "http.response.start", "status": status, "headers": raw_headers})
     await send({"type": "http.response.body", "body": body})
