@@ -7,7 +7,6 @@ Every read command takes ``--json``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 from pathlib import Path
@@ -137,14 +136,9 @@ def serve(
         _fail(f"bad configuration: {exc}")
     configure_logging(level=settings.log_level, json=settings.log_json)
     # No "server: uvicorn" header: it tells a caller which software (and so which known flaws) to try, and costs a
-    # header line on every response. Responses go out in one write, head and body together (api/http_protocol.py).
-    http: Any = "auto"
-    with contextlib.suppress(ImportError):  # httptools comes with uvicorn[standard]; without it, uvicorn's default
-        from tenantlm.api.http_protocol import OneWriteHttpToolsProtocol
-
-        http = OneWriteHttpToolsProtocol
+    # header line on every response.
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None, access_log=False,
-                loop="auto", http=http, timeout_graceful_shutdown=10, server_header=False)
+                loop="auto", http="auto", timeout_graceful_shutdown=10, server_header=False)
 
 
 @app.command("fake-upstream")
