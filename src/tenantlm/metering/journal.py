@@ -51,7 +51,7 @@ PREALLOCATE_BYTES = 1024 * 1024  # a segment's space is reserved this much at a 
 
 
 def encode_line(payload: bytes) -> bytes:
-    return b"%08x %s\n" % (zlib.crc32(payload), payload)
+    return b"%08x %b\n" % (zlib.crc32(payload), payload)  # %b: bytes as they are, the same output as %s, cheaper
 
 
 def _check(line: bytes) -> bytes | None:
@@ -146,12 +146,14 @@ class _Active:
                     raise
             else:
                 self.reserved += grow
-        view = memoryview(data)
-        offset = self.size
-        while view:
-            written = os.pwrite(self.fd, view, offset)
-            view = view[written:]
-            offset += written
+        written = os.pwrite(self.fd, data, self.size)
+        if written < len(data):  # a short write (rare for a regular file): write the rest
+            view = memoryview(data)[written:]
+            offset = self.size + written
+            while view:
+                written = os.pwrite(self.fd, view, offset)
+                view = view[written:]
+                offset += written
         self.size = end
 
     def close(self) -> None:

@@ -75,7 +75,7 @@ class Ledger:
         """Journal ``event``: return once it is written (``sync="interval"``: survives the process being killed,
         fsynced within the interval) or written and fsynced (``"always"``). Await it before acknowledging.
         ``alone``: no other request is in flight (``Journal.append``)."""
-        await self.journal.append(orjson.dumps(event), alone=alone)
+        await self.journal.append(event.to_json(), alone=alone)
 
     async def recover(self) -> FlushResult:
         """Replay every journal segment a previous run left (idempotent: a segment replayed twice counts once)."""

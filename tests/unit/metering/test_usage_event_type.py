@@ -1,15 +1,19 @@
-"""UsageEvent keeps its dataclass contract although its ``__init__`` is written out, and ``Price.of`` (cached) gives
-the same prices, to the bit, as building a Price."""
+"""UsageEvent keeps its dataclass contract although its ``__init__`` and ``to_json`` are written out, ``Price.of``
+(cached) gives the same prices, to the bit, as building a Price, and a journal write that comes back short is
+finished."""
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
 import math
+import os
+from pathlib import Path
 
 import orjson
 import pytest
 
+from tenantlm.metering.journal import _Active
 from tenantlm.metering.models import UsageEvent
 from tenantlm.metering.pricing import Price
 
@@ -79,3 +83,27 @@ def test_price_of_follows_a_changed_catalog() -> None:
     model.input_price_per_1m = 4.0
     assert Price.of(model) == Price(4.0, 2.0)
     assert Price.of(_Model("n", 0.25, 2.0)) == Price(0.25, 2.0)
+
+
+@pytest.mark.parametrize("change", [
+    {}, {"key_id": None, "end_user": "ü-ser \"quoted\"", "ttft_ms": 12.345}, {"cost_usd": 0.1 + 0.2},
+    {"cost_usd": 0.0, "latency_ms": 1e-300, "created_at": 1.7e9}, {"prompt_tokens": 2**63, "http_status": 502},
+])  # fmt: skip
+def test_to_json_is_the_bytes_orjson_makes_of_the_dataclass(change: dict[str, object]) -> None:
+    event = UsageEvent(**{**FIELDS, **change})  # type: ignore[arg-type]
+    assert event.to_json() == orjson.dumps(event)
+
+
+def test_a_short_write_is_finished(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = os.pwrite
+
+    def three_bytes_at_a_time(fd: int, data: bytes | memoryview, offset: int) -> int:
+        return real(fd, bytes(data[:3]), offset)
+
+    monkeypatch.setattr(os, "pwrite", three_bytes_at_a_time)
+    fd = os.open(tmp_path / "seg", os.O_WRONLY | os.O_CREAT)
+    active = _Active(fd, tmp_path / "seg")
+    active.append(b"0123456789\n", 0)
+    active.append(b"abcde\n", 0)
+    active.close()
+    assert (tmp_path / "seg").read_bytes() == b"0123456789\nabcde\n" and active.size == 17
