@@ -32,7 +32,7 @@ from tenantlm.admission.service import AdmissionService, estimate_prompt_tokens,
 from tenantlm.errors import RateLimited
 from tenantlm.metering.ledger import Ledger
 from tenantlm.metering.models import UsageEvent, event_id
-from tenantlm.metering.pricing import Price
+from tenantlm.metering.pricing import cost_of
 from tenantlm.providers.base import Attempt
 from tenantlm.scheduling.registry import SchedulerRegistry
 from tenantlm.scheduling.scheduler import Grant
@@ -136,7 +136,7 @@ class Passage:
                             "budget or wait for the next period.")
 
     def _cost(self, prompt: int, completion: int) -> float:
-        return Price.of(self.model.config).cost(prompt_tokens=prompt, completion_tokens=completion)
+        return cost_of(self.model.config, prompt, completion)
 
     async def finish(self, *, status: str, respond: Callable[[], Awaitable[None]] | None = None
                      ) -> SettleResult | None:
@@ -199,7 +199,7 @@ class Passage:
                 cached_tokens=getattr(usage, "cached_tokens", 0) or 0, latency_ms=round(a.duration_s * 1000, 3),
                 ttft_ms=None if ttft is None else round(ttft, 3), status=state,
                 http_status=a.status or (200 if a.outcome == "ok" else 502),
-                cost_usd=Price.of(config).cost(prompt_tokens=prompt, completion_tokens=completion),
+                cost_usd=cost_of(config, prompt, completion),
                 created_at=now))
         return out
 
@@ -279,7 +279,7 @@ class Gate:
             subjects.append(Subject(level="end_user", id=f"{ctx.tenant_id}/{end_user}",
                                     limits=_limits(eff.end_user)))
         subjects.append(Subject(level="tenant", id=ctx.tenant_id, limits=_limits(tl)))
-        cost = Price.of(model.config).cost(prompt_tokens=prompt_tokens, completion_tokens=out_tokens)
+        cost = cost_of(model.config, prompt_tokens, out_tokens)
         decision = await self.admission.admit_or_raise(AdmissionRequest(
             tenant_id=ctx.tenant_id, request_id=uid, subjects=tuple(subjects), tokens=tokens, cost_usd=cost))
         passage = Passage(gate=self, ctx=ctx, model=model, end_user=end_user, uid=uid, decision=decision,

@@ -1,6 +1,5 @@
-"""UsageEvent keeps its dataclass contract although its ``__init__`` and ``to_json`` are written out, ``Price.of``
-(cached) gives the same prices, to the bit, as building a Price, and a journal write that comes back short is
-finished."""
+"""UsageEvent keeps its dataclass contract although its ``__init__`` and ``to_json`` are written out, ``cost_of``
+gives the same costs, to the bit, as building a Price, and a journal write that comes back short is finished."""
 
 from __future__ import annotations
 
@@ -8,6 +7,7 @@ import dataclasses
 import inspect
 import math
 import os
+import struct
 from pathlib import Path
 
 import orjson
@@ -15,7 +15,7 @@ import pytest
 
 from tenantlm.metering.journal import _Active
 from tenantlm.metering.models import UsageEvent
-from tenantlm.metering.pricing import Price
+from tenantlm.metering.pricing import Price, cost_of
 
 FIELDS = dict(id="r1:1", tenant_id="t1", key_id="k1", end_user=None, model="m", provider="p", upstream_model="um",
               region="local", prompt_tokens=12, completion_tokens=16, cached_tokens=0, latency_ms=1.5, ttft_ms=None,
@@ -67,22 +67,14 @@ class _Model:
         self.name, self.input_price_per_1m, self.output_price_per_1m = name, inp, out
 
 
-@pytest.mark.parametrize(("inp", "out"), [(0.5, 1.5), (0.0, -0.0), (-0.0, -0.0), (3, 7), (math.nan, 2.0)])
-def test_price_of_gives_the_catalog_prices_bit_for_bit(inp: float, out: float) -> None:
+@pytest.mark.parametrize(("inp", "out"), [(0.5, 1.5), (0.0, -0.0), (-0.0, -0.0), (3, 7), (math.nan, 2.0),
+                                          (0.15, 0.6), (1e-9, 1e9)])
+def test_cost_of_is_the_price_objects_cost_to_the_bit(inp: float, out: float) -> None:
     model = _Model("m", inp, out)
-    for _ in range(2):  # built, then cached
-        price = Price.of(model)
-        assert price.input_per_1m is inp and price.output_per_1m is out
-        direct = Price(inp, out).cost(prompt_tokens=12, completion_tokens=0)
-        assert math.copysign(1, price.cost(prompt_tokens=12, completion_tokens=0)) == math.copysign(1, direct)
-
-
-def test_price_of_follows_a_changed_catalog() -> None:
-    model = _Model("m", 1.0, 2.0)
-    assert Price.of(model) == Price(1.0, 2.0)
-    model.input_price_per_1m = 4.0
-    assert Price.of(model) == Price(4.0, 2.0)
-    assert Price.of(_Model("n", 0.25, 2.0)) == Price(0.25, 2.0)
+    for prompt, completion in ((12, 0), (0, 0), (1, 1), (123_457, 9_999), (2**40, 3)):
+        ours = cost_of(model, prompt, completion)
+        theirs = Price.of(model).cost(prompt_tokens=prompt, completion_tokens=completion)
+        assert struct.pack("<d", ours) == struct.pack("<d", theirs)  # NaN and the sign of zero included
 
 
 @pytest.mark.parametrize("change", [
