@@ -96,13 +96,10 @@ class InferenceService:
         usage is on disk, and the admission is settled after it (see ``Passage.finish``)."""
         model = self._resolve(ctx, body["model"], "chat")
         passage = await self._enter(ctx, model, body, self._note_end_user(ctx, body, end_user_header))
-        try:  # what _finishing does, spelled out on the hot path (an async context manager costs a generator)
+        try:  # not _finishing: an async context manager costs a generator on the hot path
             result = await self.providers.chat(model.config, dict(body), on_attempt=passage.on_attempt)
-        except asyncio.CancelledError:
-            await passage.finish(status="cancelled")
-            raise
-        except BaseException:
-            await passage.finish(status="error")
+        except BaseException as exc:
+            await passage.finish(status="cancelled" if isinstance(exc, asyncio.CancelledError) else "error")
             raise
         try:
             out = dict(result.body)
