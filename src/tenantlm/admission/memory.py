@@ -362,8 +362,8 @@ class MemoryLimitStore:
 
 def _add_headroom(lim: Limits, day: list[int], month: list[int], extra: int, extra_micro: int, tok: list[int],
                   usd: list[int]) -> None:  # fmt: skip
-    """Appends one level's headroom (rules.headroom) under each of its token budgets to ``tok``, under its cost
-    budget to ``usd``."""
+    """Appends one level's headroom (what the request may still use under a budget: the budget's remainder plus its
+    own unused reservation) under each of its token budgets to ``tok``, and under its cost budget to ``usd``."""
     if lim.daily_token_budget is not None:
         tok.append(lim.daily_token_budget - day[0] + extra)
     if lim.monthly_token_budget is not None:

@@ -258,11 +258,6 @@ def settle_targets(*, mode: int, reserved: int, actual_before: int, reported: in
     return actual, actual
 
 
-def headroom(limit: int | None, used: int, extra: int) -> int | None:
-    """What this request may still use under one budget: the budget's remainder plus its own unused reservation."""
-    return None if limit is None else limit - used + extra
-
-
 def settled(tok: list[int], usd: list[int], *, duplicate: bool) -> SettleResult:
     """A SettleResult from the headrooms of every token and cost budget of the ticket's levels."""
     least_tok = min(tok) if tok else None
