@@ -9,7 +9,6 @@ Last-use times are gathered in memory and written in batches by ``flush``.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,7 +62,7 @@ class Authenticator:
     async def _authenticate(self, authorization: str | None) -> Principal:
         token = _bearer(authorization)
         digest = keys.hash_token(token)  # once: compared with the bootstrap key's hash and the stored one
-        if self._bootstrap is not None and hmac.compare_digest(digest, self._bootstrap):
+        if self._bootstrap is not None and keys.matches(digest, self._bootstrap):
             return PlatformPrincipal(key_id=BOOTSTRAP_ADMIN_ID)
         parsed = keys.parse(token)
         if parsed is None:
@@ -73,7 +72,7 @@ class Authenticator:
         if entry.key is None:
             raise _failed("unknown_key", key_id)
         tenant_id = entry.tenant.id if entry.tenant is not None else None
-        if not hmac.compare_digest(digest, entry.key.secret_hash):
+        if not keys.matches(digest, entry.key.secret_hash):
             raise _failed("wrong_secret", key_id, tenant_id)
         if isinstance(entry.key, AdminKey):
             if entry.key.revoked_at is not None:

@@ -51,8 +51,9 @@ def hint(token: str) -> str:
     return token[-4:]
 
 
-def verify(token: str, stored_hash: bytes) -> bool:
-    return hmac.compare_digest(hash_token(token), stored_hash)
+def matches(token_hash: bytes, stored_hash: bytes) -> bool:
+    """Whether a presented key's hash (``hash_token``) is the stored one, compared in constant time."""
+    return hmac.compare_digest(token_hash, stored_hash)
 
 
 def parse(token: str) -> ParsedKey | None:
