@@ -147,13 +147,8 @@ class _Active:
             else:
                 self.reserved += grow
         written = os.pwrite(self.fd, data, self.size)
-        if written < len(data):  # a short write (rare for a regular file): write the rest
-            view = memoryview(data)[written:]
-            offset = self.size + written
-            while view:
-                written = os.pwrite(self.fd, view, offset)
-                view = view[written:]
-                offset += written
+        while written < len(data):  # a short write (rare for a regular file): write the rest
+            written += os.pwrite(self.fd, memoryview(data)[written:], self.size + written)
         self.size = end
 
     def close(self) -> None:

@@ -103,4 +103,3 @@ def plainly_valid_chat(body: dict[str, Any]) -> bool:
             and _fraction(body.get("temperature"), 2) and _fraction(body.get("top_p"), 1)
             and all(body.get(name) is None or type(body.get(name)) is str for name in ("user", "safety_identifier"))
             and all(name not in body for name in ("stream_options", "stop", "tools")))
-
