@@ -155,6 +155,15 @@ def start_upstream(tmp: Path, procs: list[Proc]) -> Proc:
     return proc
 
 
+def start_lean_upstream(tmp: Path, procs: list[Proc]) -> Proc:
+    """``bench/lean_upstream.py``: the fake model's replies at ~30 µs per request (see its docstring)."""
+    cmd = [sys.executable, str(Path(__file__).resolve().parent / "lean_upstream.py"), "--host", "127.0.0.1",
+           "--port", str(free_port()), "--tokens", str(TOKENS)]
+    proc = _spawn("lean-upstream", cmd, tmp, _base_env(), procs)
+    _wait_ready(proc, "/v1/models", 30)
+    return proc
+
+
 def start_gateway(tmp: Path, upstream: Proc, procs: list[Proc], extra_env: dict[str, str]) -> Proc:
     cfg = {"providers": [{"name": "fake", "type": "fake", "tokens": TOKENS},
                          {"name": "up", "type": "openai_compatible", "base_url": upstream.url + "/v1"}],
@@ -376,7 +385,7 @@ def markdown(cells: list[Cell], info: dict[str, Any], args: argparse.Namespace) 
         f"load average at start {', '.join(f'{x:.2f}' for x in info['loadavg_at_start'])}.",
         f"wrk closed loop, {args.duration} s per cell after {args.warmup} s warm-up, threads = min(connections, 2), "
         f"non-streaming chat, {TOKENS} completion tokens.",
-        "The load generator, the fake upstream and TenantLM share these cores (nothing pinned): CPU % is each "
+        "The load generator, the upstream and the gateways share these cores (nothing pinned): CPU % is each "
         "process's CPU time over the cell's wall time (100 % = one core; 'other' = all other processes, flagged "
         f"above {OTHER_CPU_WARN} %; interrupt and steal time are in the JSON).",
         "",

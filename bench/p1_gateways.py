@@ -2,13 +2,19 @@
 
 Usage::
 
-    python bench/p1_gateways.py [--duration 10] [--warmup 2] [--concurrency 1,16,64] [--skip-litellm]
-                                [--out bench/results/p1_gateways.json]
+    python bench/p1_gateways.py [--rounds 3] [--duration 10] [--warmup 2] [--concurrency 1,16,64]
+                                [--skip-litellm] [--upstream lean|fake] [--out bench/results/p1_gateways.json]
 
 Everything binds to 127.0.0.1 on free ports and is stopped by PID at the end. Targets, all driven by ``wrk`` with the
 same non-streaming chat body (see ``bench/overhead.py``, whose machinery this reuses):
 
-- ``direct``: ``tenantlm fake-upstream`` itself — the upstream's own throughput, to show it is not the bottleneck;
+- ``direct``: the upstream itself — its own throughput, to show it is not the bottleneck. By default that is
+  ``bench/lean_upstream.py`` (the fake model's replies on a bare asyncio protocol, ~30 µs per request); with
+  ``--upstream fake`` it is ``tenantlm fake-upstream`` (an ASGI app under uvicorn), as in the runs before
+  2026-11-29 23:00Z. At one connection every process in the chain sleeps between requests, and on this VM the
+  ASGI fake then costs 260-300 µs of CPU per request instead of its ~130 back to back: a quarter of TenantLM's
+  request cycle, the same constant added to every gateway, which pulls every ratio towards 1. The lean one costs
+  65-95 µs there (docs/benchmarks.md). Every target below uses the same upstream;
 - ``tenantlm``: ``tenantlm serve`` (one process, SQLite) -> ``openai_compatible`` -> the same upstream, with a tenant
   that has rpm, tpm, concurrency, monthly token and cost budgets set, a key with its own rpm/tpm sub-limits, the
   fair scheduler in front of the model and the usage ledger on: every request is authenticated, admitted on all
@@ -25,6 +31,7 @@ same non-streaming chat body (see ``bench/overhead.py``, whose machinery this re
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime as dt
 import json
 import os
@@ -104,11 +111,12 @@ def limited_key(gateway: oh.Proc) -> str:
 def run(args: argparse.Namespace, tmp: Path, procs: list[oh.Proc]) -> int:
     wrk = oh.ensure_wrk()
     info = oh.machine_info(wrk)
-    upstream = oh.start_upstream(tmp, procs)
+    upstream = oh.start_lean_upstream(tmp, procs) if args.upstream == "lean" else oh.start_upstream(tmp, procs)
     gateway = oh.start_gateway(tmp, upstream, procs, {})
-    targets = [oh.Target("direct", "fake upstream served directly", upstream.url + "/v1/chat/completions", "fake",
-                         None),
-               oh.Target("tenantlm", "TenantLM, full admission path -> openai_compatible -> fake upstream",
+    what = ("lean upstream (bench/lean_upstream.py)" if args.upstream == "lean"
+            else "fake upstream (tenantlm fake-upstream)")
+    targets = [oh.Target("direct", f"{what} served directly", upstream.url + "/v1/chat/completions", "fake", None),
+               oh.Target("tenantlm", f"TenantLM, full admission path -> openai_compatible -> {what}",
                          gateway.url + "/v1/chat/completions", "proxied", limited_key(gateway))]
     servers: dict[str, oh.Proc | None] = {"direct": None, "tenantlm": gateway}
     if not args.skip_interval:
@@ -120,51 +128,90 @@ def run(args: argparse.Namespace, tmp: Path, procs: list[oh.Proc]) -> int:
         servers["tenantlm-interval"] = relaxed
     if not args.skip_litellm:
         peer = start_litellm(tmp, upstream, procs, args.litellm_version)
-        targets.append(oh.Target("litellm", f"LiteLLM {args.litellm_version} proxy -> fake upstream",
+        targets.append(oh.Target("litellm", f"LiteLLM {args.litellm_version} proxy -> {what}",
                                  peer.url + "/v1/chat/completions", "proxied", LITELLM_KEY, check_model=False))
         servers["litellm"] = peer
     info["pids"] = {"upstream": upstream.popen.pid, **{k: v.popen.pid for k, v in servers.items() if v}}
     scripts = {t.name: oh.write_script(t, tmp) for t in targets}
-    cells: list[oh.Cell] = []
-    for conc in args.concurrency:
-        for t in targets:
-            print(f"  {t.name:<9} c={conc:<3} ...", end="", flush=True, file=sys.stderr)
-            cell = oh.measure(wrk, t, scripts[t.name], conc, args, upstream, servers[t.name])
-            print(f" {cell.rps:8.1f} req/s  p50 {cell.p50_ms:8.3f} ms  p99 {cell.p99_ms:8.3f} ms  "
-                  f"errors {cell.errors}", file=sys.stderr)
-            cells.append(cell)
+    measured: list[list[oh.Cell]] = []
+    for round_ in range(args.rounds):
+        # Each round measures every target at every concurrency; odd rounds take the targets in reverse, so no
+        # target always runs right after the same neighbour or at the same point of a VM's slow phase.
+        order = targets if round_ % 2 == 0 else targets[::-1]
+        this: list[oh.Cell] = []
+        for conc in args.concurrency:
+            for t in order:
+                print(f"  round {round_ + 1}/{args.rounds} {t.name:<9} c={conc:<3} ...", end="", flush=True,
+                      file=sys.stderr)
+                cell = oh.measure(wrk, t, scripts[t.name], conc, args, upstream, servers[t.name])
+                print(f" {cell.rps:8.1f} req/s  p50 {cell.p50_ms:8.3f} ms  p99 {cell.p99_ms:8.3f} ms  "
+                      f"errors {cell.errors}", file=sys.stderr)
+                this.append(cell)
+        measured.append(this)
+    cells = median_cells(measured, targets, args.concurrency)
     oh.add_comparisons(cells)
-    ratios = {c.concurrency: round(t.rps / c.rps, 1) for c in cells if c.target == "litellm"
-              for t in cells if t.target == "tenantlm" and t.concurrency == c.concurrency and c.rps > 0}
-    relaxed_ratios = {c.concurrency: round(t.rps / c.rps, 1) for c in cells if c.target == "litellm"
-                      for t in cells if t.target == "tenantlm-interval" and t.concurrency == c.concurrency
-                      and c.rps > 0}
+    ratios = _ratios(cells, "tenantlm")
+    relaxed_ratios = _ratios(cells, "tenantlm-interval")
+    per_round = [_ratios(r, "tenantlm") for r in measured]
     table = oh.markdown(cells, info, args)
+    if args.rounds > 1:
+        table = (f"Each row: the median of {args.rounds} interleaved rounds by req/s (every round's cells are in the "
+                 "JSON).\n" + table)
     print(table)
-    print("\nTenantLM req/s ÷ LiteLLM req/s:", ratios or "(LiteLLM skipped)")
+    print("\nTenantLM req/s ÷ LiteLLM req/s" + (f" (medians of {args.rounds} rounds)" if args.rounds > 1 else "") + ":",
+          ratios or "(LiteLLM skipped)")
+    if args.rounds > 1 and ratios:
+        print("  by round:", per_round)
     if relaxed_ratios:
         print("TenantLM (ledger sync=interval) req/s ÷ LiteLLM req/s:", relaxed_ratios)
-    bad = [c for c in cells if c.errors or not c.upstream_calls_ok]
+    bad = [c for r in measured for c in r if c.errors or not c.upstream_calls_ok]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "benchmark": "p1_gateways", "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": "python bench/p1_gateways.py " + " ".join(sys.argv[1:]), "machine": info,
-        "settings": {"duration_s": args.duration, "warmup_s": args.warmup, "concurrency": args.concurrency,
+        "settings": {"upstream": args.upstream, "rounds": args.rounds, "duration_s": args.duration,
+                     "warmup_s": args.warmup,
+                     "concurrency": args.concurrency,
                      "litellm_version": None if args.skip_litellm else args.litellm_version},
         "targets": {t.name: t.description for t in targets}, "tenantlm_over_litellm_rps": ratios,
-        "tenantlm_interval_over_litellm_rps": relaxed_ratios,
-        "cells": [{**asdict(c), "errors": c.errors} for c in cells], "markdown": table}, indent=2) + "\n")
+        "tenantlm_interval_over_litellm_rps": relaxed_ratios, "tenantlm_over_litellm_rps_by_round": per_round,
+        "cells": [{**asdict(c), "errors": c.errors} for c in cells],
+        "rounds": [[{**asdict(c), "errors": c.errors} for c in r] for r in measured], "markdown": table},
+        indent=2) + "\n")
     print(f"\nwrote {args.out}", file=sys.stderr)
     return 1 if bad else 0
+
+
+def median_cells(measured: list[list[oh.Cell]], targets: list[oh.Target], concurrency: list[int]
+                 ) -> list[oh.Cell]:
+    """Per target and concurrency, the round whose req/s is the median (the lower middle one for an even count):
+    a whole measured cell, so its latencies and CPU belong to the same 10 s as its throughput."""
+    out = []
+    for conc in concurrency:
+        for t in targets:
+            runs = sorted((c for r in measured for c in r if c.target == t.name and c.concurrency == conc),
+                          key=lambda c: c.rps)
+            out.append(copy.deepcopy(runs[(len(runs) - 1) // 2]))
+    return out
+
+
+def _ratios(cells: list[oh.Cell], name: str) -> dict[int, float]:
+    return {c.concurrency: round(t.rps / c.rps, 1) for c in cells if c.target == "litellm"
+            for t in cells if t.target == name and t.concurrency == c.concurrency and c.rps > 0}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--duration", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=3, help="measure every cell this many times, interleaved; report "
+                                                          "the median cell of each (default 3)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--concurrency", default="1,16,64")
     p.add_argument("--litellm-version", default=LITELLM_VERSION)
     p.add_argument("--skip-litellm", action="store_true")
+    p.add_argument("--upstream", choices=("lean", "fake"), default="lean",
+                   help="lean: bench/lean_upstream.py (default); fake: tenantlm fake-upstream, as in runs before "
+                        "2026-11-29 23:00Z")
     p.add_argument("--skip-interval", action="store_true", help="leave out the tenantlm-interval target")
     p.add_argument("--out", type=Path, default=oh.ROOT / "bench" / "results" / "p1_gateways.json")
     args = p.parse_args(argv)
