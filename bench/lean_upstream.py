@@ -13,7 +13,7 @@ one connection that is a quarter of TenantLM's whole request cycle, and a consta
 towards 1. This server does the same per request as the fake model for the requests the benchmarks send (a plain
 non-streaming chat completion: the same words, finish reason and usage, from ``tenantlm.providers.fake``), on a bare
 asyncio protocol with ``httptools``' parser and one socket write per response: ~30 µs per request back to back,
-~65-95 µs in that chain (measured 2026-11-29, see docs/benchmarks.md).
+~65-125 µs in that chain (measured 2026-11-29, see docs/benchmarks.md).
 
 Routes:
 

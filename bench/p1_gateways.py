@@ -11,10 +11,10 @@ same non-streaming chat body (see ``bench/overhead.py``, whose machinery this re
 - ``direct``: the upstream itself — its own throughput, to show it is not the bottleneck. By default that is
   ``bench/lean_upstream.py`` (the fake model's replies on a bare asyncio protocol, ~30 µs per request); with
   ``--upstream fake`` it is ``tenantlm fake-upstream`` (an ASGI app under uvicorn), as in the runs before
-  2026-11-29 23:00Z. At one connection every process in the chain sleeps between requests, and on this VM the
+  2026-11-29 22:30Z. At one connection every process in the chain sleeps between requests, and on this VM the
   ASGI fake then costs 260-300 µs of CPU per request instead of its ~130 back to back: a quarter of TenantLM's
   request cycle, the same constant added to every gateway, which pulls every ratio towards 1. The lean one costs
-  65-95 µs there (docs/benchmarks.md). Every target below uses the same upstream;
+  65-125 µs there (docs/benchmarks.md). Every target below uses the same upstream;
 - ``tenantlm``: ``tenantlm serve`` (one process, SQLite) -> ``openai_compatible`` -> the same upstream, with a tenant
   that has rpm, tpm, concurrency, monthly token and cost budgets set, a key with its own rpm/tpm sub-limits, the
   fair scheduler in front of the model and the usage ledger on: every request is authenticated, admitted on all
@@ -170,8 +170,7 @@ def run(args: argparse.Namespace, tmp: Path, procs: list[oh.Proc]) -> int:
         "benchmark": "p1_gateways", "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": "python bench/p1_gateways.py " + " ".join(sys.argv[1:]), "machine": info,
         "settings": {"upstream": args.upstream, "rounds": args.rounds, "duration_s": args.duration,
-                     "warmup_s": args.warmup,
-                     "concurrency": args.concurrency,
+                     "warmup_s": args.warmup, "concurrency": args.concurrency,
                      "litellm_version": None if args.skip_litellm else args.litellm_version},
         "targets": {t.name: t.description for t in targets}, "tenantlm_over_litellm_rps": ratios,
         "tenantlm_interval_over_litellm_rps": relaxed_ratios, "tenantlm_over_litellm_rps_by_round": per_round,
@@ -211,10 +210,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-litellm", action="store_true")
     p.add_argument("--upstream", choices=("lean", "fake"), default="lean",
                    help="lean: bench/lean_upstream.py (default); fake: tenantlm fake-upstream, as in runs before "
-                        "2026-11-29 23:00Z")
+                        "2026-11-29 22:30Z")
     p.add_argument("--skip-interval", action="store_true", help="leave out the tenantlm-interval target")
     p.add_argument("--out", type=Path, default=oh.ROOT / "bench" / "results" / "p1_gateways.json")
     args = p.parse_args(argv)
+    if args.rounds < 1:
+        p.error("--rounds must be at least 1")
     args.concurrency = [int(x) for x in str(args.concurrency).split(",") if x.strip()]
     args.server_env = []
     return args
