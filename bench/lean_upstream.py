@@ -32,21 +32,22 @@ import argparse
 import asyncio
 import contextlib
 import sys
-import time
+from http import HTTPStatus
 from typing import Any, cast
 
 import httptools
 import orjson
 
-from tenantlm.errors import TenantLMError
+from tenantlm.errors import InvalidRequest, MalformedJSON, NotFound, TenantLMError, UnsupportedFeature
+from tenantlm.providers.base import JSON, Usage
 from tenantlm.providers.fake import count_words, fake_words
 from tenantlm.providers.wire import (
+    ChunkFactory,
     assistant_message,
     content_text,
     last_user_text,
     max_output_tokens,
     messages_of,
-    new_completion_id,
 )
 
 UNSUPPORTED = ("stream", "tools", "stop", "fake_fail")
@@ -59,51 +60,40 @@ class Upstream:
         self.tokens = tokens
         self.requests = 0
 
-    def chat(self, raw: bytes) -> tuple[int, bytes]:
+    def chat(self, raw: bytes) -> JSON:
         try:
             body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return _error(400, "request body is not valid JSON")
+        except orjson.JSONDecodeError as exc:
+            raise MalformedJSON("request body is not valid JSON") from exc
         if not isinstance(body, dict):
-            return _error(400, "request body must be a JSON object")
+            raise InvalidRequest("request body must be a JSON object")
         for name in UNSUPPORTED:
             if body.get(name):
-                return _error(400, f"'{name}' is not served by the lean upstream; use tenantlm fake-upstream")
-        try:
-            messages = messages_of(body)
-            limit = max_output_tokens(body)
-            prompt = sum(count_words(content_text(m.get("content"))) for m in messages)
-            seed = body.get("seed")
-            produced = self.tokens if limit is None else min(limit, self.tokens)
-            words = fake_words(last_user_text(messages), seed if isinstance(seed, int) else 0, produced)
-        except TenantLMError as exc:
-            return exc.status, orjson.dumps(exc.body())
+                raise UnsupportedFeature(f"'{name}' is not served by the lean upstream; use tenantlm fake-upstream",
+                                         param=name)
+        messages = messages_of(body)
+        limit = max_output_tokens(body)
+        prompt = sum(count_words(content_text(m.get("content"))) for m in messages)
+        seed = body.get("seed")
+        produced = self.tokens if limit is None else min(limit, self.tokens)
+        words = fake_words(last_user_text(messages), seed if isinstance(seed, int) else 0, produced)
         reason = "length" if limit is not None and limit < self.tokens else "stop"
-        return 200, orjson.dumps({
-            "id": new_completion_id(), "object": "chat.completion", "created": int(time.time()),
-            "model": str(body.get("model", "fake")),
-            "choices": [{"index": 0, "message": assistant_message(" ".join(words)), "logprobs": None,
-                         "finish_reason": reason}],
-            "usage": {"prompt_tokens": prompt, "completion_tokens": len(words), "total_tokens": prompt + len(words)},
-        })
+        return ChunkFactory(str(body.get("model", "fake"))).completion(
+            assistant_message(" ".join(words)), reason, Usage(prompt, len(words)))
 
     def answer(self, method: bytes, path: bytes, raw: bytes) -> tuple[int, bytes]:
+        """(status, JSON body) for one request; errors in OpenAI's shape, from the product's error types."""
         self.requests += 1
-        if method == b"POST" and path == b"/v1/chat/completions":
-            return self.chat(raw)
-        if method == b"GET" and path == b"/v1/models":
-            return 200, b'{"object":"list","data":[{"id":"fake","object":"model","created":0,"owned_by":"bench"}]}'
-        if method == b"GET" and path == b"/fake/stats":
-            return 200, orjson.dumps({"requests": self.requests})
-        return _error(404, f"no route {method.decode('latin-1')} {path.decode('latin-1')}", code="not_found")
-
-
-def _error(status: int, message: str, code: str | None = None) -> tuple[int, bytes]:
-    return status, orjson.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None,
-                                           "code": code}})
-
-
-_REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found"}
+        try:
+            if method == b"POST" and path == b"/v1/chat/completions":
+                return 200, orjson.dumps(self.chat(raw))
+            if method == b"GET" and path == b"/v1/models":
+                return 200, b'{"object":"list","data":[{"id":"fake","object":"model","created":0,"owned_by":"bench"}]}'
+            if method == b"GET" and path == b"/fake/stats":
+                return 200, orjson.dumps({"requests": self.requests})
+            raise NotFound(f"no route {method.decode('latin-1')} {path.decode('latin-1')}")
+        except TenantLMError as exc:
+            return exc.status, orjson.dumps(exc.body())
 
 
 class _Connection(asyncio.Protocol):
@@ -123,9 +113,7 @@ class _Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
-            self._reply(400, orjson.dumps({"error": {"message": "malformed HTTP request",
-                                                     "type": "invalid_request_error", "param": None,
-                                                     "code": None}}), keep_alive=False)
+            self._reply(400, orjson.dumps(InvalidRequest("malformed HTTP request").body()), keep_alive=False)
 
     # httptools callbacks
     def on_message_begin(self) -> None:
@@ -148,7 +136,7 @@ class _Connection(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         transport.write(b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%s\r\n%s" % (
-            status, _REASONS[status], len(out), b"" if keep_alive else b"connection: close\r\n", out))
+            status, HTTPStatus(status).phrase.encode(), len(out), b"" if keep_alive else b"connection: close\r\n", out))
         if not keep_alive:
             transport.close()
 
