@@ -64,7 +64,7 @@ async def route_client(router: APIRouter, services: Any) -> AsyncIterator[httpx.
     """A client for ``router`` mounted alone, with the product's error handlers and ``services`` as app state."""
     app = FastAPI()
     app.state.services = services
-    api_errors.install(app)
+    api_errors.install(app, metrics=None)
     app.include_router(router)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
         yield client

@@ -1,8 +1,11 @@
-"""A small in-memory cache with a time-to-live and single-flight loading (concurrent misses for one key share one
-load). The keyring keeps plaintext data keys here, keyed by (tenant, version), and each tenant's active version.
+"""The one in-memory cache of the server: a time-to-live, a bound on its size, and single-flight loading (concurrent
+misses for one key share one load). Used for resolved API keys (``tenancy.auth``), effective limits
+(``tenancy.limits_service``) and plaintext data keys (``crypto.keyring``).
 
-``evict`` drops entries at once, and a load that was already running when an eviction happened does not put its
-result back (its callers still get it), so a shred cannot be undone by a load racing it.
+The size bound holds whatever the keys are: when full, expired entries go first, then the oldest inserted, so a
+client that sends endless distinct keys costs a bounded amount of memory. ``evict`` drops entries at once, and a
+load that was already running when an eviction happened does not put its result back (its callers still get it), so
+a revocation or a shred cannot be undone by a load racing it.
 """
 
 from __future__ import annotations
@@ -59,16 +62,16 @@ class TtlCache(Generic[K, V]):
         # shield: one caller giving up (cancelled) must not cancel the load the others wait on
         return await asyncio.shield(task)
 
-    def evict(self, match: Callable[[K], bool]) -> int:
-        """Drop every entry whose key matches; loads in flight will not store their results."""
+    def evict(self, match: Callable[[K, V], bool]) -> int:
+        """Drop every entry for which ``match(key, value)`` holds; loads in flight will not store their results."""
         self._epoch += 1
-        doomed = [k for k in self._entries if match(k)]
+        doomed = [k for k, (v, _exp) in self._entries.items() if match(k, v)]
         for k in doomed:
             del self._entries[k]
         return len(doomed)
 
     def clear(self) -> None:
-        self.evict(lambda _k: True)
+        self.evict(lambda _k, _v: True)
 
     async def _load(self, key: K, load: Callable[[], Awaitable[V]], epoch: int) -> V:
         value = await load()

@@ -118,6 +118,9 @@ class Settings(BaseSettings):
     admin_key: SecretStr | None = None
     max_body_bytes: int = 8 * 1024 * 1024
     key_cache_ttl_s: float = 1.0
+    # Entries at most in each in-memory cache (resolved keys, effective limits): memory stays bounded whatever
+    # clients send.
+    cache_max_entries: int = Field(default=100_000, ge=100)
     metrics_max_tenants: int = 100
     # /metrics names tenants and their traffic: it needs a platform admin key or this scrape token, unless public.
     metrics_token: SecretStr | None = None

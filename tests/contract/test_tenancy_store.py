@@ -9,7 +9,7 @@ import pytest
 from tenantlm.errors import Conflict
 from tenantlm.storage.sql.engine import Database
 from tenantlm.tenancy import keys
-from tenantlm.tenancy.models import AdminKey, ApiKey, Role, Tenant, TenantStatus
+from tenantlm.tenancy.models import AdminKey, ApiKey, PlatformRole, Role, Tenant, TenantStatus
 from tenantlm.tenancy.store import TenancyStore
 
 
@@ -97,11 +97,30 @@ async def test_platform_listing_and_admin_keys(database: Database) -> None:
     assert [t.id for t in listed] == ["ten_aaaa", "ten_bbbb"]
     assert [t.id for t in await store.platform_list_tenants(limit=10, after="ten_aaaa")] == ["ten_bbbb"]
     assert await store.platform_count_admin_keys() == 0
-    await store.platform_insert_admin_key(AdminKey(id="key_admin", name="a", secret_hash=b"h" * 32, hint="abcd",
-                                                   created_at=1.0, revoked_at=None))
+    await store.platform_insert_admin_key(AdminKey(id="key_admin", name="a", role=PlatformRole.BILLING,
+                                                   secret_hash=b"h" * 32, hint="abcd", created_at=1.0,
+                                                   revoked_at=None))
     assert await store.platform_count_admin_keys() == 1
     got = await store.platform_admin_key(key_id="key_admin")
-    assert got is not None and got.secret_hash == b"h" * 32
+    assert got is not None and got.secret_hash == b"h" * 32 and got.role is PlatformRole.BILLING
+    assert [k.id for k in await store.platform_list_admin_keys()] == ["key_admin"]
+    revoked = await store.platform_revoke_admin_key(key_id="key_admin", at=5.0)
+    assert revoked is not None and revoked.revoked_at == 5.0
+    assert await store.platform_revoke_admin_key(key_id="key_nope", at=5.0) is None
+
+
+async def test_key_ids_for_authentication(database: Database) -> None:
+    store = TenancyStore(database)
+    await two_tenants(store)
+    await store.platform_insert_admin_key(AdminKey(id="key_admin", name="a", role=PlatformRole.ADMIN,
+                                                   secret_hash=b"h" * 32, hint="abcd", created_at=2e9,
+                                                   revoked_at=None))
+    every = await store.platform_key_ids(created_since=None)
+    tenant_ids = {k.id for t in ("ten_aaaa", "ten_bbbb") for k in await store.list_keys(tenant_id=t)}
+    assert {(kind, key_id) for kind, key_id, _ in every} == {("tenant", k) for k in tenant_ids} | {
+        ("admin", "key_admin")}
+    assert [(kind, key_id) for kind, key_id, _ in await store.platform_key_ids(created_since=2e9 - 1)] == [
+        ("admin", "key_admin")]
 
 
 async def test_touch_keys_writes_last_used(database: Database) -> None:

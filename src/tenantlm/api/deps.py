@@ -1,31 +1,21 @@
-"""Request dependencies: the services container, the authenticated principal, and JSON body parsing."""
+"""Request dependencies: the services container, the authenticated principal, JSON body parsing and validation."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from fastapi import Request
+from pydantic import BaseModel, ValidationError
 from starlette.types import Scope
 
+from tenantlm.api.errors import validation_error
 from tenantlm.errors import AuthenticationFailed, InvalidRequest, MalformedJSON
 from tenantlm.observability.logging import tenant_id_var
 from tenantlm.tenancy.models import Principal, TenantContext
 
 if TYPE_CHECKING:
-    from tenantlm.app import Services
-
-
-# Scope key under which the chat fast path hands a streaming request to the FastAPI route it already authenticated
-# and parsed (``api/openai/fast.py``): only the server sets scope keys, a client cannot.
-PREPARED = "tenantlm.prepared"
-
-
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    who: Principal
-    body: dict[str, Any]  # parsed and validated
+    from tenantlm.services import Services
 
 
 def services(request: Request) -> Services:
@@ -34,9 +24,6 @@ def services(request: Request) -> Services:
 
 
 async def principal(request: Request) -> Principal:
-    prepared: Prepared | None = request.scope.get(PREPARED)
-    if prepared is not None:
-        return prepared.who
     return await authenticate(services(request), request.headers.get("authorization"),
                               request.client.host if request.client else None, request.scope)
 
@@ -72,3 +59,11 @@ def json_object(raw: bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InvalidRequest("the request body must be a JSON object")
     return data
+
+
+def validate(schema: type[BaseModel], body: dict[str, Any]) -> None:
+    """Check ``body`` against a wire schema; the first problem becomes OpenAI's 400 naming the field."""
+    try:
+        schema.model_validate(body)
+    except ValidationError as exc:
+        raise validation_error(list(exc.errors())) from None

@@ -8,9 +8,9 @@ import re
 import time
 from typing import Any
 
-import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tenantlm.api.errors import error_response
 from tenantlm.errors import PayloadTooLarge
 from tenantlm.observability.logging import request_id_var, tenant_id_var
 from tenantlm.observability.metrics import Metrics
@@ -65,7 +65,7 @@ class RequestContextMiddleware:
         try:
             length = _content_length(scope)
             if length is not None and length > self.max_body:
-                await self._too_large(send_wrapper)
+                await self._too_large(scope, receive, send_wrapper)
             else:
                 await self.app(scope, self._limited(receive), send_wrapper)
         finally:
@@ -88,13 +88,10 @@ class RequestContextMiddleware:
 
         return wrapped
 
-    async def _too_large(self, send: Send) -> None:
-        err = PayloadTooLarge(f"request body is larger than the limit of {self.max_body} bytes")
-        body = orjson.dumps(err.body())
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": body})
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        err = PayloadTooLarge(f"request body is larger than the limit of {self.max_body} bytes",
+                              headers={"connection": "close"})
+        await error_response(err, metrics=self.metrics, scope=scope)(scope, receive, send)
 
     def _observe(self, scope: Scope, state: dict[str, Any], status: int, seconds: float) -> None:
         route = scope.get("route")

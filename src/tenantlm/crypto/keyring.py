@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from tenantlm.cache import TtlCache
 from tenantlm.crypto import aead
-from tenantlm.crypto.cache import TtlCache
 from tenantlm.crypto.errors import DecryptionFailed, KeyShredded
 from tenantlm.crypto.kek import KekProvider, check_tenant_id
 from tenantlm.crypto.store import ACTIVE, SHREDDED, DekRow, KeyStore
@@ -104,7 +104,7 @@ class Keyring:
             self._remember(tenant_id, version, dek)
             return version
         # another caller rotated at the same moment: its version is the new one
-        self._active.evict(lambda t: t == tenant_id)
+        self._active.evict(lambda t, _v: t == tenant_id)
         return await self._active_version(tenant_id)
 
     async def rotate_kek(self, *, tenant_id: str) -> str:
@@ -133,7 +133,7 @@ class Keyring:
         if version == await self._active_version(tenant_id):
             raise Conflict("the active data key cannot be dropped; rotate first")
         dropped = await self.store.delete_version(tenant_id=tenant_id, version=version)
-        self._deks.evict(lambda k: k == (tenant_id, version))
+        self._deks.evict(lambda k, _v: k == (tenant_id, version))
         return dropped
 
     async def describe(self, *, tenant_id: str) -> list[KeyInfo]:
@@ -143,8 +143,8 @@ class Keyring:
 
     def evict_tenant(self, tenant_id: str) -> None:
         """Forget the tenant's cached keys now (called by shred; also the hook for cross-replica invalidation)."""
-        self._deks.evict(lambda k: k[0] == tenant_id)
-        self._active.evict(lambda t: t == tenant_id)
+        self._deks.evict(lambda k, _v: k[0] == tenant_id)
+        self._active.evict(lambda t, _v: t == tenant_id)
 
     # --- internals ----------------------------------------------------------------------------------------------
     async def _active_version(self, tenant_id: str) -> int:

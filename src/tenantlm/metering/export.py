@@ -5,10 +5,11 @@
   (OpenMeter de-duplicates on source + id), ``time`` RFC 3339 UTC, ``subject`` = tenant id (OpenMeter aggregates per
   subject), ``data`` = tokens, cost and the dimensions a meter may group by (``$.model``, ``$.key_id``, ...).
 - Stripe (``POST /v1/billing/meter_events`` parameters, one object per line): ``event_name``, ``payload`` with
-  ``stripe_customer_id`` (from the tenant's metadata key ``stripe_customer_id``) and ``value`` (a string, as Stripe
-  echoes it), ``identifier`` = the event id (Stripe de-duplicates on it; ids longer than Stripe's 100 characters are
-  replaced by a stable hash), ``timestamp`` = unix seconds. Events of tenants without a customer id, and events whose
-  value is 0, are left out. Stripe refuses timestamps older than 35 days: export and send at least that often.
+  ``stripe_customer_id`` (the tenant's platform-only ``billing.stripe_customer_id``) and ``value`` (a string, as
+  Stripe echoes it), ``identifier`` = the event id (Stripe de-duplicates on it; ids longer than Stripe's 100
+  characters are replaced by a stable hash), ``timestamp`` = unix seconds. Events of tenants without a customer id,
+  and events whose value is 0, are left out. Stripe refuses timestamps older than 35 days: export and send at least
+  that often.
 - CSV cells that start with ``= + - @`` (a client-chosen end-user id, say) are prefixed with ``'`` so a spreadsheet
   does not run them as formulas.
 """

@@ -1,9 +1,18 @@
 """Authentication: an API key in, a principal out, with no database round trip per request.
 
-Resolved keys are cached per key id for ``ttl_s`` (default 1 s). A fresh entry is served from memory; a stale one is
-reloaded once (concurrent requests for the same key share the reload). Revocation and tenant changes made through this
-process drop the entry at once; those made by another replica are seen when the entry goes stale, so within one TTL.
-Last-use times are gathered in memory and written in batches by ``flush``.
+Resolved keys are cached per (kind, key id) for ``ttl_s`` (default 1 s) in the server's bounded single-flight cache
+(``tenantlm.cache``): a fresh entry is served from memory, a stale one is reloaded once for all concurrent requests.
+Revocation and tenant changes made through this process drop the entry at once; those made by another replica are
+seen when the entry goes stale, so within one TTL.
+
+The kind (tenant key ``tlm_`` or platform key ``tlmadmin_``) is part of the cache key: a key of one kind can never
+stand in for, or poison the cached entry of, a key of the other kind that happens to share its id.
+
+A key id that was never issued costs no database lookup: ``KnownKeys`` holds the id of every stored key (refreshed
+incrementally, at most once per ``min_refresh_s`` however many unknown ids arrive), and an id it does not hold is
+refused from memory. So a client sending endless random well-formed keys costs bounded memory (the cache has a size
+bound) and a bounded number of database reads. Last-use times are gathered in memory and written in batches by
+``flush``.
 """
 
 from __future__ import annotations
@@ -13,8 +22,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tenantlm.cache import TtlCache
 from tenantlm.errors import AuthenticationFailed, TenantSuspended
 from tenantlm.tenancy import keys
+from tenantlm.tenancy.keys import KeyKind
 from tenantlm.tenancy.models import (
     AdminKey,
     ApiKey,
@@ -29,25 +40,90 @@ from tenantlm.tenancy.store import TenancyStore
 
 _INVALID = "Incorrect API key provided. You can find your API key in your TenantLM tenant's key settings."
 BOOTSTRAP_ADMIN_ID = "key_bootstrap"
+KEY_OVERLAP_S = 300.0  # an incremental refresh re-reads keys this much older than the newest seen (replica clocks)
+FULL_REFRESH_S = 600.0  # and a full one this often, which also forgets the ids of deleted keys
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Entry:
-    fetched_at: float
     key: ApiKey | AdminKey | None
     tenant: Tenant | None
 
 
+@dataclass(slots=True)
+class AuthStats:
+    """Database reads made by authentication: key records loaded, and refreshes of the known-key index."""
+
+    key_loads: int = 0
+    index_refreshes: int = 0
+
+
+class KnownKeys:
+    """The ids of every stored key, by kind, so that authentication refuses an id nobody issued without asking the
+    database. Keys made by this process are added at once; keys made by another replica are found by a refresh,
+    which a miss triggers: the request waits for a refresh that began after it arrived (so a key created a moment
+    ago elsewhere is found), and refreshes start at most once per ``min_refresh_s``, whatever the rate of misses."""
+
+    def __init__(self, *, store: TenancyStore, stats: AuthStats, min_refresh_s: float = 0.1,
+                 wall: Callable[[], float] = time.time, clock: Callable[[], float] = time.monotonic) -> None:
+        self.store = store
+        self.stats = stats
+        self.min_refresh_s = min_refresh_s
+        self.wall = wall
+        self.clock = clock
+        self._ids: set[tuple[KeyKind, str]] = set()
+        self._newest = 0.0  # created_at of the newest key seen
+        self._started_at = float("-inf")  # when the last refresh began (clock)
+        self._full_at = float("-inf")
+        self._refresh: asyncio.Task[None] | None = None
+
+    def add(self, kind: KeyKind, key_id: str) -> None:
+        self._ids.add((kind, key_id))
+
+    async def contains(self, kind: KeyKind, key_id: str) -> bool:
+        if (kind, key_id) in self._ids:
+            return True
+        arrived = self.clock()
+        while self._started_at < arrived:
+            if self._refresh is None:
+                self._refresh = asyncio.ensure_future(self._run())
+            await asyncio.shield(self._refresh)
+        return (kind, key_id) in self._ids
+
+    async def _run(self) -> None:
+        try:
+            wait = self._started_at + self.min_refresh_s - self.clock()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._started_at = self.clock()
+            await self._load()
+        finally:
+            self._refresh = None
+
+    async def _load(self) -> None:
+        self.stats.index_refreshes += 1
+        full = self._started_at - self._full_at >= FULL_REFRESH_S
+        rows = await self.store.platform_key_ids(created_since=None if full else self._newest - KEY_OVERLAP_S)
+        found = {(kind, key_id) for kind, key_id, _ in rows}
+        if full:
+            self._ids = found
+            self._full_at = self._started_at
+        else:
+            self._ids |= found
+        self._newest = max([self._newest, *(created for _, _, created in rows)])
+
+
 class Authenticator:
-    def __init__(self, *, store: TenancyStore, ttl_s: float = 1.0, bootstrap_admin_key: str | None = None,
+    def __init__(self, *, store: TenancyStore, ttl_s: float = 1.0, max_entries: int = 100_000,
+                 bootstrap_admin_key: str | None = None, min_refresh_s: float = 0.1,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
         self.store = store
-        self.ttl_s = ttl_s
-        self.clock = clock
         self.wall = wall
+        self.stats = AuthStats()
         self._bootstrap = keys.hash_token(bootstrap_admin_key) if bootstrap_admin_key else None
-        self._cache: dict[str, _Entry] = {}
-        self._loading: dict[str, asyncio.Future[_Entry]] = {}
+        self._cache: TtlCache[tuple[KeyKind, str], _Entry] = TtlCache(ttl_s=ttl_s, clock=clock,
+                                                                       max_entries=max_entries)
+        self.known = KnownKeys(store=store, stats=self.stats, min_refresh_s=min_refresh_s, wall=wall, clock=clock)
         self._used: dict[str, float] = {}
 
     @property
@@ -57,9 +133,6 @@ class Authenticator:
     async def authenticate(self, authorization: str | None) -> Principal:
         """The principal behind an Authorization header. Every failure is the same 401 to the caller; the
         exception carries ``reason``, ``key_id`` and ``tenant_id`` for the audit trail."""
-        return await self._authenticate(authorization)
-
-    async def _authenticate(self, authorization: str | None) -> Principal:
         token = _bearer(authorization)
         digest = keys.hash_token(token)  # once: compared with the bootstrap key's hash and the stored one
         if self._bootstrap is not None and keys.matches(digest, self._bootstrap):
@@ -67,8 +140,8 @@ class Authenticator:
         parsed = keys.parse(token)
         if parsed is None:
             raise _failed("malformed_key")
-        entry = await self._entry(parsed)
         key_id = keys.public_key_id(parsed.key_id)
+        entry = await self._entry(parsed.kind, key_id)
         if entry.key is None:
             raise _failed("unknown_key", key_id)
         tenant_id = entry.tenant.id if entry.tenant is not None else None
@@ -77,7 +150,7 @@ class Authenticator:
         if isinstance(entry.key, AdminKey):
             if entry.key.revoked_at is not None:
                 raise _failed("revoked", key_id)
-            return PlatformPrincipal(key_id=entry.key.id)
+            return PlatformPrincipal(key_id=entry.key.id, role=entry.key.role)
         return self._tenant_context(entry.key, entry.tenant)
 
     def _tenant_context(self, key: ApiKey, tenant: Tenant | None) -> TenantContext:
@@ -92,44 +165,30 @@ class Authenticator:
         return TenantContext(tenant=tenant, key_id=key.id, role=key.role,
                              permissions=effective_permissions(key.role, key.scopes), key_limits=key.limits)
 
-    async def _entry(self, parsed: keys.ParsedKey) -> _Entry:
-        cache_id = keys.public_key_id(parsed.key_id)
-        entry = self._cache.get(cache_id)
-        if entry is not None and self.clock() - entry.fetched_at < self.ttl_s:
-            return entry
-        pending = self._loading.get(cache_id)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        fut: asyncio.Future[_Entry] = asyncio.get_running_loop().create_future()
-        self._loading[cache_id] = fut
-        try:
-            entry = await self._load(parsed.kind, cache_id)
-            self._cache[cache_id] = entry
-            fut.set_result(entry)
-            return entry
-        except BaseException as exc:
-            fut.set_exception(exc)
-            fut.exception()  # mark retrieved so a lone waiter-less failure does not warn
-            raise
-        finally:
-            del self._loading[cache_id]
+    async def _entry(self, kind: KeyKind, key_id: str) -> _Entry:
+        hit = self._cache.get((kind, key_id))
+        if hit is not None:
+            return hit
+        if not await self.known.contains(kind, key_id):
+            return _Entry(None, None)  # never issued: refused without a database read, and nothing is cached
+        return await self._cache.get_or_load((kind, key_id), lambda: self._load(kind, key_id))
 
-    async def _load(self, kind: str, key_id: str) -> _Entry:
-        now = self.clock()
+    async def _load(self, kind: KeyKind, key_id: str) -> _Entry:
+        self.stats.key_loads += 1
         if kind == "admin":
-            return _Entry(now, await self.store.platform_admin_key(key_id=key_id), None)
+            return _Entry(await self.store.platform_admin_key(key_id=key_id), None)
         found = await self.store.platform_key_for_auth(key_id=key_id)
-        if found is None:
-            return _Entry(now, None, None)
-        return _Entry(now, found[0], found[1])
+        return _Entry(None, None) if found is None else _Entry(found[0], found[1])
+
+    def key_created(self, kind: KeyKind, key_id: str) -> None:
+        """A key this process just stored: usable at once, without waiting for a refresh of the known ids."""
+        self.known.add(kind, key_id)
 
     def invalidate_key(self, key_id: str) -> None:
-        self._cache.pop(key_id, None)
+        self._cache.evict(lambda cached, _entry: cached[1] == key_id)
 
     def invalidate_tenant(self, tenant_id: str) -> None:
-        for key_id, entry in list(self._cache.items()):
-            if entry.tenant is not None and entry.tenant.id == tenant_id:
-                self._cache.pop(key_id, None)
+        self._cache.evict(lambda _key, entry: entry.tenant is not None and entry.tenant.id == tenant_id)
 
     async def flush(self) -> None:
         used, self._used = self._used, {}

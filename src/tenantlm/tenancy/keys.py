@@ -14,6 +14,7 @@ import re
 import secrets
 import string
 from dataclasses import dataclass
+from typing import Literal
 
 TENANT_PREFIX = "tlm_"
 ADMIN_PREFIX = "tlmadmin_"
@@ -21,12 +22,13 @@ _ID_LEN = 16
 _SECRET_LEN = 43
 _ALPHABET = string.ascii_letters + string.digits
 _HEX = frozenset("0123456789abcdef")
+KeyKind = Literal["tenant", "admin"]
 _BODY = re.compile(f"[0-9a-f]{{{_ID_LEN}}}[A-Za-z0-9]{{{_SECRET_LEN}}}")  # key id, then secret
 
 
 @dataclass(frozen=True, slots=True)
 class ParsedKey:
-    kind: str  # "tenant" | "admin"
+    kind: KeyKind
     key_id: str
     token: str
 
@@ -58,7 +60,8 @@ def matches(token_hash: bytes, stored_hash: bytes) -> bool:
 
 def parse(token: str) -> ParsedKey | None:
     """Recognise the shape of a key without touching storage; None for anything malformed."""
-    for prefix, kind in ((ADMIN_PREFIX, "admin"), (TENANT_PREFIX, "tenant")):
+    kinds: tuple[tuple[str, KeyKind], ...] = ((ADMIN_PREFIX, "admin"), (TENANT_PREFIX, "tenant"))
+    for prefix, kind in kinds:
         if token.startswith(prefix):
             if _BODY.fullmatch(token, len(prefix)) is None:
                 return None

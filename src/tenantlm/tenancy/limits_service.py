@@ -7,13 +7,13 @@ read its limits and set the sub-limits that only narrow them (per key, per end u
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from tenantlm.cache import TtlCache
 from tenantlm.errors import InvalidRequest, NotFound, PermissionDenied
 from tenantlm.observability.logging import request_id_var
 from tenantlm.tenancy.limits import (
@@ -39,28 +39,18 @@ class Effective:
     end_user: SubLimits
 
 
-@dataclass(slots=True)
-class _Cached:
-    at: float
-    plan: str
-    value: Effective
-
-
 class LimitsService:
-    def __init__(self, *, store: LimitsStore, audit: AuditSink, ttl_s: float = 1.0,
+    def __init__(self, *, store: LimitsStore, audit: AuditSink, ttl_s: float = 1.0, max_entries: int = 100_000,
                  seed_plans: dict[str, dict[str, Any]] | None = None,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
         self.store = store
         self.audit = audit
-        self.ttl_s = ttl_s
         self.seed_plans = seed_plans if seed_plans is not None else DEFAULT_PLANS
-        self.clock = clock
         self.wall = wall
-        self._plans: dict[str, Plan] = {}
-        self._plans_at = -1e18
-        self._effective: dict[str, _Cached] = {}
-        self._loading: dict[tuple[str, str], asyncio.Future[Effective]] = {}
-        self._lock = asyncio.Lock()
+        self._plans: TtlCache[str, dict[str, Plan]] = TtlCache(ttl_s=ttl_s, clock=clock, max_entries=1)
+        # keyed by (tenant id, plan name): a tenant moved to another plan misses at once
+        self._effective: TtlCache[tuple[str, str], Effective] = TtlCache(ttl_s=ttl_s, clock=clock,
+                                                                         max_entries=max_entries)
 
     # --- start-up ---------------------------------------------------------------------------------------------
     async def ensure_plans(self) -> list[str]:
@@ -72,20 +62,12 @@ class LimitsService:
             if await self.store.platform_insert_plan_if_absent(
                     Plan(name, str(spec.get("description", "")), limits, now, now)):
                 created.append(name)
-        self._plans_at = -1e18
+        self._plans.clear()
         return created
 
     # --- the request path -------------------------------------------------------------------------------------
     async def effective(self, tenant: Tenant) -> Effective:
-        hit = self._effective.get(tenant.id)
-        if hit is not None and hit.plan == tenant.plan and self.clock() - hit.at < self.ttl_s:
-            return hit.value
-        key = (tenant.id, tenant.plan)
-        loading = self._loading.get(key)
-        if loading is None:  # single flight: requests that miss together share one load
-            loading = self._loading[key] = asyncio.ensure_future(self._load(tenant))
-            loading.add_done_callback(lambda _: self._loading.pop(key, None))
-        return await asyncio.shield(loading)
+        return await self._effective.get_or_load((tenant.id, tenant.plan), lambda: self._load(tenant))
 
     async def _load(self, tenant: Tenant) -> Effective:
         return (await self._read(tenant))[0]
@@ -94,22 +76,18 @@ class LimitsService:
         plan = (await self._all_plans()).get(tenant.plan)
         overrides = await self.store.get_overrides(tenant_id=tenant.id)
         value = Effective(tenant_limits(plan.limits if plan else {}, overrides.limits), sub_limits(overrides.end_user))
-        self._effective[tenant.id] = _Cached(self.clock(), tenant.plan, value)
         return value, overrides
 
     async def _all_plans(self) -> dict[str, Plan]:
-        if self.clock() - self._plans_at < self.ttl_s:
-            return self._plans
-        async with self._lock:
-            if self.clock() - self._plans_at >= self.ttl_s:
-                self._plans = {p.name: p for p in await self.store.platform_plans()}
-                self._plans_at = self.clock()
-        return self._plans
+        return await self._plans.get_or_load("all", self._load_plans)
+
+    async def _load_plans(self) -> dict[str, Plan]:
+        return {p.name: p for p in await self.store.platform_plans()}
 
     async def has_plan(self, name: str) -> bool:
         if name in await self._all_plans():
             return True
-        self._plans_at = -1e18  # created moments ago on another replica?
+        self._plans.clear()  # created moments ago on another replica?
         return name in await self._all_plans()
 
     # --- plans ------------------------------------------------------------------------------------------------
@@ -134,19 +112,20 @@ class LimitsService:
             raise InvalidRequest("description must be a string of at most 500 characters", param="description")
         now = self.wall()
         plan = await self.store.platform_upsert_plan(Plan(name, description, limits, now, now))
-        self._plans_at = -1e18
+        self._plans.clear()
         self._effective.clear()
         await self._audit(actor, "plan.updated", None, plan=name, limits=limits)
         return plan
 
     async def _reload(self) -> dict[str, Plan]:
-        self._plans_at = -1e18
+        self._plans.clear()
         return await self._all_plans()
 
     # --- a tenant's limits ------------------------------------------------------------------------------------
     async def view(self, tenant: Tenant) -> dict[str, Any]:
         """The effective limits read fresh (one read of the overrides), also refreshing the request path's cache."""
         value, overrides = await self._read(tenant)
+        self._effective.put((tenant.id, tenant.plan), value)
         return {"object": "tenant.limits", "tenant_id": tenant.id, "plan": tenant.plan, **value.tenant.public(),
                 "overrides": overrides.limits, "end_user": value.end_user.public()}
 
@@ -166,7 +145,7 @@ class LimitsService:
                             **check_overrides(end_user, allowed=SUB_FIELDS, param="end_user")}
         await self.store.put_overrides(tenant_id=tenant.id, at=self.wall(),
                                        overrides=TenantOverrides({**current.limits, **changes}, new_end_user))
-        self._effective.pop(tenant.id, None)
+        self._effective.evict(lambda cached, _value: cached[0] == tenant.id)
         await self._audit(actor, "limits.updated", tenant.id, limits=changes, end_user=end_user)
         return await self.view(tenant)
 

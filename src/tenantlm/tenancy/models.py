@@ -18,6 +18,15 @@ class Role(StrEnum):
     VIEWER = "viewer"
 
 
+class PlatformRole(StrEnum):
+    """What a platform key may do: everything (``admin``), read everything but tenant content (``auditor``), or
+    read usage and export bills (``billing``)."""
+
+    ADMIN = "admin"
+    AUDITOR = "auditor"
+    BILLING = "billing"
+
+
 class Permission(StrEnum):
     MODELS_READ = "models:read"
     INFERENCE = "inference"
@@ -63,6 +72,7 @@ class Tenant:
     model_aliases: dict[str, str]
     created_at: float
     updated_at: float
+    billing: dict[str, Any] = field(default_factory=dict)  # the operator's billing identifiers; platform-only
 
     def public(self) -> dict[str, Any]:
         return {
@@ -76,6 +86,7 @@ class Tenant:
             "settings": self.settings,
             "allowed_models": self.allowed_models,
             "model_aliases": self.model_aliases,
+            "billing": self.billing,
             "created_at": int(self.created_at),
             "updated_at": int(self.updated_at),
         }
@@ -118,12 +129,28 @@ class ApiKey:
 
 @dataclass(frozen=True, slots=True)
 class AdminKey:
+    """A platform key (``tlmadmin_...``): acts on the admin API across tenants, within its role."""
+
     id: str
     name: str
+    role: PlatformRole
     secret_hash: bytes
     hint: str
     created_at: float
     revoked_at: float | None
+    last_used_at: float | None = None
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "platform_key",
+            "name": self.name,
+            "role": self.role.value,
+            "hint": self.hint,
+            "created_at": int(self.created_at),
+            "revoked_at": None if self.revoked_at is None else int(self.revoked_at),
+            "last_used_at": None if self.last_used_at is None else int(self.last_used_at),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,9 +171,10 @@ class TenantContext:
 
 @dataclass(frozen=True, slots=True)
 class PlatformPrincipal:
-    """A platform admin key: may manage every tenant, has no data-plane tenant."""
+    """A platform key: acts across tenants within its role, has no data-plane tenant."""
 
     key_id: str
+    role: PlatformRole = PlatformRole.ADMIN
 
 
 Principal = TenantContext | PlatformPrincipal

@@ -8,6 +8,7 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from tenantlm.errors import InvalidRequest, NotFound, PermissionDenied
@@ -16,18 +17,31 @@ from tenantlm.requestlog.service import SETTING as REQUEST_LOG_DAYS
 from tenantlm.requestlog.service import check_retention
 from tenantlm.tenancy import keys
 from tenantlm.tenancy.auth import Authenticator
-from tenantlm.tenancy.models import AdminKey, ApiKey, CreatedKey, Permission, Role, Tenant, TenantStatus
+from tenantlm.tenancy.models import (
+    AdminKey,
+    ApiKey,
+    CreatedKey,
+    Permission,
+    PlatformRole,
+    Role,
+    Tenant,
+    TenantStatus,
+)
 from tenantlm.tenancy.store import TenancyStore
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,199}$")
 EDITABLE = frozenset({"name", "status", "plan", "region", "metadata", "settings", "allowed_models",
-                       "model_aliases"})
-# Fields a tenant's own admin may change; status, plan and region are the operator's.
+                       "model_aliases", "billing"})
+# Fields a tenant's own admin may change; status, plan, region and billing identifiers are the operator's.
 TENANT_ADMIN_EDITABLE = frozenset({"name", "metadata", "settings"})
 
 
 # Known tenant settings and their validators; PATCH merges settings key by key (null removes a key).
 SETTINGS: dict[str, Callable[[Any], Any]] = {REQUEST_LOG_DAYS: check_retention}
+# The operator's billing identifiers for a tenant (``billing``), read by the Stripe export. Platform-only: a tenant
+# that could set its own customer id could have its usage billed to another customer.
+BILLING_FIELDS = frozenset({"stripe_customer_id"})
+_BILLING_ID = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 
 
 class AuditSink(Protocol):
@@ -66,6 +80,22 @@ def _check_settings(value: Any, current: dict[str, Any]) -> dict[str, Any]:
             merged.pop(name, None)
         else:
             merged[name] = SETTINGS[name](new)
+    return merged
+
+
+def _check_billing(value: Any, current: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(current)
+    for name, new in _check_json_object(value, "billing").items():
+        if name not in BILLING_FIELDS:
+            raise InvalidRequest(f"unknown billing field {name!r}; known: {', '.join(sorted(BILLING_FIELDS))}",
+                                 param=f"billing.{name}")
+        if new is None:
+            merged.pop(name, None)
+        elif isinstance(new, str) and _BILLING_ID.match(new):
+            merged[name] = new
+        else:
+            raise InvalidRequest(f"billing.{name} must be 1-255 letters, digits, '_' or '-' (or null to remove it)",
+                                 param=f"billing.{name}")
     return merged
 
 
@@ -122,6 +152,7 @@ class TenancyService:
             settings=_check_settings(body.get("settings", {}), {}),
             allowed_models=self._models(body.get("allowed_models")),
             model_aliases=self._aliases(body.get("model_aliases", {})), created_at=now, updated_at=now,
+            billing=_check_billing(body.get("billing", {}), {}),
         )
         await self.store.insert_tenant(tenant_id=tenant.id, tenant=tenant)
         await self.tenant_keys.ensure_tenant(tenant.id)
@@ -173,7 +204,7 @@ class TenancyService:
             "name": lambda v: _check_name(v, "name"), "status": lambda v: self._status(v).value,
             "plan": str, "region": str, "metadata": lambda v: _check_json_object(v, "metadata"),
             "settings": lambda v: _check_settings(v, current.settings), "allowed_models": self._models,
-            "model_aliases": self._aliases,
+            "model_aliases": self._aliases, "billing": lambda v: _check_billing(v, current.billing),
         }
         return {k: checks[k](v) for k, v in body.items()}
 
@@ -220,6 +251,7 @@ class TenancyService:
                      secret_hash=keys.hash_token(token), hint=keys.hint(token), created_at=self.clock(),
                      expires_at=expires_at, revoked_at=None, last_used_at=None)
         await self.store.insert_key(tenant_id=tenant_id, key=key)
+        self.auth.key_created("tenant", key.id)
         await self._audit(actor, "key.created", tenant_id, key_id=key.id, role=role.value, scopes=scopes,
                           expires_at=expires_at)
         return CreatedKey(key=key, secret=token)
@@ -264,14 +296,46 @@ class TenancyService:
         await self._audit(actor, "key.revoked", tenant_id, key_id=key_id)
         return key
 
-    # --- platform admin keys ----------------------------------------------------------------------------------
+    # --- platform keys --------------------------------------------------------------------------------------
     async def ensure_admin_key(self) -> str | None:
         """At first start with no ``TENANTLM_ADMIN_KEY``, make one admin key and return its secret (shown once)."""
         if self.auth.has_bootstrap_key or await self.store.platform_count_admin_keys() > 0:
             return None
+        return (await self._new_platform_key("bootstrap", PlatformRole.ADMIN)).secret
+
+    async def create_platform_key(self, *, name: str, role: PlatformRole, actor: str) -> CreatedPlatformKey:
+        created = await self._new_platform_key(_check_name(name, "name"), role)
+        await self._audit(actor, "platform_key.created", None, key_id=created.key.id, role=role.value)
+        return created
+
+    async def list_platform_keys(self) -> list[AdminKey]:
+        return await self.store.platform_list_admin_keys()
+
+    async def revoke_platform_key(self, *, key_id: str, actor: str) -> AdminKey:
+        """Revoked here at once; other replicas refuse it within the key cache's TTL."""
+        key = await self.store.platform_revoke_admin_key(key_id=key_id, at=self.clock())
+        if key is None:
+            raise NotFound(f"no platform key {key_id!r}", param="key_id")
+        self.auth.invalidate_key(key_id)
+        await self._audit(actor, "platform_key.revoked", None, key_id=key_id, role=key.role.value)
+        return key
+
+    async def _new_platform_key(self, name: str, role: PlatformRole) -> CreatedPlatformKey:
         key_id = keys.new_key_id()
         token = keys.make_token(keys.ADMIN_PREFIX, key_id)
-        await self.store.platform_insert_admin_key(AdminKey(
-            id=keys.public_key_id(key_id), name="bootstrap", secret_hash=keys.hash_token(token),
-            hint=keys.hint(token), created_at=self.clock(), revoked_at=None))
-        return token
+        key = AdminKey(id=keys.public_key_id(key_id), name=name, role=role, secret_hash=keys.hash_token(token),
+                       hint=keys.hint(token), created_at=self.clock(), revoked_at=None)
+        await self.store.platform_insert_admin_key(key)
+        self.auth.key_created("admin", key.id)
+        return CreatedPlatformKey(key=key, secret=token)
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedPlatformKey:
+    """A platform key just made; ``secret`` is returned to the caller once and never stored."""
+
+    key: AdminKey
+    secret: str
+
+    def public(self) -> dict[str, Any]:
+        return {**self.key.public(), "key": self.secret}

@@ -15,7 +15,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from tenantlm.errors import Conflict
 from tenantlm.storage.sql.engine import Database
 from tenantlm.storage.sql.tables import admin_keys, api_keys, end_users, tenants
-from tenantlm.tenancy.models import AdminKey, ApiKey, Role, Tenant, TenantStatus
+from tenantlm.tenancy.keys import KeyKind
+from tenantlm.tenancy.models import AdminKey, ApiKey, PlatformRole, Role, Tenant, TenantStatus
 
 
 def _tenant(row: Any) -> Tenant:
@@ -24,6 +25,7 @@ def _tenant(row: Any) -> Tenant:
         metadata=dict(row.metadata or {}), settings=dict(row.settings or {}),
         allowed_models=None if row.allowed_models is None else list(row.allowed_models),
         model_aliases=dict(row.model_aliases or {}), created_at=row.created_at, updated_at=row.updated_at,
+        billing=dict(row.billing or {}),
     )
 
 
@@ -37,8 +39,9 @@ def _key(row: Any) -> ApiKey:
 
 
 def _admin_key(row: Any) -> AdminKey:
-    return AdminKey(id=row.id, name=row.name, secret_hash=bytes(row.secret_hash), hint=row.hint,
-                    created_at=row.created_at, revoked_at=row.revoked_at)
+    return AdminKey(id=row.id, name=row.name, role=PlatformRole(row.role), secret_hash=bytes(row.secret_hash),
+                    hint=row.hint, created_at=row.created_at, revoked_at=row.revoked_at,
+                    last_used_at=row.last_used_at)
 
 
 def _tenant_values(t: Tenant) -> dict[str, Any]:
@@ -46,6 +49,7 @@ def _tenant_values(t: Tenant) -> dict[str, Any]:
         "id": t.id, "name": t.name, "status": t.status.value, "plan": t.plan, "region": t.region,
         "metadata": t.metadata, "settings": t.settings, "allowed_models": t.allowed_models,
         "model_aliases": t.model_aliases, "created_at": t.created_at, "updated_at": t.updated_at,
+        "billing": t.billing,
     }
 
 
@@ -74,6 +78,19 @@ class TenancyStore:
             row = (await conn.execute(sa.select(admin_keys).where(admin_keys.c.id == key_id))).first()
         return None if row is None else _admin_key(row)
 
+    async def platform_key_ids(self, *, created_since: float | None) -> list[tuple[KeyKind, str, float]]:
+        """(kind, id, created_at) of every stored key, tenant and platform, or of those created since a time."""
+        tenant_q = sa.select(api_keys.c.id, api_keys.c.created_at)
+        admin_q = sa.select(admin_keys.c.id, admin_keys.c.created_at)
+        if created_since is not None:
+            tenant_q = tenant_q.where(api_keys.c.created_at >= created_since)
+            admin_q = admin_q.where(admin_keys.c.created_at >= created_since)
+        out: list[tuple[KeyKind, str, float]] = []
+        async with self.db.platform_tx() as conn:
+            out.extend(("tenant", r.id, r.created_at) for r in await conn.execute(tenant_q))
+            out.extend(("admin", r.id, r.created_at) for r in await conn.execute(admin_q))
+        return out
+
     async def platform_count_admin_keys(self) -> int:
         async with self.db.platform_tx() as conn:
             return int((await conn.execute(sa.select(sa.func.count()).select_from(admin_keys))).scalar_one())
@@ -81,15 +98,28 @@ class TenancyStore:
     async def platform_insert_admin_key(self, key: AdminKey) -> None:
         async with self.db.platform_tx() as conn:
             await conn.execute(admin_keys.insert().values(
-                id=key.id, name=key.name, secret_hash=key.secret_hash, hint=key.hint, created_at=key.created_at))
+                id=key.id, name=key.name, role=key.role.value, secret_hash=key.secret_hash, hint=key.hint,
+                created_at=key.created_at))
+
+    async def platform_list_admin_keys(self) -> list[AdminKey]:
+        async with self.db.platform_tx() as conn:
+            return [_admin_key(r) for r in await conn.execute(sa.select(admin_keys).order_by(admin_keys.c.created_at))]
+
+    async def platform_revoke_admin_key(self, *, key_id: str, at: float) -> AdminKey | None:
+        async with self.db.platform_tx() as conn:
+            await conn.execute(admin_keys.update().where(admin_keys.c.id == key_id, admin_keys.c.revoked_at.is_(None))
+                               .values(revoked_at=at))
+            row = (await conn.execute(sa.select(admin_keys).where(admin_keys.c.id == key_id))).first()
+        return None if row is None else _admin_key(row)
 
     async def platform_touch_keys(self, used: Mapping[str, float]) -> None:
-        """Record last-use times, batched off the request path."""
+        """Record last-use times (tenant and platform keys), batched off the request path."""
         if not used:
             return
         async with self.db.platform_tx() as conn:
             for key_id, at in used.items():
                 await conn.execute(api_keys.update().where(api_keys.c.id == key_id).values(last_used_at=at))
+                await conn.execute(admin_keys.update().where(admin_keys.c.id == key_id).values(last_used_at=at))
 
     # --- tenant scope ---------------------------------------------------------------------------------------
     async def insert_tenant(self, *, tenant_id: str, tenant: Tenant) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tenantlm.crypto.cache import TtlCache
+from tenantlm.cache import TtlCache
 from tenantlm.crypto.errors import KeyShredded
 from tenantlm.crypto.keyring import Keyring
 from tenantlm.crypto.local import LocalKekProvider
@@ -99,7 +99,7 @@ async def test_eviction_during_a_load_keeps_the_result_out() -> None:
 
     task = asyncio.create_task(cache.get_or_load("k", load))
     await asyncio.sleep(0)
-    cache.evict(lambda k: k == "k")
+    cache.evict(lambda k, _v: k == "k")
     assert await task == 1 and cache.get("k") is None
 
 

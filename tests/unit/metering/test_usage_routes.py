@@ -4,6 +4,7 @@ formats, and the forecast."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ DAY = 86400.0
 class FakeTenancy:
     async def get_tenant(self, *, tenant_id: str) -> Tenant:
         if tenant_id == "ten_a":
-            return tenant(tenant_id, {"stripe_customer_id": "cus_A"}, at=NOW)
+            return dataclasses.replace(tenant(tenant_id, at=NOW), billing={"stripe_customer_id": "cus_A"})
         if tenant_id == "ten_b":
             return tenant(tenant_id, at=NOW)
         raise NotFound("no such tenant")

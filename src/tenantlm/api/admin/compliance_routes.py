@@ -15,7 +15,7 @@ from tenantlm.tenancy import access
 from tenantlm.tenancy.models import Permission, PlatformPrincipal, Principal
 
 if TYPE_CHECKING:
-    from tenantlm.app import Services
+    from tenantlm.services import Services
 
 router = APIRouter(prefix="/admin/v1/tenants/{tenant_id}", default_response_class=JSONResponse)
 PrincipalDep = Annotated[Principal, Depends(principal)]
@@ -89,5 +89,5 @@ async def rotate_keys(tenant_id: str, request: Request, who: PrincipalDep, backg
         await svc.audit.append(actor=actor, action="encryption.dek_rotated", tenant_id=tenant_id, request_id=rid,
                                details={"version": version, "rewrap": body.rewrap})
         if body.rewrap:
-            background.add_task(svc.rewrap_tenant, tenant_id=tenant_id, actor=actor)
+            background.add_task(svc.rewrapper.rewrap, tenant_id=tenant_id, actor=actor)
     return {"object": "tenant.encryption", "tenant_id": tenant_id, **await _key_status(svc, tenant_id)}

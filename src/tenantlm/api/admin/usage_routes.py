@@ -119,7 +119,7 @@ def _customer_lookup(request: Request) -> export.CustomerOf:
             tenant = await tenancy.get_tenant(tenant_id=tenant_id)
         except NotFound:
             return None
-        value = tenant.metadata.get("stripe_customer_id")
+        value = tenant.billing.get("stripe_customer_id")  # platform-only (never the tenant-writable metadata)
         return value if isinstance(value, str) and value else None
 
     return customer_of

@@ -25,6 +25,7 @@ tenants = sa.Table(
     sa.Column("model_aliases", sa.JSON, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("billing", sa.JSON, nullable=False, server_default="{}"),
 )
 
 api_keys = sa.Table(
@@ -43,6 +44,7 @@ api_keys = sa.Table(
     sa.Column("last_used_at", sa.Float, nullable=True),
     sa.Column("limits", sa.JSON, nullable=True),
     sa.Index("ix_api_keys_tenant", "tenant_id"),
+    sa.Index("ix_api_keys_created", "created_at"),
 )
 
 admin_keys = sa.Table(
@@ -55,6 +57,8 @@ admin_keys = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("revoked_at", sa.Float, nullable=True),
     sa.Column("last_used_at", sa.Float, nullable=True),
+    sa.Column("role", sa.String(16), nullable=False, server_default="admin"),
+    sa.Index("ix_admin_keys_created", "created_at"),
 )
 
 end_users = sa.Table(

@@ -1,0 +1,157 @@
+"""The services of one TenantLM process, built once from its settings: ``build_services(settings)`` is where every
+backend is chosen (SQLite or Postgres, in-process or Redis limits, local or Vault key-encryption keys) and every
+capability gets its collaborators. Nothing here does I/O; the app's lifespan (``app.py``) starts and stops them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from tenantlm.admission.memory import MemoryLimitStore
+from tenantlm.admission.port import LimitStore
+from tenantlm.admission.service import AdmissionService
+from tenantlm.audit import AuditLog, AuditSigner, AuthFailureAggregator
+from tenantlm.compliance.erasure import TenantEraser
+from tenantlm.compliance.export import TenantExporter
+from tenantlm.compliance.rewrap import TenantRewrapper
+from tenantlm.crypto import KekProvider, Keyring, LocalKekProvider, load_or_create_master_key
+from tenantlm.inference.gate import Gate
+from tenantlm.inference.service import InferenceService
+from tenantlm.metering.alerts import AlertSettings, BudgetAlerts
+from tenantlm.metering.ledger import Ledger
+from tenantlm.observability.metrics import Metrics
+from tenantlm.providers.registry import ProviderRegistry
+from tenantlm.requestlog.service import RequestLogService
+from tenantlm.requestlog.store import RequestLogStore
+from tenantlm.scheduling.registry import RedisReplicaCount, ReplicaCount, SchedulerRegistry, StaticReplicaCount
+from tenantlm.settings import Settings
+from tenantlm.storage.sql.engine import Database
+from tenantlm.tenancy.auth import Authenticator
+from tenantlm.tenancy.catalog import ModelCatalog
+from tenantlm.tenancy.end_users import EndUserRecorder
+from tenantlm.tenancy.limits_service import LimitsService
+from tenantlm.tenancy.limits_store import LimitsStore
+from tenantlm.tenancy.service import TenancyService
+from tenantlm.tenancy.store import TenancyStore
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    metrics: Metrics
+    auth: Authenticator
+    tenancy: TenancyService
+    end_users: EndUserRecorder
+    catalog: ModelCatalog
+    providers: ProviderRegistry
+    inference: InferenceService
+    keyring: Keyring
+    audit: AuditLog
+    auth_failures: AuthFailureAggregator
+    request_log: RequestLogService
+    eraser: TenantEraser
+    rewrapper: TenantRewrapper
+    exporter: TenantExporter
+    limits: LimitsService
+    admission: AdmissionService
+    schedulers: SchedulerRegistry
+    replicas: ReplicaCount
+    ledger: Ledger
+    alerts: BudgetAlerts | None
+    redis: Any
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+
+def build_kek_provider(settings: Settings) -> KekProvider:
+    if settings.kek_provider == "vault":
+        from tenantlm.crypto.vault import VaultTransitKekProvider, vault_client
+
+        assert settings.vault_url and settings.vault_token  # checked by Settings
+        client = vault_client(settings.vault_url, settings.vault_token.get_secret_value(),
+                              namespace=settings.vault_namespace)
+        return VaultTransitKekProvider(client, mount_point=settings.vault_transit_mount,
+                                       key_prefix=settings.vault_key_prefix)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    env_key = settings.master_key.get_secret_value() if settings.master_key else None
+    return LocalKekProvider(settings.keyring_path, load_or_create_master_key(settings.data_dir, env_key))
+
+
+def build_limit_store(settings: Settings) -> tuple[LimitStore, ReplicaCount, Any]:
+    """In-process limits and a static replica count, or both on Redis when ``redis_url`` is set."""
+    if settings.redis_url is None:
+        return MemoryLimitStore(), StaticReplicaCount(settings.replicas), None
+    from redis.asyncio import Redis
+
+    from tenantlm.admission.redis_store import RedisLimitStore
+
+    client = Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=2.0, socket_connect_timeout=2.0)
+    return (RedisLimitStore(client, fail_open=settings.limits_fail_open), RedisReplicaCount(client), client)
+
+
+def _budgets(limits: LimitsService, tenancy: TenancyService) -> Any:
+    async def budgets(tenant_id: str) -> tuple[int | None, float | None]:
+        eff = await limits.effective(await tenancy.get_tenant(tenant_id=tenant_id))
+        return eff.tenant.monthly_token_budget, eff.tenant.monthly_cost_budget_usd
+    return budgets
+
+
+def _alert_hook(alerts: BudgetAlerts) -> Any:
+    async def on_flushed(tenant_ids: frozenset[str]) -> None:
+        await alerts.check(tenant_ids)
+    return on_flushed
+
+
+def build_services(settings: Settings) -> Services:
+    db = Database.from_url(settings.sql_url)
+    store = TenancyStore(db)
+    metrics = Metrics(max_tenants=settings.metrics_max_tenants)
+    admin_key = (settings.admin_key.get_secret_value() if settings.admin_key else "") or None
+    auth = Authenticator(store=store, ttl_s=settings.key_cache_ttl_s, max_entries=settings.cache_max_entries,
+                         bootstrap_admin_key=admin_key)
+    catalog = ModelCatalog(settings.models, created_at=int(time.time()))
+    end_users = EndUserRecorder(store=store)
+    providers = ProviderRegistry.from_settings(settings)
+    keyring = Keyring(db, build_kek_provider(settings), cache_ttl_s=settings.dek_cache_ttl_s)
+    audit = AuditLog(db, AuditSigner.load_or_create(settings.data_dir),
+                     checkpoint_every=settings.audit_checkpoint_every,
+                     checkpoint_interval_s=settings.audit_checkpoint_interval_s)
+    auth_failures = AuthFailureAggregator(audit, window_s=settings.audit_auth_failure_window_s)
+    request_log = RequestLogService(store=RequestLogStore(db), sealer=keyring)
+    limits = LimitsService(store=LimitsStore(db), audit=audit, ttl_s=settings.key_cache_ttl_s,
+                           max_entries=settings.cache_max_entries, seed_plans=settings.plans)
+    tenancy = TenancyService(store=store, auth=auth, known_models=catalog.names, audit=audit, tenant_keys=keyring,
+                             settings_listener=request_log, plan_exists=limits.has_plan)
+    limit_store, replicas, redis = build_limit_store(settings)
+    admission = AdmissionService(limit_store)
+    schedulers = SchedulerRegistry({m.name: m.max_in_flight for m in settings.models}, replicas,
+                                   headrooms={m.name: m.headroom for m in settings.models if m.headroom is not None},
+                                   observer_for=metrics.scheduler_observer,
+                                   max_queue_per_tenant=settings.scheduler_max_queue_per_tenant,
+                                   max_queue_total=settings.scheduler_max_queue_total)
+    ledger = Ledger(db=db, directory=settings.data_dir / "ledger", sync=settings.ledger_sync,
+                    sync_interval_s=settings.ledger_sync_interval_s)
+    alerts = None
+    if settings.alert_webhook_url:
+        secret = settings.alert_webhook_secret.get_secret_value() if settings.alert_webhook_secret else ""
+        alerts = BudgetAlerts(db=db, budgets=_budgets(limits, tenancy),
+                              settings=AlertSettings(secret=secret, platform_url=settings.alert_webhook_url))
+        ledger.on_flushed = _alert_hook(alerts)
+    gate = Gate(settings=settings, limits=limits, admission=admission, schedulers=schedulers, ledger=ledger)
+    return Services(
+        admission=admission, schedulers=schedulers, replicas=replicas, ledger=ledger, alerts=alerts, redis=redis,
+        settings=settings, db=db, metrics=metrics, auth=auth, end_users=end_users, catalog=catalog,
+        providers=providers, tenancy=tenancy, keyring=keyring, audit=audit, auth_failures=auth_failures,
+        request_log=request_log, limits=limits,
+        inference=InferenceService(catalog=catalog, providers=providers, metrics=metrics, end_users=end_users,
+                                   request_log=request_log, gate=gate),
+        eraser=TenantEraser(tenancy=tenancy, keyring=keyring, contents=[request_log, end_users, ledger],
+                            audit=audit, auth=auth, data_dir=settings.data_dir),
+        rewrapper=TenantRewrapper(contents=[request_log], audit=audit),
+        exporter=TenantExporter(tenancy=tenancy, request_log=request_log, audit=audit, audit_reader=audit,
+                                flush=end_users.flush),
+    )
