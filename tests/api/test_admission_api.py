@@ -197,6 +197,22 @@ def test_budget_refuses_with_insufficient_quota(live: Live, tenant: Callable[...
     assert totals["prompt_tokens"] + totals["completion_tokens"] <= 100
 
 
+def test_a_request_no_limit_could_ever_admit_is_a_400_not_a_429(live: Live, tenant: Callable[..., Tenant]) -> None:
+    """A 429 tells the SDK to retry; a request larger than the whole limit would be retried for nothing."""
+    t = tenant(tpm=500)
+    sdk = live.sdk(t.member_key, max_retries=3)
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk.chat.completions.create(model="fake-chat", messages=[{"role": "user", "content": "hi"}], max_tokens=1000)
+    err = caught.value
+    assert err.status_code == 400 and err.code == "request_too_large" and err.param == "max_tokens"
+    assert "never be admitted" in err.message and "limit 500" in err.message
+    ok = sdk.chat.completions.create(model="fake-chat", messages=[{"role": "user", "content": "hi"}], max_tokens=50)
+    assert ok.choices[0].message.content
+    cut_off = tenant(monthly_token_budget=0)  # a limit of zero is a tenant cut off: still insufficient_quota
+    r = chat(live, cut_off.member_key, max_tokens=10)
+    assert r.status_code == 429 and r.json()["error"]["code"] == "insufficient_quota", r.text
+
+
 def test_a_stream_is_cut_when_the_budget_runs_out(live: Live, tenant: Callable[..., Tenant]) -> None:
     t = tenant(monthly_token_budget=60, default_max_tokens=10)
     events = []

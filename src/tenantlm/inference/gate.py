@@ -29,7 +29,7 @@ from typing import Any, TypeVar, cast
 
 from tenantlm.admission.models import AdmissionRequest, Decision, Limits, SettleResult, Subject
 from tenantlm.admission.service import AdmissionService, estimate_prompt_tokens, reservation_tokens
-from tenantlm.errors import RateLimited
+from tenantlm.errors import InvalidRequest, RateLimited
 from tenantlm.metering.ledger import Ledger
 from tenantlm.metering.models import UsageEvent, event_id
 from tenantlm.metering.pricing import cost_of
@@ -253,6 +253,22 @@ def _status(state: str) -> str:
     return state if state in {"ok", "error", "cancelled", "cut"} else "error"
 
 
+# Token and cost dimensions: a request larger than one of these limits (not its remainder, the whole of it) can
+# never be admitted, however long it waits.
+_SIZE_BOUND = frozenset({"tpm", "daily_token_budget", "monthly_token_budget", "monthly_cost_budget_usd"})
+
+
+def _refusal(decision: Decision, subjects: list[Subject]) -> Exception:
+    """What a refused admission raises: its 429 with retry-after and the rate headers, or, when the request alone is
+    larger than a non-zero limit (so no retry can help: ``retry_after_s`` is None), a 400 that says to reduce
+    ``max_tokens`` (a limit of zero is a tenant cut off, and stays a 429)."""
+    limit = next((getattr(s.limits, decision.dimension) for s in subjects if s.level == decision.level), None) \
+        if decision.dimension is not None else None
+    if decision.retry_after_s is None and decision.dimension in _SIZE_BOUND and limit:
+        return InvalidRequest(decision.message, param="max_tokens", code="request_too_large")
+    return decision.error()
+
+
 class Gate:
     def __init__(self, *, settings: Settings, limits: LimitsService, admission: AdmissionService,
                  schedulers: SchedulerRegistry, ledger: Ledger, uid: Callable[[], str] | None = None
@@ -280,8 +296,10 @@ class Gate:
                                     limits=_limits(eff.end_user)))
         subjects.append(Subject(level="tenant", id=ctx.tenant_id, limits=_limits(tl)))
         cost = cost_of(model.config, prompt_tokens, out_tokens)
-        decision = await self.admission.admit_or_raise(AdmissionRequest(
+        decision = await self.admission.admit(AdmissionRequest(
             tenant_id=ctx.tenant_id, request_id=uid, subjects=tuple(subjects), tokens=tokens, cost_usd=cost))
+        if not decision.admitted:
+            raise _refusal(decision, subjects)
         passage = Passage(gate=self, ctx=ctx, model=model, end_user=end_user, uid=uid, decision=decision,
                           grant=None, started=time.monotonic(), prompt_estimate=prompt_tokens)
         self.open += 1
