@@ -84,7 +84,7 @@ async def _start_metering(svc: Services) -> None:
 async def _seed_budgets(svc: Services) -> None:
     now = time.gmtime()
     day, month = time.strftime("d:%Y-%m-%d", now), time.strftime("m:%Y-%m", now)
-    for row in await svc.ledger.period_usage():
+    for row in await svc.ledger.platform_period_usage():
         if row.key_id is not None:
             level, subject = "key", row.key_id
         elif row.end_user is not None:

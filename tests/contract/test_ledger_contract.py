@@ -26,6 +26,7 @@ from tenantlm.metering import export
 from tenantlm.metering.alerts import AlertSettings, BudgetAlerts, verify_signature
 from tenantlm.metering.ledger import Ledger
 from tenantlm.metering.models import DAY_S, GROUP_COLUMNS, Totals, UsageEvent, to_nano, utc_day
+from tenantlm.metering.store import EVERY_TENANT
 from tenantlm.storage.sql.engine import Database
 
 A, B, C = "ten_aaaa", "ten_bbbb", "ten_cccc"
@@ -109,7 +110,7 @@ async def test_the_same_event_twice_is_stored_and_counted_once(ledger: Ledger, d
     await ledger.record(e)
     again = await ledger.flush()
     assert (again.read, again.inserted, again.tenants) == (1, 0, frozenset())
-    [row] = await ledger.usage(A, MONTH_START, MONTH_START + 31 * DAY_S, ["model"])
+    [row] = await ledger.usage(tenant_id=A, start=MONTH_START, end=MONTH_START + 31 * DAY_S, group_by=["model"])
     assert row.totals.requests == 1 and row.totals.tokens == 15
     a, b = await group_by_sql(database)
     assert a == b
@@ -160,7 +161,7 @@ async def test_stored_events_equal_what_was_recorded_to_the_last_bit(ledger: Led
               for i, t in enumerate(times)]
     await record_all(ledger, events)
     assert (await ledger.flush()).inserted == len(events)
-    stored = {e.id: e for page in [p async for p in ledger.store.events(tenant_id=None, start=MONTH_START,
+    stored = {e.id: e for page in [p async for p in ledger.store.events(scope=EVERY_TENANT, start=MONTH_START,
                                                                         end=MONTH_START + 31 * DAY_S)] for e in page}
     assert len(stored) == len(events)
     for e in events:
@@ -185,7 +186,8 @@ async def test_usage_for_every_grouping_matches_the_events(ledger: Ledger) -> No
             for start, end in ranges:
                 for tenant in (None, B):
                     inside = [e for e in events if start <= e.created_at < end and tenant in (None, e.tenant_id)]
-                    rows = await ledger.usage(tenant, start, end, list(groups))
+                    rows = await (ledger.platform_usage(start=start, end=end, group_by=list(groups)) if tenant is None
+                                  else ledger.usage(tenant_id=tenant, start=start, end=end, group_by=list(groups)))
                     got = {tuple(r.group.values()): r.totals for r in rows}
                     assert got == (expected(inside, list(groups)) or {(): Totals()}), (groups, start, tenant)
 
@@ -193,7 +195,8 @@ async def test_usage_for_every_grouping_matches_the_events(ledger: Ledger) -> No
 async def test_a_tenant_sees_only_its_own_usage(ledger: Ledger, database: Database) -> None:
     await record_all(ledger, random_events(200))
     await ledger.flush()
-    rows = await ledger.usage(B, MONTH_START, MONTH_START + 31 * DAY_S, ["tenant", "key"])
+    rows = await ledger.usage(tenant_id=B, start=MONTH_START, end=MONTH_START + 31 * DAY_S,
+                              group_by=["tenant", "key"])
     assert rows and {r.group["tenant"] for r in rows} == {B}
     pages = [e async for page in ledger.events(tenant_id=B, start=0, end=2e9) for e in page]
     assert pages and {e.tenant_id for e in pages} == {B}
@@ -215,21 +218,21 @@ async def test_exports_parse_and_add_up(ledger: Ledger) -> None:
     await record_all(ledger, events)
     await ledger.flush()
     start, end = MONTH_START, MONTH_START + 31 * DAY_S
-    [total] = await ledger.usage(None, start, end, [])
+    [total] = await ledger.platform_usage(start=start, end=end, group_by=[])
 
-    csv_rows = list(csv.DictReader(io.StringIO(await text(export.events_csv(ledger.events(tenant_id=None, start=start,
+    csv_rows = list(csv.DictReader(io.StringIO(await text(export.events_csv(ledger.platform_events(start=start,
                                                                                             end=end))))))
     assert sorted(r["id"] for r in csv_rows) == sorted(e.id for e in events)
     assert sum(int(r["total_tokens"]) for r in csv_rows) == total.totals.tokens
     assert sum(to_nano(float(r["cost_usd"])) for r in csv_rows) == total.totals.cost_nanousd
     assert not any(r["end_user"].startswith("=") or r["model"].startswith("-") for r in csv_rows)
 
-    grouped = await ledger.usage(None, start, end, ["tenant", "model"])
+    grouped = await ledger.platform_usage(start=start, end=end, group_by=["tenant", "model"])
     group_rows = list(csv.DictReader(io.StringIO(export.rows_csv(grouped, ["tenant", "model"]).decode())))
     assert len(group_rows) == len(grouped) and sum(int(r["requests"]) for r in group_rows) == 250
 
     lines = [orjson.loads(x) for x in (await text(export.cloudevents_jsonl(
-        ledger.events(tenant_id=None, start=start, end=end)))).splitlines()]
+        ledger.platform_events(start=start, end=end)))).splitlines()]
     assert {x["specversion"] for x in lines} == {"1.0"} and {x["type"] for x in lines} == {"tenantlm.usage"}
     assert len({x["id"] for x in lines}) == 250 and all(x["time"].endswith("Z") for x in lines)
     assert sum(x["data"]["total_tokens"] for x in lines) == total.totals.tokens
@@ -242,7 +245,7 @@ async def test_exports_parse_and_add_up(ledger: Ledger) -> None:
         return customers.get(tenant_id)
 
     stripe = [orjson.loads(x) for x in (await text(export.stripe_jsonl(
-        ledger.events(tenant_id=None, start=start, end=end), customer_of))).splitlines()]
+        ledger.platform_events(start=start, end=end), customer_of))).splitlines()]
     billed = [e for e in events if e.tenant_id in customers and e.tokens > 0]
     assert len(stripe) == len(billed) and len({s["identifier"] for s in stripe}) == len(billed)
     assert sum(int(s["payload"]["value"]) for s in stripe) == sum(e.tokens for e in billed)
@@ -255,7 +258,7 @@ async def test_event_pages_cover_the_range_once_in_order(ledger: Ledger) -> None
     await record_all(ledger, events)  # nine events share one created_at: the page boundary must split ties right
     await ledger.flush()
     for tenant in (None, A):
-        pages = [p async for p in ledger.store.events(tenant_id=tenant, start=MONTH_START, end=NOW, page=4)]
+        pages = [p async for p in ledger.store.events(scope=tenant or EVERY_TENANT, start=MONTH_START, end=NOW, page=4)]
         got = [(e.created_at, e.tenant_id, e.id) for p in pages for e in p]
         want = sorted((e.created_at, e.tenant_id, e.id) for e in events
                       if e.created_at < NOW and tenant in (None, e.tenant_id))
@@ -278,7 +281,7 @@ async def test_month_to_date_period_usage_and_forecast(ledger: Ledger) -> None:
     tokens, cost = await ledger.month_to_date(A)
     assert tokens == 600 and cost == pytest.approx(600 * 0.15 / 1e6)
     levels = {(p.tenant_id, p.key_id, p.end_user): (p.day_tokens, p.month_tokens)
-              for p in await ledger.period_usage()}
+              for p in await ledger.platform_period_usage()}
     assert levels == {(A, None, None): (300, 600), (A, "key_1", None): (0, 100), (A, "key_2", None): (300, 500),
                       (A, None, "u1"): (300, 500), (B, None, None): (7, 7), (B, "key_1", None): (7, 7)}
     f = await ledger.forecast(tenant_id=A)
@@ -292,7 +295,7 @@ async def test_forget_tenant_removes_only_that_tenants_usage(ledger: Ledger) -> 
     await record_all(ledger, random_events(100))
     await ledger.flush()
     await ledger.forget_tenant(tenant_id=B)
-    rows = await ledger.usage(None, 0, 2e9, ["tenant"])
+    rows = await ledger.platform_usage(start=0, end=2e9, group_by=["tenant"])
     assert {r.group["tenant"] for r in rows} == {A, C}
 
 
@@ -429,3 +432,11 @@ async def test_an_alert_cut_off_by_a_restart_is_sent_at_the_next_start(ledger: L
     ids = [h["x-tenantlm-alert-id"] for h, _ in receiver.got]
     assert len(ids) == 2 and len(set(ids)) == 1
     assert await alert_rows(database) == [("tokens", 50, "platform", "delivered", 2)]
+
+
+async def test_a_usage_read_names_a_tenant_or_every_tenant_never_none(ledger: Ledger) -> None:
+    """A missing tenant id can never widen a read to the whole platform: ``None`` is refused, not read as 'all'."""
+    with pytest.raises(TypeError):
+        [p async for p in ledger.store.events(scope=None, start=0, end=2e9)]  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        await ledger.queries.usage(scope="", start=0, end=2e9, group_by=[])

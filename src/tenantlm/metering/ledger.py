@@ -28,7 +28,7 @@ from tenantlm.metering.forecast import forecast
 from tenantlm.metering.journal import Journal, SyncMode, fdatasync
 from tenantlm.metering.models import FlushResult, Forecast, PeriodUsage, UsageEvent, UsageRow
 from tenantlm.metering.rollups import UsageQueries
-from tenantlm.metering.store import UsageStore, payload_row
+from tenantlm.metering.store import EVERY_TENANT, UsageStore, payload_row
 from tenantlm.storage.sql.engine import Database
 
 log = logging.getLogger("tenantlm.metering")
@@ -132,23 +132,35 @@ class Ledger:
 
     # -- queries --------------------------------------------------------------------------------------------------
 
-    async def usage(self, tenant_id: str | None, start: float, end: float, group_by: Sequence[str]) -> list[UsageRow]:
-        return await self.queries.usage(tenant_id=tenant_id, start=start, end=end, group_by=group_by)
+    async def usage(self, *, tenant_id: str, start: float, end: float, group_by: Sequence[str]) -> list[UsageRow]:
+        """The tenant's totals per group (read in the tenant's scope: RLS holds too)."""
+        return await self.queries.usage(scope=tenant_id, start=start, end=end, group_by=group_by)
+
+    async def platform_usage(self, *, start: float, end: float, group_by: Sequence[str]) -> list[UsageRow]:
+        """Totals per group over every tenant (platform keys only)."""
+        return await self.queries.usage(scope=EVERY_TENANT, start=start, end=end, group_by=group_by)
 
     async def month_to_date(self, tenant_id: str) -> tuple[int, float]:
         """(tokens, cost_usd) of the tenant in the current UTC month."""
         totals = await self.queries.month_to_date(tenant_id=tenant_id, now=self.clock())
         return totals.tokens, totals.cost_usd
 
-    async def period_usage(self, *, tenant_id: str | None = None) -> list[PeriodUsage]:
-        """Day and month usage per tenant, key and end user, for the limiter's budgets (call after ``recover``)."""
-        return await self.queries.period_usage(tenant_id=tenant_id, now=self.clock())
+    async def period_usage(self, *, tenant_id: str) -> list[PeriodUsage]:
+        """The tenant's day and month usage per key and end user, for the limiter's budgets."""
+        return await self.queries.period_usage(scope=tenant_id, now=self.clock())
+
+    async def platform_period_usage(self) -> list[PeriodUsage]:
+        """``period_usage`` of every tenant, to seed the limiter at start-up (call after ``recover``)."""
+        return await self.queries.period_usage(scope=EVERY_TENANT, now=self.clock())
 
     async def forecast(self, *, tenant_id: str) -> Forecast:
         return await forecast(self.queries, tenant_id=tenant_id, now=self.clock())
 
-    def events(self, *, tenant_id: str | None, start: float, end: float) -> AsyncIterator[list[UsageEvent]]:
-        return self.store.events(tenant_id=tenant_id, start=start, end=end)
+    def events(self, *, tenant_id: str, start: float, end: float) -> AsyncIterator[list[UsageEvent]]:
+        return self.store.events(scope=tenant_id, start=start, end=end)
+
+    def platform_events(self, *, start: float, end: float) -> AsyncIterator[list[UsageEvent]]:
+        return self.store.events(scope=EVERY_TENANT, start=start, end=end)
 
     async def forget_tenant(self, *, tenant_id: str) -> None:
         """Erasure (``compliance.TenantContent``): delete the tenant's usage, rollups and alert records."""

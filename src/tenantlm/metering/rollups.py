@@ -25,7 +25,7 @@ from tenantlm.metering.models import (
     month_bounds,
     utc_day,
 )
-from tenantlm.metering.store import SUMS, UsageStore
+from tenantlm.metering.store import SUMS, Scope, UsageStore
 from tenantlm.storage.sql.tables import usage_events, usage_rollups
 
 ROLLUP_GROUPS = frozenset({"day", "model", "tenant"})
@@ -54,15 +54,14 @@ class UsageQueries:
     def __init__(self, store: UsageStore) -> None:
         self.store = store
 
-    async def usage(self, *, tenant_id: str | None, start: float, end: float,
-                    group_by: Sequence[str]) -> list[UsageRow]:
+    async def usage(self, *, scope: Scope, start: float, end: float, group_by: Sequence[str]) -> list[UsageRow]:
         """Totals of events with ``start <= created_at < end`` per group (one row of totals for no groups)."""
         groups = check_group_by(group_by)
         if uses_rollups(groups, start, end):
-            q = self._from_rollups(tenant_id, start, end, groups)
+            q = self._from_rollups(scope, start, end, groups)
         else:
-            q = self._from_events(tenant_id, start, end, groups)
-        async with self.store.read_tx(tenant_id) as conn:
+            q = self._from_events(scope, start, end, groups)
+        async with self.store.read_tx(scope) as conn:
             found = (await conn.execute(q)).all()
         rows = [UsageRow({g: getattr(r, g) for g in groups}, _totals(r)) for r in found]
         if not groups:
@@ -70,37 +69,37 @@ class UsageQueries:
         return sorted(rows, key=_sort_key)
 
     @staticmethod
-    def _from_rollups(tenant_id: str | None, start: float, end: float, groups: list[str]) -> sa.Select[Any]:
+    def _from_rollups(scope: Scope, start: float, end: float, groups: list[str]) -> sa.Select[Any]:
         c = usage_rollups.c
         keys = [c[GROUP_COLUMNS[g]].label(g) for g in groups]
         q = sa.select(*keys, *[sa.func.sum(c[s]).label(s) for s in SUMS])
         q = q.where(c.day >= utc_day(start), c.day < utc_day(end))
-        if tenant_id is not None:
-            q = q.where(c.tenant_id == tenant_id)
+        if isinstance(scope, str):
+            q = q.where(c.tenant_id == scope)
         return q.group_by(*keys) if keys else q
 
     @staticmethod
-    def _from_events(tenant_id: str | None, start: float, end: float, groups: list[str]) -> sa.Select[Any]:
+    def _from_events(scope: Scope, start: float, end: float, groups: list[str]) -> sa.Select[Any]:
         c = usage_events.c
         keys = [c[GROUP_COLUMNS[g]].label(g) for g in groups]
         sums = [sa.func.count().label("requests"), *[sa.func.sum(c[s]).label(s) for s in SUMS[1:]]]
         q = sa.select(*keys, *sums).where(c.created_at >= start, c.created_at < end)
-        if tenant_id is not None:
-            q = q.where(c.tenant_id == tenant_id)
+        if isinstance(scope, str):
+            q = q.where(c.tenant_id == scope)
         return q.group_by(*keys) if keys else q
 
     async def month_to_date(self, *, tenant_id: str, now: float) -> Totals:
         """The tenant's totals for the UTC month holding ``now`` (from the rollups)."""
         start, end = month_bounds(now)
-        [row] = await self.usage(tenant_id=tenant_id, start=start, end=end, group_by=[])
+        [row] = await self.usage(scope=tenant_id, start=start, end=end, group_by=[])
         return row.totals
 
     async def daily(self, *, tenant_id: str, start: float, end: float) -> dict[str, Totals]:
         """Totals per UTC day (``YYYY-MM-DD``) for whole days in [start, end); days without usage are absent."""
-        rows = await self.usage(tenant_id=tenant_id, start=day_start(start), end=day_start(end), group_by=["day"])
+        rows = await self.usage(scope=tenant_id, start=day_start(start), end=day_start(end), group_by=["day"])
         return {str(r.group["day"]): r.totals for r in rows}
 
-    async def period_usage(self, *, tenant_id: str | None, now: float) -> list[PeriodUsage]:
+    async def period_usage(self, *, scope: Scope, now: float) -> list[PeriodUsage]:
         """Today's and this month's tokens and cost (UTC) per tenant, per key and per end user."""
         c = usage_events.c
         tokens = c.prompt_tokens + c.completion_tokens
@@ -110,9 +109,9 @@ class UsageQueries:
                       sa.func.sum(sa.case((today, tokens), else_=0)).label("day_tokens"),
                       sa.func.sum(sa.case((today, c.cost_nanousd), else_=0)).label("day_cost"),
                       ).where(c.created_at >= month_bounds(now)[0]).group_by(c.tenant_id, c.key_id, c.end_user)
-        if tenant_id is not None:
-            q = q.where(c.tenant_id == tenant_id)
-        async with self.store.read_tx(tenant_id) as conn:
+        if isinstance(scope, str):
+            q = q.where(c.tenant_id == scope)
+        async with self.store.read_tx(scope) as conn:
             found = (await conn.execute(q)).all()
         return _levels(found)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -111,6 +112,17 @@ async def _postgres_insert(conn: AsyncConnection, rows: Sequence[dict[str, Any]]
     return {(str(r[0]), str(r[1])) for r in await pg.fetch(_PG_MOVE_STAGE)}
 
 
+
+@dataclass(frozen=True, slots=True)
+class EveryTenant:
+    """The scope of a platform-wide usage read. Reads name a tenant id or this, never ``None``: a missing tenant id
+    can never widen a read to every tenant."""
+
+
+EVERY_TENANT = EveryTenant()
+Scope = str | EveryTenant
+
+
 class UsageStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -120,9 +132,13 @@ class UsageStore:
         self._upsert_rollups = upsert.on_conflict_do_update(
             index_elements=["tenant_id", "day", "model"], set_={**add, "updated_at": upsert.excluded.updated_at})
 
-    def read_tx(self, tenant_id: str | None) -> AbstractAsyncContextManager[AsyncConnection]:
-        """A tenant's reads in its own transaction (RLS); platform-wide reads (``None``) in the platform scope."""
-        return self.db.platform_tx() if tenant_id is None else self.db.tenant_tx(tenant_id=tenant_id)
+    def read_tx(self, scope: Scope) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A tenant's reads in its own transaction (RLS); ``EVERY_TENANT``'s in the platform scope."""
+        if isinstance(scope, EveryTenant):
+            return self.db.platform_tx()
+        if not isinstance(scope, str) or not scope:
+            raise TypeError(f"a usage read needs a tenant id or EVERY_TENANT, not {scope!r}")
+        return self.db.tenant_tx(tenant_id=scope)
 
     async def insert(self, events: Sequence[UsageEvent], *, now: float) -> list[UsageEvent]:
         """Store ``events`` (any tenants) once each; return those that were new. Replays are skipped."""
@@ -145,13 +161,13 @@ class UsageStore:
                 new = await _sqlite_insert(conn, unique, now=now)
         return [(r["tenant_id"], r["id"]) for r in new]
 
-    async def events(self, *, tenant_id: str | None, start: float, end: float,
+    async def events(self, *, scope: Scope, start: float, end: float,
                      page: int = 1000) -> AsyncIterator[list[UsageEvent]]:
         """Every event with ``start <= created_at < end`` in (created_at, id) order, one page per transaction."""
         after: tuple[float, str, str] | None = None
         while True:
-            q = self._events_query(tenant_id, start, end, after).limit(page)
-            async with self.read_tx(tenant_id) as conn:
+            q = self._events_query(scope, start, end, after).limit(page)
+            async with self.read_tx(scope) as conn:
                 found = [row_event(r) for r in await conn.execute(q)]
             if not found:
                 return
@@ -162,12 +178,12 @@ class UsageStore:
             after = (last.created_at, last.tenant_id, last.id)
 
     @staticmethod
-    def _events_query(tenant_id: str | None, start: float, end: float,
+    def _events_query(scope: Scope, start: float, end: float,
                       after: tuple[float, str, str] | None) -> sa.Select[Any]:
         c = usage_events.c
         q = sa.select(usage_events).where(c.created_at >= start, c.created_at < end)
-        if tenant_id is not None:
-            q = q.where(c.tenant_id == tenant_id)
+        if isinstance(scope, str):
+            q = q.where(c.tenant_id == scope)
         if after is not None:
             q = q.where(sa.tuple_(c.created_at, c.tenant_id, c.id) > sa.tuple_(*after))
         return q.order_by(c.created_at, c.tenant_id, c.id)

@@ -129,13 +129,15 @@ async def _answer(request: Request, q: UsageQuery, *, tenant_id: str | None, str
     ledger = _ledger(request)
     name = f"usage-{tenant_id or 'platform'}"
     if q.format == "json" or (q.format == "csv" and q.group_by):
-        rows = await ledger.usage(tenant_id, q.start, q.end, q.group_by)
+        rows = await (ledger.platform_usage(start=q.start, end=q.end, group_by=q.group_by) if tenant_id is None else
+                      ledger.usage(tenant_id=tenant_id, start=q.start, end=q.end, group_by=q.group_by))
         if q.format == "csv":
             return Response(export.rows_csv(rows, q.group_by), media_type="text/csv",
                             headers={"content-disposition": f'attachment; filename="{name}.csv"'})
         return {"object": "list", "start": q.start, "end": q.end, "group_by": q.group_by,
                 "data": [r.public() for r in rows]}
-    pages = ledger.events(tenant_id=tenant_id, start=q.start, end=q.end)
+    pages = (ledger.platform_events(start=q.start, end=q.end) if tenant_id is None else
+             ledger.events(tenant_id=tenant_id, start=q.start, end=q.end))
     if q.format == "csv":
         return await _streamed(export.events_csv(pages), "text/csv", f"{name}.csv")
     if q.format == "cloudevents":
