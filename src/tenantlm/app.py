@@ -35,6 +35,7 @@ from tenantlm.services import Services, build_services
 from tenantlm.settings import Settings
 from tenantlm.storage.sql.migrate import check_app_role, migrate
 from tenantlm.tenancy import access
+from tenantlm.tenancy.models import PlatformPermission
 
 log = logging.getLogger("tenantlm")
 FLUSH_EVERY_S = 2.0
@@ -178,7 +179,7 @@ async def _authorize_scrape(svc: Services, authorization: str | None) -> None:
     presented = (authorization or "").partition(" ")[2].strip()
     if token and presented and hmac.compare_digest(presented.encode(), token.encode()):
         return
-    access.platform_only(await svc.auth.authenticate(authorization), "read /metrics")
+    access.platform_only(await svc.auth.authenticate(authorization), PlatformPermission.METRICS_READ)
 
 
 def _health_routes(app: FastAPI) -> None:

@@ -30,6 +30,9 @@ limits_app = typer.Typer(help="Read and set a tenant's limits, and the plans the
 app.add_typer(audit_app, name="audit")
 app.add_typer(limits_app, name="limits")
 app.add_typer(encryption_app, name="encryption")
+platform_keys_app = typer.Typer(help="Issue, list and revoke platform keys (roles: admin, auditor, billing).",
+                                no_args_is_help=True)
+app.add_typer(platform_keys_app, name="platform-keys")
 
 UrlOpt = Annotated[str, typer.Option("--url", envvar="TENANTLM_URL", help="Server base URL.")]
 KeyOpt = Annotated[str | None, typer.Option("--admin-key", envvar="TENANTLM_ADMIN_KEY", show_default=False,
@@ -293,6 +296,32 @@ def keys_revoke(tenant_id: str, key_id: str, url: UrlOpt = DEFAULT_URL, admin_ke
     """Revoke a key; it stops working within a second everywhere."""
     _show(_call("DELETE", url, admin_key, f"/admin/v1/tenants/{tenant_id}/keys/{key_id}"), as_json,
           ["id", "name", "revoked_at"])
+
+
+@platform_keys_app.command("create")
+def platform_keys_create(
+    name: str, url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt = None, as_json: JsonOpt = False,
+    role: Annotated[str, typer.Option(help="admin (everything), auditor (read-only, audit and usage included, no "
+                                           "tenant content) or billing (usage and its exports).")] = "auditor",
+) -> None:
+    """Issue a platform key (needs a platform admin key). The secret is printed once and cannot be shown again."""
+    _show(_call("POST", url, admin_key, "/admin/v1/platform-keys", {"name": name, "role": role}), as_json,
+          ["id", "name", "role", "key"])
+
+
+@platform_keys_app.command("list")
+def platform_keys_list(url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt = None, as_json: JsonOpt = False) -> None:
+    """List platform keys (never their secrets). The bootstrap TENANTLM_ADMIN_KEY is not stored, so not listed."""
+    _show(_call("GET", url, admin_key, "/admin/v1/platform-keys"), as_json,
+          ["id", "name", "role", "hint", "revoked_at", "last_used_at"])
+
+
+@platform_keys_app.command("revoke")
+def platform_keys_revoke(key_id: str, url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt = None,
+                         as_json: JsonOpt = False) -> None:
+    """Revoke a platform key; it stops working within a second everywhere."""
+    _show(_call("DELETE", url, admin_key, f"/admin/v1/platform-keys/{key_id}"), as_json,
+          ["id", "name", "role", "revoked_at"])
 
 
 @encryption_app.command("status")

@@ -10,7 +10,9 @@ from tenantlm.errors import NotFound, PermissionDenied
 from tenantlm.tenancy import access, keys
 from tenantlm.tenancy.models import (
     Permission,
+    PlatformPermission,
     PlatformPrincipal,
+    PlatformRole,
     Role,
     Tenant,
     TenantContext,
@@ -76,4 +78,29 @@ def test_data_plane_rules() -> None:
         access.data_plane(_ctx("ten_a", Role.VIEWER), Permission.INFERENCE)
     assert access.data_plane(_ctx("ten_a", Role.MEMBER), Permission.INFERENCE).tenant_id == "ten_a"
     with pytest.raises(PermissionDenied):
-        access.platform_only(_ctx("ten_a", Role.ADMIN), "create tenants")
+        access.platform_only(_ctx("ten_a", Role.ADMIN), PlatformPermission.TENANTS_CREATE)
+
+
+@pytest.mark.parametrize("role, allowed, refused", [
+    (PlatformRole.ADMIN, [Permission.KEYS_WRITE, Permission.LOGS_READ, PlatformPermission.PLATFORM_KEYS_WRITE], []),
+    (PlatformRole.AUDITOR, [Permission.AUDIT_READ, Permission.USAGE_READ, PlatformPermission.AUDIT_ALL],
+     [Permission.LOGS_READ, Permission.DATA_EXPORT, Permission.TENANT_WRITE, PlatformPermission.TENANTS_CREATE,
+      PlatformPermission.PLATFORM_KEYS_WRITE]),
+    (PlatformRole.BILLING, [Permission.USAGE_READ, PlatformPermission.USAGE_ALL],
+     [Permission.AUDIT_READ, Permission.KEYS_READ, PlatformPermission.AUDIT_ALL, PlatformPermission.METRICS_READ]),
+])
+def test_platform_roles(role: PlatformRole, allowed: list[Permission | PlatformPermission],
+                        refused: list[Permission | PlatformPermission]) -> None:
+    who = PlatformPrincipal(key_id="key_p", role=role)
+    for grant in allowed:
+        check(who, grant)
+    for grant in refused:
+        with pytest.raises(PermissionDenied, match=f"role \\({role.value}\\)"):
+            check(who, grant)
+
+
+def check(who: PlatformPrincipal, grant: Permission | PlatformPermission) -> None:
+    if isinstance(grant, PlatformPermission):
+        access.platform_only(who, grant)
+    else:
+        access.on_tenant(who, "ten_any", grant)

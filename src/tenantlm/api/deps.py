@@ -9,8 +9,8 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 from starlette.types import Scope
 
-from tenantlm.api.errors import validation_error
-from tenantlm.errors import AuthenticationFailed, InvalidRequest, MalformedJSON
+from tenantlm.api.errors import malformed_json, validation_error
+from tenantlm.errors import AuthenticationFailed, InvalidRequest
 from tenantlm.observability.logging import tenant_id_var
 from tenantlm.tenancy.models import Principal, TenantContext
 
@@ -53,9 +53,7 @@ def json_object(raw: bytes) -> dict[str, Any]:
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise MalformedJSON(
-            "We could not parse the JSON body of your request. Check that it is valid JSON, sent with "
-            "Content-Type: application/json.") from None
+        raise malformed_json() from None
     if not isinstance(data, dict):
         raise InvalidRequest("the request body must be a JSON object")
     return data

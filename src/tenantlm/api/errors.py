@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope
 
 from tenantlm.api.responses import JSONResponse
-from tenantlm.errors import InvalidRequest, NotFound, TenantLMError
+from tenantlm.errors import InvalidRequest, MalformedJSON, NotFound, TenantLMError
 from tenantlm.observability.metrics import Metrics
 
 log = logging.getLogger("tenantlm.errors")
@@ -37,6 +37,11 @@ def internal_error(exc: BaseException, scope: Scope) -> TenantLMError:
     return TenantLMError(f"The server had an error while processing your request (request id {rid}).")
 
 
+def malformed_json() -> MalformedJSON:
+    return MalformedJSON("We could not parse the JSON body of your request. Check that it is valid JSON, sent with "
+                         "Content-Type: application/json.")
+
+
 def _param(loc: tuple[Any, ...]) -> str | None:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
     return ".".join(parts) or None
@@ -45,7 +50,11 @@ def _param(loc: tuple[Any, ...]) -> str | None:
 def validation_error(errors: list[Any]) -> InvalidRequest:
     """The first of pydantic's validation errors as OpenAI's 400, with ``param`` naming the field."""
     first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    if first.get("type") == "json_invalid":
+        return malformed_json()
     param = _param(tuple(first.get("loc", ())))
+    if param is None and first.get("type") == "missing":
+        return InvalidRequest("the request body is empty; send a JSON object")
     where = f" at '{param}'" if param else ""
     return InvalidRequest(f"{first.get('msg', 'invalid value')}{where}", param=param)
 

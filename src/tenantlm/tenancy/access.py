@@ -1,20 +1,28 @@
 """Authorization: what a principal may do to which tenant. Routes call these; they never compare tenant ids
 themselves.
 
-Rules: a platform admin key may do everything on the admin API and nothing on the data plane. A tenant key acts only
-on its own tenant; any other tenant id is answered exactly like a missing one (404), so ids cannot be probed.
-Lacking a permission on its own tenant is a 403.
+Rules: a platform key acts on every tenant and on the platform within its role (``PLATFORM_ROLE_GRANTS``: admin
+everything, auditor read-only without tenant content, billing usage and exports) and never on the data plane. A tenant
+key acts only on its own tenant; any other tenant id is answered exactly like a missing one (404), so ids cannot be
+probed. Lacking a permission is a 403 that says which.
 """
 
 from __future__ import annotations
 
 from tenantlm.errors import NotFound, PermissionDenied
-from tenantlm.tenancy.models import Permission, PlatformPrincipal, Principal, TenantContext
+from tenantlm.tenancy.models import (
+    PLATFORM_ROLE_GRANTS,
+    Permission,
+    PlatformPermission,
+    PlatformPrincipal,
+    Principal,
+    TenantContext,
+)
 
 
 def data_plane(principal: Principal, permission: Permission) -> TenantContext:
     if isinstance(principal, PlatformPrincipal):
-        raise PermissionDenied("platform admin keys manage tenants; call the data plane with a tenant's key")
+        raise PermissionDenied("platform keys manage tenants; call the data plane with a tenant's key")
     if permission not in principal.permissions:
         raise PermissionDenied(f"this key's role ({principal.role.value}) may not use {permission.value}")
     return principal
@@ -23,6 +31,7 @@ def data_plane(principal: Principal, permission: Permission) -> TenantContext:
 def on_tenant(principal: Principal, tenant_id: str, permission: Permission) -> None:
     """Allow ``principal`` to exercise ``permission`` on ``tenant_id``, or raise 404/403."""
     if isinstance(principal, PlatformPrincipal):
+        _platform_grant(principal, permission)
         return
     if principal.tenant_id != tenant_id:
         raise NotFound(f"no tenant {tenant_id!r}", param="tenant_id")
@@ -30,10 +39,17 @@ def on_tenant(principal: Principal, tenant_id: str, permission: Permission) -> N
         raise PermissionDenied(f"this key's role ({principal.role.value}) may not use {permission.value}")
 
 
-def platform_only(principal: Principal, action: str) -> PlatformPrincipal:
+def platform_only(principal: Principal, permission: PlatformPermission) -> PlatformPrincipal:
+    """Allow only a platform key whose role grants ``permission``."""
     if not isinstance(principal, PlatformPrincipal):
-        raise PermissionDenied(f"only a platform admin key may {action}")
+        raise PermissionDenied(f"only a platform key may use {permission.value}")
+    _platform_grant(principal, permission)
     return principal
+
+
+def _platform_grant(principal: PlatformPrincipal, permission: Permission | PlatformPermission) -> None:
+    if permission not in PLATFORM_ROLE_GRANTS[principal.role]:
+        raise PermissionDenied(f"this platform key's role ({principal.role.value}) may not use {permission.value}")
 
 
 def actor(principal: Principal) -> str:

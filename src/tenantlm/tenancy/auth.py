@@ -150,6 +150,7 @@ class Authenticator:
         if isinstance(entry.key, AdminKey):
             if entry.key.revoked_at is not None:
                 raise _failed("revoked", key_id)
+            self._used[entry.key.id] = self.wall()
             return PlatformPrincipal(key_id=entry.key.id, role=entry.key.role)
         return self._tenant_context(entry.key, entry.tenant)
 

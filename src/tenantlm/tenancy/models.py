@@ -43,6 +43,38 @@ class Permission(StrEnum):
     USAGE_READ = "usage:read"
 
 
+class PlatformPermission(StrEnum):
+    """What only platform keys do: act across tenants, or on the platform itself."""
+
+    TENANTS_LIST = "tenants:list"
+    TENANTS_CREATE = "tenants:create"
+    TENANTS_DELETE = "tenants:delete"
+    PLANS_READ = "plans:read"
+    PLANS_WRITE = "plans:write"
+    CATALOG_READ = "catalog:read"
+    USAGE_ALL = "usage:all"  # every tenant's usage at once, and its exports
+    AUDIT_ALL = "audit:all"  # the platform's whole audit trail
+    PLATFORM_KEYS_READ = "platform_keys:read"
+    PLATFORM_KEYS_WRITE = "platform_keys:write"
+    METRICS_READ = "metrics:read"
+
+
+Grant = Permission | PlatformPermission
+
+# A platform key's rights on any tenant (Permission) and on the platform (PlatformPermission). An auditor reads
+# everything but tenant content (request logs, exports) and key material; billing reads usage and exports it.
+PLATFORM_ROLE_GRANTS: dict[PlatformRole, frozenset[Grant]] = {
+    PlatformRole.ADMIN: frozenset(Permission) | frozenset(PlatformPermission),
+    PlatformRole.AUDITOR: frozenset({
+        Permission.TENANT_READ, Permission.KEYS_READ, Permission.LIMITS_READ, Permission.USAGE_READ,
+        Permission.AUDIT_READ, PlatformPermission.TENANTS_LIST, PlatformPermission.PLANS_READ,
+        PlatformPermission.CATALOG_READ, PlatformPermission.USAGE_ALL, PlatformPermission.AUDIT_ALL,
+        PlatformPermission.PLATFORM_KEYS_READ, PlatformPermission.METRICS_READ}),
+    PlatformRole.BILLING: frozenset({
+        Permission.TENANT_READ, Permission.USAGE_READ, PlatformPermission.TENANTS_LIST,
+        PlatformPermission.PLANS_READ, PlatformPermission.USAGE_ALL}),
+}
+
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(Permission),
     Role.MEMBER: frozenset({Permission.MODELS_READ, Permission.INFERENCE, Permission.TENANT_READ}),

@@ -17,7 +17,7 @@ from tenantlm.api.deps import principal, services
 from tenantlm.api.responses import JSONResponse
 from tenantlm.audit.service import AuditLog
 from tenantlm.tenancy import access
-from tenantlm.tenancy.models import Permission, Principal
+from tenantlm.tenancy.models import Permission, PlatformPermission, Principal
 
 router = APIRouter(prefix="/admin/v1", default_response_class=JSONResponse)
 PrincipalDep = Annotated[Principal, Depends(principal)]
@@ -64,14 +64,14 @@ async def _export(request: Request, who: Principal, *, tenant_id: str | None, af
 @router.get("/audit")
 async def list_audit(request: Request, who: PrincipalDep, after: AfterQ = 0, limit: LimitQ = 100,
                      action: ActionQ = None, tenant_id: TenantQ = None) -> Any:
-    access.platform_only(who, "read the platform audit log")
+    access.platform_only(who, PlatformPermission.AUDIT_ALL)
     return await _page(_audit(request), tenant_id=tenant_id, after=after, limit=limit, action=action)
 
 
 @router.get("/audit/export")
 async def export_audit(request: Request, who: PrincipalDep, after: AfterQ = 0, action: ActionQ = None,
                        tenant_id: TenantQ = None) -> StreamingResponse:
-    access.platform_only(who, "export the platform audit log")
+    access.platform_only(who, PlatformPermission.AUDIT_ALL)
     return await _export(request, who, tenant_id=tenant_id, after=after, action=action, scope="platform")
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request
-from pydantic import BaseModel
 from starlette.responses import Response
 
+from tenantlm.api.admin.protocol import RotateRequest
 from tenantlm.api.deps import principal, services
 from tenantlm.api.responses import JSONResponse
 from tenantlm.observability.logging import request_id_var
@@ -19,12 +19,6 @@ if TYPE_CHECKING:
 
 router = APIRouter(prefix="/admin/v1/tenants/{tenant_id}", default_response_class=JSONResponse)
 PrincipalDep = Annotated[Principal, Depends(principal)]
-
-
-class RotateRequest(BaseModel):
-    model_config = {"extra": "forbid"}
-    target: Literal["data_key", "key_encryption_key"] = "data_key"
-    rewrap: bool = True
 
 
 async def _key_status(svc: Services, tenant_id: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Admin API (``/admin/v1``): tenants, their keys and end users, and the model catalog.
+"""Admin API (``/admin/v1``): tenants, their keys and end users, platform keys, and the model catalog.
 
 Who may do what is decided in ``tenancy.access``: platform admin keys may do everything; a tenant's admin key manages
 its own tenant only; foreign tenant ids answer 404, missing rights 403.
@@ -10,10 +10,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from tenantlm.api.deps import json_body, principal, services
+from tenantlm.api.admin.protocol import KeyCreate, PlatformKeyCreate, TenantCreate, TenantDelete, TenantUpdate
+from tenantlm.api.deps import principal, services
 from tenantlm.api.responses import JSONResponse
 from tenantlm.tenancy import access
-from tenantlm.tenancy.models import Permission, PlatformPrincipal, Principal
+from tenantlm.tenancy.models import Permission, PlatformPermission, PlatformPrincipal, Principal
 from tenantlm.tenancy.service import EDITABLE, TENANT_ADMIN_EDITABLE
 
 router = APIRouter(prefix="/admin/v1", default_response_class=JSONResponse)
@@ -27,15 +28,15 @@ def _list(items: list[dict[str, Any]], has_more: bool = False) -> dict[str, Any]
 @router.get("/me")
 async def whoami(who: PrincipalDep) -> Any:
     if isinstance(who, PlatformPrincipal):
-        return {"object": "principal", "kind": "platform_admin", "key_id": who.key_id}
+        return {"object": "principal", "kind": "platform_key", "key_id": who.key_id, "role": who.role.value}
     return {"object": "principal", "kind": "tenant_key", "key_id": who.key_id, "tenant_id": who.tenant_id,
             "role": who.role.value, "permissions": sorted(p.value for p in who.permissions)}
 
 
 @router.post("/tenants", status_code=201)
-async def create_tenant(request: Request, who: PrincipalDep) -> Any:
-    access.platform_only(who, "create tenants")
-    tenant = await services(request).tenancy.create_tenant(await json_body(request), actor=access.actor(who))
+async def create_tenant(body: TenantCreate, request: Request, who: PrincipalDep) -> Any:
+    access.platform_only(who, PlatformPermission.TENANTS_CREATE)
+    tenant = await services(request).tenancy.create_tenant(body.changes(), actor=access.actor(who))
     return tenant.public()
 
 
@@ -44,6 +45,7 @@ async def list_tenants(request: Request, who: PrincipalDep, limit: Annotated[int
                        after: str | None = None) -> Any:
     tenancy = services(request).tenancy
     if isinstance(who, PlatformPrincipal):
+        access.platform_only(who, PlatformPermission.TENANTS_LIST)
         found = await tenancy.list_tenants(limit=limit + 1, after=after)
         return _list([t.public() for t in found[:limit]], has_more=len(found) > limit)
     access.on_tenant(who, who.tenant_id, Permission.TENANT_READ)
@@ -57,30 +59,30 @@ async def get_tenant(tenant_id: str, request: Request, who: PrincipalDep) -> Any
 
 
 @router.patch("/tenants/{tenant_id}")
-async def update_tenant(tenant_id: str, request: Request, who: PrincipalDep) -> Any:
+async def update_tenant(tenant_id: str, body: TenantUpdate, request: Request, who: PrincipalDep) -> Any:
     access.on_tenant(who, tenant_id, Permission.TENANT_WRITE)
-    body = await json_body(request)
     tenancy = services(request).tenancy
     allowed = EDITABLE if isinstance(who, PlatformPrincipal) else TENANT_ADMIN_EDITABLE
-    tenant = await tenancy.update_tenant(tenant_id=tenant_id, body=body, actor=access.actor(who), allowed=allowed)
+    tenant = await tenancy.update_tenant(tenant_id=tenant_id, body=body.changes(), actor=access.actor(who),
+                                         allowed=allowed)
     return tenant.public()
 
 
 @router.delete("/tenants/{tenant_id}")
-async def delete_tenant(tenant_id: str, request: Request, who: PrincipalDep, confirm: str | None = None) -> Any:
+async def delete_tenant(tenant_id: str, request: Request, who: PrincipalDep, confirm: str | None = None,
+                        body: TenantDelete | None = None) -> Any:
+    """Confirm with ``confirm`` (the tenant's id, or true) in the query or the JSON body."""
     access.on_tenant(who, tenant_id, Permission.TENANT_WRITE)
-    access.platform_only(who, "delete tenants")
-    if confirm is None and (await request.body()).strip():
-        body = await json_body(request)
-        confirm = body.get("confirm", body.get("confirmation"))
-    await services(request).eraser.erase(tenant_id=tenant_id, confirm=confirm, actor=access.actor(who))
+    access.platform_only(who, PlatformPermission.TENANTS_DELETE)
+    given: str | bool | None = confirm if confirm is not None else (body.confirm if body is not None else None)
+    await services(request).eraser.erase(tenant_id=tenant_id, confirm=given, actor=access.actor(who))
     return {"id": tenant_id, "object": "tenant.deleted", "deleted": True, "keys_shredded": True}
 
 
 @router.post("/tenants/{tenant_id}/keys", status_code=201)
-async def create_key(tenant_id: str, request: Request, who: PrincipalDep) -> Any:
+async def create_key(tenant_id: str, body: KeyCreate, request: Request, who: PrincipalDep) -> Any:
     access.on_tenant(who, tenant_id, Permission.KEYS_WRITE)
-    created = await services(request).tenancy.create_key(tenant_id=tenant_id, body=await json_body(request),
+    created = await services(request).tenancy.create_key(tenant_id=tenant_id, body=body.changes(),
                                                          actor=access.actor(who))
     return created.public()
 
@@ -116,6 +118,28 @@ async def list_end_users(tenant_id: str, request: Request, who: PrincipalDep,
 
 @router.get("/models")
 async def list_catalog(request: Request, who: PrincipalDep) -> Any:
-    access.platform_only(who, "read the model catalog")
+    access.platform_only(who, PlatformPermission.CATALOG_READ)
     models = services(request).settings.models
     return _list([{"id": m.name, "object": "model", **m.model_dump(exclude={"name"})} for m in models])
+
+
+@router.post("/platform-keys", status_code=201)
+async def create_platform_key(body: PlatformKeyCreate, request: Request, who: PrincipalDep) -> Any:
+    """A platform key with a role; its secret (``key``) is in this answer only."""
+    access.platform_only(who, PlatformPermission.PLATFORM_KEYS_WRITE)
+    created = await services(request).tenancy.create_platform_key(name=body.name, role=body.role,
+                                                                   actor=access.actor(who))
+    return created.public()
+
+
+@router.get("/platform-keys")
+async def list_platform_keys(request: Request, who: PrincipalDep) -> Any:
+    access.platform_only(who, PlatformPermission.PLATFORM_KEYS_READ)
+    return _list([k.public() for k in await services(request).tenancy.list_platform_keys()])
+
+
+@router.delete("/platform-keys/{key_id}")
+async def revoke_platform_key(key_id: str, request: Request, who: PrincipalDep) -> Any:
+    """Refused at once on this replica, on the others within the key cache's TTL (1 s by default)."""
+    access.platform_only(who, PlatformPermission.PLATFORM_KEYS_WRITE)
+    return (await services(request).tenancy.revoke_platform_key(key_id=key_id, actor=access.actor(who))).public()

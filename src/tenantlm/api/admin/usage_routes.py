@@ -27,7 +27,7 @@ from tenantlm.metering import export
 from tenantlm.metering.ledger import Ledger
 from tenantlm.metering.models import DAY_S, GROUP_COLUMNS, day_start, month_bounds
 from tenantlm.tenancy import access
-from tenantlm.tenancy.models import Permission, Principal
+from tenantlm.tenancy.models import Permission, PlatformPermission, Principal
 
 router = APIRouter(prefix="/admin/v1", default_response_class=JSONResponse)
 PrincipalDep = Annotated[Principal, Depends(principal)]
@@ -152,7 +152,7 @@ async def _answer(request: Request, q: UsageQuery, *, tenant_id: str | None, str
 async def platform_usage(request: Request, who: PrincipalDep, start: TimeQ = None, end: TimeQ = None,
                          group_by: ListQ = None, format: FormatQ = "json",
                          stripe_value: StripeValueQ = "tokens") -> Any:
-    access.platform_only(who, "read every tenant's usage")
+    access.platform_only(who, PlatformPermission.USAGE_ALL)
     q = parse_query(start=start, end=end, group_by=group_by, fmt=format, now=_ledger(request).clock())
     return await _answer(request, q, tenant_id=None, stripe_value=stripe_value)
 
