@@ -22,6 +22,7 @@ from tenantlm.inference.gate import Gate
 from tenantlm.inference.service import InferenceService
 from tenantlm.metering.alerts import AlertSettings, BudgetAlerts
 from tenantlm.metering.ledger import Ledger
+from tenantlm.observability.auth_metrics import AuthReads
 from tenantlm.observability.metrics import Metrics
 from tenantlm.providers.registry import ProviderRegistry
 from tenantlm.requestlog.service import RequestLogService
@@ -112,7 +113,8 @@ def build_services(settings: Settings) -> Services:
     metrics = Metrics(max_tenants=settings.metrics_max_tenants)
     admin_key = (settings.admin_key.get_secret_value() if settings.admin_key else "") or None
     auth = Authenticator(store=store, ttl_s=settings.key_cache_ttl_s, max_entries=settings.cache_max_entries,
-                         bootstrap_admin_key=admin_key)
+                         bootstrap_admin_key=admin_key, min_refresh_s=settings.key_index_refresh_s)
+    metrics.registry.register(AuthReads(auth.stats))
     catalog = ModelCatalog(settings.models, created_at=int(time.time()))
     end_users = EndUserRecorder(store=store)
     providers = ProviderRegistry.from_settings(settings)

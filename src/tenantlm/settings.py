@@ -121,6 +121,9 @@ class Settings(BaseSettings):
     # Entries at most in each in-memory cache (resolved keys, effective limits): memory stays bounded whatever
     # clients send.
     cache_max_entries: int = Field(default=100_000, ge=100)
+    # A key id this replica has not seen triggers a refresh of the known ids at most this often (a key made on
+    # another replica is usable here after at most this long; made-up keys cost at most one read per interval).
+    key_index_refresh_s: float = Field(default=0.1, gt=0, le=60)
     metrics_max_tenants: int = 100
     # /metrics names tenants and their traffic: it needs a platform admin key or this scrape token, unless public.
     metrics_token: SecretStr | None = None
