@@ -6,6 +6,8 @@ connection errors and timeouts are retried with exponential backoff and jitter, 
 headers arrive; after that its chunks are passed on one by one as they come. A :class:`CircuitBreaker` per
 provider refuses calls at once while the upstream is known to be down. Every attempt is reported to
 ``on_attempt`` (usage ledger: one event per attempt, including streams cut short, whose usage is then estimated).
+Retries happen here and nowhere below: no HTTP client under this provider resends a request on its own (the native
+one raises a connection error instead), so every request an upstream may have read is one reported attempt.
 Streams always ask the upstream for usage; the usage chunk is passed on only when the client asked for it.
 """
 

@@ -143,6 +143,61 @@ async def test_connection_refused_is_unavailable_after_retries(closed_port_url: 
     assert attempts.statuses == [None, None] and attempts.outcomes == ["error", "error"]
 
 
+COMPLETION = (b'{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":'
+              b'{"role":"assistant","content":"hi"},"finish_reason":"stop"}],'
+              b'"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}')
+
+
+@pytest.fixture
+async def one_answer_per_connection() -> AsyncIterator[tuple[str, list[bool]]]:
+    """A raw upstream that answers the first request on each connection, then reads the next one in full and closes
+    the connection without a word. Yields its base URL and one entry per request read (answered or not)."""
+    receipts: list[bool] = []
+
+    async def read_one(reader: asyncio.StreamReader) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:"))
+        await reader.readexactly(length)
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await read_one(reader)
+            receipts.append(True)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                         % (len(COMPLETION), COMPLETION))
+            await writer.drain()
+            await read_one(reader)
+            receipts.append(False)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1", receipts
+    server.close()
+    await server.wait_closed()
+
+
+@pytest.mark.parametrize("max_retries", [0, 2])
+async def test_every_request_the_upstream_read_is_one_reported_attempt(
+        one_answer_per_connection: tuple[str, list[bool]], make_provider: Any, attempts: Any,
+        max_retries: int) -> None:
+    url, receipts = one_answer_per_connection
+    provider = make_provider(url, max_retries=max_retries, breaker_failures=100)
+    served = 0
+    for _ in range(6):
+        try:
+            await provider.chat(request(), on_attempt=attempts)
+            served += 1
+        except UpstreamUnavailable:
+            pass
+    assert len(receipts) == len(attempts)  # nothing sent twice below the retry policy, nothing unreported
+    assert attempts.outcomes.count("error") == receipts.count(False) >= 1
+    assert served == (6 if max_retries else receipts.count(True))
+
+
 async def test_slow_upstream_times_out(make_upstream: Any, make_provider: Any) -> None:
     server = make_upstream(latency_ms=2000)
     provider = make_provider(server.base_url, timeout_s=0.2, max_retries=0)
