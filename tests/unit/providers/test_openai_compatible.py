@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from pydantic import SecretStr
+import yaml
+from pydantic import SecretStr, ValidationError
 
 from tenantlm.errors import (
     InvalidRequest,
@@ -35,7 +40,7 @@ def failing(times: int, status: int = 503, **spec: Any) -> dict[str, Any]:
     return {"fake_fail": {"key": uuid.uuid4().hex, "times": times, "status": status, **spec}}
 
 
-@pytest.fixture(params=["native", "aiohttp", "httpx"])
+@pytest.fixture(params=["native", "httpx"])
 async def make_provider(request: pytest.FixtureRequest) -> AsyncIterator[Callable[..., OpenAICompatibleProvider]]:
     """Providers over each HTTP client: every behaviour must hold on each."""
     made: list[OpenAICompatibleProvider] = []
@@ -350,6 +355,28 @@ async def test_an_answer_without_usage_is_metered_from_the_prompt_estimate(attem
         await provider.aclose()
     assert attempts.outcomes == ["ok"] and attempts[0].usage_estimated
     assert attempts[0].usage.prompt_tokens == 4 and attempts[0].usage.completion_tokens == 0
+
+
+@pytest.mark.parametrize("pool", ["native", "httpx"])
+def test_the_http_pool_is_native_or_httpx(pool: str) -> None:
+    assert ProviderConfig(name="up", type="openai_compatible", base_url="http://u/v1", http_pool=pool).http_pool == pool
+    assert ProviderConfig(name="up", type="openai_compatible", base_url="http://u/v1").http_pool == "native"
+
+
+def test_a_config_that_names_another_http_pool_fails_at_start_up_naming_the_allowed_values(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="'native' or 'httpx'"):
+        ProviderConfig(name="up", type="openai_compatible", base_url="http://u/v1", http_pool="aiohttp")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"providers": [{"name": "up", "type": "openai_compatible",
+                                                     "base_url": "http://127.0.0.1:9/v1", "http_pool": "aiohttp"}]}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TENANTLM_")}
+    env["TENANTLM_ADMIN_KEY"] = "test-platform-admin-key-0123456789"
+    run = subprocess.run([sys.executable, "-m", "tenantlm.cli", "serve", "--port", "0", "--data-dir",
+                          str(tmp_path / "data"), "--config", str(config)],
+                         env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, check=False)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "bad configuration" in run.stderr and "http_pool" in run.stderr
+    assert "Input should be 'native' or 'httpx'" in run.stderr and "Traceback" not in run.stderr
 
 
 def test_backoff_grows_with_jitter_and_respects_hints() -> None:
