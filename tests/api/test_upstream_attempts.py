@@ -29,6 +29,10 @@ REPLY = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 
 MSG = [{"role": "user", "content": "hello"}]
 
 
+class _Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True  # a connection left open by the gateway does not hold the test run at exit
+
+
 @dataclass
 class RawUpstream:
     """Answers the first ``answers`` requests on each connection, then reads one more and closes the connection."""
@@ -36,7 +40,7 @@ class RawUpstream:
     answers: int
     receipts: list[bool] = field(default_factory=list)  # one per request read in full: answered or not
     lock: threading.Lock = field(default_factory=threading.Lock)
-    server: socketserver.ThreadingTCPServer | None = None
+    server: _Server | None = None
 
     @property
     def url(self) -> str:
@@ -56,8 +60,7 @@ class RawUpstream:
                 if upstream.read_request(self.rfile):
                     upstream.record(False)  # and the connection closes without a response
 
-        socketserver.ThreadingTCPServer.daemon_threads = True
-        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server = _Server(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
 
