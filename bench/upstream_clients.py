@@ -1,5 +1,5 @@
-"""The upstream HTTP clients side by side: CPU per request of the native client (providers/h1.py), aiohttp, and
-httpx over aiohttp's pool, against the fake upstream.
+"""The two upstream HTTP clients side by side: CPU per request of the native client (providers/h1.py) and httpx
+(``http_pool: httpx``), against the fake upstream.
 
 Usage::
 
@@ -58,34 +58,26 @@ async def measure(name: str, call: Callable[[], Awaitable[bytes]], n: int, conc:
 
 
 async def run(url: str, args: argparse.Namespace) -> list[dict[str, float | str]]:
-    import aiohttp
-
-    from tenantlm.providers.aiohttp_transport import AiohttpTransport
     from tenantlm.providers.h1 import H1Pool
 
     pool = H1Pool(url + "/v1", headers=HEADERS.items())
-    session = aiohttp.ClientSession()
-    client = httpx.AsyncClient(base_url=url + "/v1", transport=AiohttpTransport())
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)  # as the provider configures it
+    client = httpx.AsyncClient(base_url=url + "/v1", limits=limits)
 
     async def native() -> bytes:
         return (await pool.request("POST", "/chat/completions", BODY)).content
 
-    async def aio() -> bytes:
-        async with session.post(url + "/v1/chat/completions", data=BODY, headers=HEADERS) as r:
-            return await r.read()
-
-    async def httpx_aiohttp() -> bytes:
+    async def with_httpx() -> bytes:
         return (await client.post("/chat/completions", content=BODY, headers=HEADERS)).content
 
     rows = []
     try:
         for _ in range(args.rounds):
-            for name, call in (("native (h1)", native), ("aiohttp", aio), ("httpx over aiohttp", httpx_aiohttp)):
+            for name, call in (("native (h1)", native), ("httpx", with_httpx)):
                 rows.append(await measure(name, call, args.requests, args.concurrency))
                 print(rows[-1], file=sys.stderr)
     finally:
         await pool.aclose()
-        await session.close()
         await client.aclose()
     return rows
 

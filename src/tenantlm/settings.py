@@ -34,9 +34,9 @@ class ProviderConfig(BaseModel):
     backoff_base_s: float = 0.25
     backoff_max_s: float = 8.0
     max_connections: int = 256
-    # The HTTP client: "native" (providers/h1.py: HTTP/1.1 keep-alive, the fastest measured here), or httpx over
-    # aiohttp's pool, or httpx alone (the one to pick for proxies or HTTP/2).
-    http_pool: Literal["native", "aiohttp", "httpx"] = "native"
+    # The HTTP client: "native" (providers/h1.py: HTTP/1.1 keep-alive, the fastest measured here) or "httpx" (the
+    # one to pick for proxies or HTTP/2). Any other value is refused at start-up, naming these two.
+    http_pool: Literal["native", "httpx"] = "native"
     breaker_failures: int = 5
     breaker_reset_s: float = 30.0
     # local

@@ -9,8 +9,12 @@ pool is a deque of idle connections.
 
 Errors are raised as httpx's exception types (``ConnectError``, ``ConnectTimeout``, ``ReadTimeout``, ``ReadError``,
 ``RemoteProtocolError``, ``PoolTimeout``) so the provider maps and retries them the same way whichever client is
-under it. A request that fails on a *reused* idle connection before any byte of the response arrived (the server
-closed it while idle) is sent once more on a fresh connection, as it never reached the upstream's application.
+under it. A request is written once and never resent by the pool, not even when a *reused* keep-alive connection
+closes before any byte of the response arrived: the upstream may have read the ``POST`` and run it before closing
+(RFC 9112 §9.3.1 forbids retrying a non-idempotent request that way). That case raises ``RemoteProtocolError``,
+which the provider treats as a retryable connection error under its own retry policy (``max_retries``, backoff,
+breaker), so every attempt that may have reached the upstream is reported and metered. An idle connection the
+upstream closed is dropped before use when its close has already arrived.
 
 Not here, on purpose: proxies, redirects, HTTP/2, compression negotiation (no ``accept-encoding`` is sent, so
 servers reply uncompressed). Use ``http_pool: httpx`` in a provider's config for those.
@@ -79,7 +83,6 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self.last_activity = 0.0
         self.paused = False
-        self.reused = False
 
     # --- asyncio.Protocol ---------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -314,37 +317,28 @@ class H1Pool:
         """Send one request; returns once the response's headers arrived. Without ``stream`` the body is read
         too. With ``stream`` the caller must ``aclose()`` the response (or read it to the end)."""
         head = self._head(method, path, body, headers)
-        for _ in range(2):
-            conn = await self._acquire()
-            ex = _Exchange(self.loop, stream)
-            conn.exchange = ex
-            conn.reusable = False
+        conn = await self._acquire()
+        ex = _Exchange(self.loop, stream)
+        conn.exchange = ex
+        conn.reusable = False
+        try:
+            assert conn.transport is not None
+            conn.transport.write(head + body if len(body) < 65536 else head)
+            if len(body) >= 65536:
+                conn.transport.write(body)
+            await self._wait(ex.headers_done, conn)
+        except BaseException:  # never resent here: the upstream may have read it (see the module's docstring)
+            conn.close()
+            self._release(conn)
+            raise
+        response = H1Response(self, conn, ex)
+        if not stream:
             try:
-                assert conn.transport is not None
-                conn.transport.write(head + body if len(body) < 65536 else head)
-                if len(body) >= 65536:
-                    conn.transport.write(body)
-                await self._wait(ex.headers_done, conn)
-            except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
-                stale = conn.reused and not ex.got_bytes
-                conn.close()
-                self._release(conn)
-                if stale:
-                    continue  # the server had closed this idle connection: try once on a fresh one
-                raise exc from None
+                await response.aread()
             except BaseException:
-                conn.close()
-                self._release(conn)
+                await response.aclose()
                 raise
-            response = H1Response(self, conn, ex)
-            if not stream:
-                try:
-                    await response.aread()
-                except BaseException:
-                    await response.aclose()
-                    raise
-            return response
-        raise httpx.RemoteProtocolError("upstream closed the connection without a response")
+        return response
 
     def _head(self, method: str, path: str, body: bytes, headers: Iterable[tuple[str, str]]) -> bytes:
         start = self._starts.get((method, path))
@@ -405,7 +399,6 @@ class H1Pool:
                 conn.close()
                 continue
             self._active += 1
-            conn.reused = True
             return conn
         while self._active >= self.max_connections:
             waiter = self.loop.create_future()
@@ -454,7 +447,6 @@ class H1Pool:
         if (not self._closed and not conn.closed and conn.reusable and ex is not None and ex.complete
                 and not conn.paused):
             conn.idle_since = time.monotonic()
-            conn.reused = False
             self._idle.append(conn)
         else:
             conn.close()

@@ -10,8 +10,9 @@ llama-cpp-python, or any GGUF named by ``config.model_path``.
 - Prompt tokens come from the model's tokenizer on the model's own chat template; completion tokens are counted
   as sampled (the end-of-turn token is not counted).
 - Sampling follows OpenAI's defaults (``temperature`` 1, ``top_p`` 1) plus llama.cpp's ``min_p`` 0.05 and
-  ``top_k`` 40, which keep a small model readable; ``temperature`` 0 is greedy; ``seed`` makes sampling repeatable
-  (a seeded request skips the prompt-prefix cache, whose different batch shapes change logits slightly).
+  ``top_k`` 40, which keep a small model readable; ``temperature`` 0 is greedy; ``seed`` makes sampling repeatable.
+- No prompt-prefix cache: every request evaluates its whole prompt on a model whose KV cache was reset, so no
+  request (or its timing) depends on what another tenant sent before it (``llama_engine``'s docstring).
 - Refused with a clear error: ``tools``, ``n`` > 1, ``logprobs``, a non-text ``response_format``; a prompt (or
   prompt + ``max_tokens``) beyond the context window -> ``context_length_exceeded``.
 """

@@ -1,11 +1,15 @@
 """Any OpenAI-compatible upstream (vLLM, Ollama, llama.cpp server, OpenAI itself) behind the provider port.
 
-One pooled ``httpx.AsyncClient`` per provider. Each call makes up to ``1 + max_retries`` attempts: 408/429/5xx,
-connection errors and timeouts are retried with exponential backoff and jitter, or after the upstream's
-``retry-after-ms``/``retry-after`` (capped at ``backoff_max_s``). A stream is retried only until its response
-headers arrive; after that its chunks are passed on one by one as they come. A :class:`CircuitBreaker` per
-provider refuses calls at once while the upstream is known to be down. Every attempt is reported to
-``on_attempt`` (usage ledger: one event per attempt, including streams cut short, whose usage is then estimated).
+One pool of keep-alive connections per provider: the native HTTP/1.1 client (``providers/h1.py``) by default, or
+an ``httpx.AsyncClient`` with ``http_pool: httpx`` (proxies, HTTP/2) or over a given transport (tests). Each call
+makes up to ``1 + max_retries`` attempts: 408/429/5xx, connection errors and timeouts are retried with exponential
+backoff and jitter, or after the upstream's ``retry-after-ms``/``retry-after`` (capped at ``backoff_max_s``). A
+stream is retried only until its response headers arrive; after that its chunks are passed on one by one as they
+come. A :class:`CircuitBreaker` per provider refuses calls at once while the upstream is known to be down. Every
+attempt is reported to ``on_attempt`` (usage ledger: one event per attempt, including streams cut short, whose
+usage is then estimated).
+Retries happen here and nowhere below: no HTTP client under this provider resends a request on its own (the native
+one raises a connection error instead), so every request an upstream may have read is one reported attempt.
 Streams always ask the upstream for usage; the usage chunk is passed on only when the client asked for it.
 """
 
@@ -213,16 +217,12 @@ class OpenAICompatibleProvider:
         self._rng = rng or random.Random()
         self._sleep = sleep
         self._clock = clock
-        # The native client (providers/h1.py) unless a transport is given (tests) or another pool is configured.
+        # The native client (providers/h1.py) unless a transport is given (tests) or http_pool is httpx.
         self._pool: H1Pool | None = None
         if transport is None and config.http_pool == "native":
             self._pool = H1Pool(config.base_url, headers=_headers(config).items(),
                                 max_connections=config.max_connections, connect_timeout_s=config.connect_timeout_s,
                                 read_timeout_s=config.timeout_s)
-        if transport is None and config.http_pool == "aiohttp":
-            from tenantlm.providers.aiohttp_transport import AiohttpTransport
-
-            transport = AiohttpTransport(max_connections=config.max_connections)
         self._client = httpx.AsyncClient(
             base_url=config.base_url,
             headers=_headers(config),

@@ -12,7 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
+from tenantlm.errors import UpstreamTimeout, UpstreamUnavailable
 from tenantlm.providers.h1 import H1Pool
+from tenantlm.providers.http_errors import transport_error
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -186,6 +188,50 @@ async def test_no_response_at_all_on_a_fresh_connection_is_not_resent(server: Se
     with pytest.raises(httpx.RemoteProtocolError):
         await pools(server.url).request("POST", "/x", b"{}")
     assert len(server.requests) == 1
+
+
+def one_answer_per_connection(server: Server) -> None:
+    """A server that answers the first request on each connection, then reads the next one in full and closes the
+    connection without a word (as an upstream that ran it and died, or closed its keep-alive as it arrived)."""
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        server.requests.append(await read_request(reader))
+        writer.write(reply(b"{}"))
+        await writer.drain()
+        server.requests.append(await read_request(reader))
+    server.handler = handler
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_request_on_a_reused_connection_that_gets_no_response_is_not_resent(
+        server: Server, pools: Any, stream: bool) -> None:
+    one_answer_per_connection(server)
+    pool = pools(server.url)
+    first = await pool.request("POST", "/x", b"{}", stream=stream)
+    await first.aread()
+    assert first.status_code == 200 and len(server.requests) == 1
+    with pytest.raises(httpx.RemoteProtocolError) as caught:
+        await pool.request("POST", "/x", b'{"n":2}', stream=stream)
+    assert len(server.requests) == 2 and server.connections == 1  # written once, on the reused connection
+    assert server.requests[1][1] == b'{"n":2}'
+    retryable = transport_error("up", caught.value)  # what the provider makes of it: retried under its policy
+    assert isinstance(retryable, UpstreamUnavailable) and not isinstance(retryable, UpstreamTimeout)
+    assert pool.stats() == {"idle": 0, "active": 0, "waiting": 0}
+    third = await pool.request("POST", "/x", b"{}", stream=stream)  # a fresh connection for the next request
+    await third.aread()
+    assert third.status_code == 200 and len(server.requests) == 3 and server.connections == 2
+
+
+async def test_the_pool_writes_each_request_once_whatever_the_upstream_does(server: Server, pools: Any) -> None:
+    one_answer_per_connection(server)
+    pool = pools(server.url)
+    outcomes = []
+    for _ in range(10):
+        try:
+            outcomes.append((await pool.request("POST", "/x", b"{}")).status_code)
+        except httpx.RemoteProtocolError:
+            outcomes.append(0)
+    assert len(server.requests) == 10
+    assert outcomes == [200, 0] * 5
 
 
 async def test_an_idle_connection_the_server_closed_is_replaced_transparently(server: Server, pools: Any) -> None:

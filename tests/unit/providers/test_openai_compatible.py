@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from pydantic import SecretStr
+import yaml
+from pydantic import SecretStr, ValidationError
 
 from tenantlm.errors import (
     InvalidRequest,
@@ -35,7 +40,7 @@ def failing(times: int, status: int = 503, **spec: Any) -> dict[str, Any]:
     return {"fake_fail": {"key": uuid.uuid4().hex, "times": times, "status": status, **spec}}
 
 
-@pytest.fixture(params=["native", "aiohttp", "httpx"])
+@pytest.fixture(params=["native", "httpx"])
 async def make_provider(request: pytest.FixtureRequest) -> AsyncIterator[Callable[..., OpenAICompatibleProvider]]:
     """Providers over each HTTP client: every behaviour must hold on each."""
     made: list[OpenAICompatibleProvider] = []
@@ -141,6 +146,61 @@ async def test_connection_refused_is_unavailable_after_retries(closed_port_url: 
     with pytest.raises(UpstreamUnavailable):
         await make_provider(closed_port_url, max_retries=1).chat(request(), on_attempt=attempts)
     assert attempts.statuses == [None, None] and attempts.outcomes == ["error", "error"]
+
+
+COMPLETION = (b'{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":'
+              b'{"role":"assistant","content":"hi"},"finish_reason":"stop"}],'
+              b'"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}')
+
+
+@pytest.fixture
+async def one_answer_per_connection() -> AsyncIterator[tuple[str, list[bool]]]:
+    """A raw upstream that answers the first request on each connection, then reads the next one in full and closes
+    the connection without a word. Yields its base URL and one entry per request read (answered or not)."""
+    receipts: list[bool] = []
+
+    async def read_one(reader: asyncio.StreamReader) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:"))
+        await reader.readexactly(length)
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await read_one(reader)
+            receipts.append(True)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                         % (len(COMPLETION), COMPLETION))
+            await writer.drain()
+            await read_one(reader)
+            receipts.append(False)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1", receipts
+    server.close()
+    await server.wait_closed()
+
+
+@pytest.mark.parametrize("max_retries", [0, 2])
+async def test_every_request_the_upstream_read_is_one_reported_attempt(
+        one_answer_per_connection: tuple[str, list[bool]], make_provider: Any, attempts: Any,
+        max_retries: int) -> None:
+    url, receipts = one_answer_per_connection
+    provider = make_provider(url, max_retries=max_retries, breaker_failures=100)
+    served = 0
+    for _ in range(6):
+        try:
+            await provider.chat(request(), on_attempt=attempts)
+            served += 1
+        except UpstreamUnavailable:
+            pass
+    assert len(receipts) == len(attempts)  # nothing sent twice below the retry policy, nothing unreported
+    assert attempts.outcomes.count("error") == receipts.count(False) >= 1
+    assert served == (6 if max_retries else receipts.count(True))
 
 
 async def test_slow_upstream_times_out(make_upstream: Any, make_provider: Any) -> None:
@@ -295,6 +355,28 @@ async def test_an_answer_without_usage_is_metered_from_the_prompt_estimate(attem
         await provider.aclose()
     assert attempts.outcomes == ["ok"] and attempts[0].usage_estimated
     assert attempts[0].usage.prompt_tokens == 4 and attempts[0].usage.completion_tokens == 0
+
+
+@pytest.mark.parametrize("pool", ["native", "httpx"])
+def test_the_http_pool_is_native_or_httpx(pool: str) -> None:
+    assert ProviderConfig(name="up", type="openai_compatible", base_url="http://u/v1", http_pool=pool).http_pool == pool
+    assert ProviderConfig(name="up", type="openai_compatible", base_url="http://u/v1").http_pool == "native"
+
+
+def test_a_config_that_names_another_http_pool_fails_at_start_up_naming_the_allowed_values(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="'native' or 'httpx'"):
+        ProviderConfig(name="up", type="openai_compatible", base_url="http://u/v1", http_pool="aiohttp")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"providers": [{"name": "up", "type": "openai_compatible",
+                                                     "base_url": "http://127.0.0.1:9/v1", "http_pool": "aiohttp"}]}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TENANTLM_")}
+    env["TENANTLM_ADMIN_KEY"] = "test-platform-admin-key-0123456789"
+    run = subprocess.run([sys.executable, "-m", "tenantlm.cli", "serve", "--port", "0", "--data-dir",
+                          str(tmp_path / "data"), "--config", str(config)],
+                         env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, check=False)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "bad configuration" in run.stderr and "http_pool" in run.stderr
+    assert "Input should be 'native' or 'httpx'" in run.stderr and "Traceback" not in run.stderr
 
 
 def test_backoff_grows_with_jitter_and_respects_hints() -> None:
