@@ -3,20 +3,20 @@ themselves.
 
 Rules: a platform admin key may do everything on the admin API and nothing on the data plane. A tenant key acts only
 on its own tenant; any other tenant id is answered exactly like a missing one (404), so ids cannot be probed.
-Lacking a permission on its own tenant is a 403.
+Lacking a permission on its own tenant is a 403 whose message says why: the key's role does not grant it, or the
+role does but the key was issued with scopes that leave it out.
 """
 
 from __future__ import annotations
 
 from tenantlm.errors import NotFound, PermissionDenied
-from tenantlm.tenancy.models import Permission, PlatformPrincipal, Principal, TenantContext
+from tenantlm.tenancy.models import ROLE_PERMISSIONS, Permission, PlatformPrincipal, Principal, TenantContext
 
 
 def data_plane(principal: Principal, permission: Permission) -> TenantContext:
     if isinstance(principal, PlatformPrincipal):
         raise PermissionDenied("platform admin keys manage tenants; call the data plane with a tenant's key")
-    if permission not in principal.permissions:
-        raise PermissionDenied(f"this key's role ({principal.role.value}) may not use {permission.value}")
+    _require(principal, permission)
     return principal
 
 
@@ -26,8 +26,17 @@ def on_tenant(principal: Principal, tenant_id: str, permission: Permission) -> N
         return
     if principal.tenant_id != tenant_id:
         raise NotFound(f"no tenant {tenant_id!r}", param="tenant_id")
-    if permission not in principal.permissions:
-        raise PermissionDenied(f"this key's role ({principal.role.value}) may not use {permission.value}")
+    _require(principal, permission)
+
+
+def _require(ctx: TenantContext, permission: Permission) -> None:
+    """403 unless the key holds ``permission``, naming what withholds it: the role, or the key's scopes."""
+    if permission in ctx.permissions:
+        return
+    if permission in ROLE_PERMISSIONS[ctx.role]:
+        raise PermissionDenied(f"this key's scopes do not include {permission.value} (its role, {ctx.role.value}, "
+                               f"would allow it); issue a key whose scopes include {permission.value}")
+    raise PermissionDenied(f"this key's role ({ctx.role.value}) does not grant {permission.value}")
 
 
 def platform_only(principal: Principal, action: str) -> PlatformPrincipal:
