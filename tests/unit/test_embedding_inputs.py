@@ -59,8 +59,8 @@ def test_truncate_must_be_a_boolean(value: Any) -> None:
 def _registry() -> tuple[ProviderRegistry, ModelConfig, ModelConfig]:
     local = ModelConfig(name="all-minilm-l6-v2", provider="local", kind="embedding", dimensions=384)
     fake = ModelConfig(name="fake-embed", provider="fake", kind="embedding", dimensions=8)
-    settings = Settings(providers=[ProviderConfig(name="local", type="local"), ProviderConfig(name="fake", type="fake")],
-                        models=[local, fake])
+    providers = [ProviderConfig(name="local", type="local"), ProviderConfig(name="fake", type="fake")]
+    settings = Settings(providers=providers, models=[local, fake])
     return ProviderRegistry.from_settings(settings), local, fake
 
 
