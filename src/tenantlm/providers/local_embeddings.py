@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 DIMENSIONS = 384
 MAX_TOKENS = 256
 BATCH_SIZE = 32
+PAD_ID = 0  # [PAD] in BERT's vocabulary
 
 
 def default_model_dir() -> Path:
@@ -76,11 +77,11 @@ def _load(model_dir: Path, threads: int) -> _Model:
     counter.no_padding()
     counter.no_truncation()
     # pad to the longest text of each batch (the shipped tokenizer.json pads every text to 128)
-    tokenizer.enable_padding(pad_id=0, pad_token=tokenizer.id_to_token(0))
+    tokenizer.enable_padding(pad_id=PAD_ID, pad_token=tokenizer.id_to_token(PAD_ID))
     tokenizer.enable_truncation(max_length=MAX_TOKENS)
     prefix, suffix = _special_tokens(counter)
     return _Model(encoder=BertEncoder.from_dir(model_dir), tokenizer=tokenizer, counter=counter, prefix=prefix,
-                  suffix=suffix, pad_id=0)
+                  suffix=suffix, pad_id=PAD_ID)
 
 
 def _special_tokens(counter: Any) -> tuple[list[int], list[int]]:
@@ -117,8 +118,11 @@ def _embed_token_ids(model: _Model, rows: Sequence[Sequence[int]]) -> tuple[list
     return _forward(model, ids, mask)
 
 
-def _embed_all(model: _Model, inputs: Sequence[Any], batch_size: int,
-               embed_batch: Callable[[_Model, list[Any]], tuple[list[list[float]], int]]
+EmbedBatch = Callable[[_Model, list[Any]], tuple[list[list[float]], int]]
+"""Vectors for one batch of inputs (texts or token-id rows) and the tokens it held."""
+
+
+def _embed_all(model: _Model, inputs: Sequence[Any], batch_size: int, embed_batch: EmbedBatch
                ) -> tuple[list[list[float]], int]:
     order = sorted(range(len(inputs)), key=lambda i: len(inputs[i]))
     vectors: list[list[float]] = [[] for _ in inputs]
@@ -191,8 +195,8 @@ class LocalEmbeddingProvider:
         :class:`InvalidRequest` naming where it is."""
         return _count_token_ids(await self._ensure_loaded(), rows)
 
-    async def _run(self, inputs: list[Any], embed_batch: Callable[[_Model, list[Any]], tuple[list[list[float]], int]],
-                   model: str, on_attempt: AttemptHook | None) -> EmbeddingResult:
+    async def _run(self, inputs: list[Any], embed_batch: EmbedBatch, model: str, on_attempt: AttemptHook | None
+                   ) -> EmbeddingResult:
         started = time.monotonic()
         loaded = await self._ensure_loaded()
         loop = asyncio.get_running_loop()
