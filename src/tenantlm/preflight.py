@@ -58,7 +58,7 @@ def settings(config_file: Path | None, **overrides: Any) -> Settings:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "cannot be parsed"
-        raise StartupError(f"config file{where.removeprefix(' in')} is not valid YAML{at}: {problem}") from None
+        raise StartupError(f"config file {config_file} is not valid YAML{at}: {problem}") from None
     except OSError as exc:
         raise StartupError(f"cannot read config file {exc.filename or config_file}: {exc.strerror or exc}; "
                            "check the path given to --config and its permissions") from None
