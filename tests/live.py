@@ -168,3 +168,12 @@ def cli(server: Live, *args: str, key: str = ADMIN_KEY) -> subprocess.CompletedP
     env = {**os.environ, "TENANTLM_URL": server.url, "TENANTLM_ADMIN_KEY": key}
     return subprocess.run([sys.executable, "-m", "tenantlm.cli", *args], env=env, capture_output=True, text=True,
                           timeout=60, stdin=subprocess.DEVNULL, check=False)
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run ``tenantlm ARGS`` to completion with no TENANTLM_* variable from the caller's environment (only ``env``'s),
+    as an operator would from a shell (no stdin)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TENANTLM_")}
+    return subprocess.run([sys.executable, "-m", "tenantlm.cli", *args], env={**clean, **(env or {})}, cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)

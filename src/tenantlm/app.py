@@ -26,6 +26,7 @@ from tenantlm.api.admin.compliance_routes import router as compliance_router
 from tenantlm.api.admin.limits_routes import router as limits_router
 from tenantlm.api.admin.routes import router as admin_router
 from tenantlm.api.admin.usage_routes import router as usage_router
+from tenantlm.api.docs import install_docs
 from tenantlm.api.middleware import RequestContextMiddleware
 from tenantlm.api.openai.chat import ChatCompletions
 from tenantlm.api.openai.routes import router as openai_router
@@ -205,7 +206,7 @@ def _health_routes(app: FastAPI) -> None:
 def create_app(settings: Settings, *, services: Services | None = None) -> TenantLMApp:
     svc = services or build_services(settings)
     app = TenantLMApp(title="TenantLM", version=__version__, lifespan=_lifespan, default_response_class=JSONResponse,
-                  docs_url="/docs", redoc_url=None)
+                  docs_url=None, redoc_url=None)
     app.state.services = svc
     app.state.metrics = svc.metrics
     api_errors.install(app, metrics=svc.metrics)
@@ -216,6 +217,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Tenan
     app.include_router(limits_router)
     app.include_router(usage_router)
     _health_routes(app)
+    install_docs(app)
     app.front = RequestContextMiddleware(ChatCompletions(app.framework, services=svc),
                                          metrics=svc.metrics, max_body_bytes=settings.max_body_bytes,
                                          access_log=settings.access_log)

@@ -1,16 +1,18 @@
 """The ``tenantlm`` command: run the server, and manage tenants and keys through the admin API.
 
-Management commands talk HTTP to a running server (``--url`` / ``TENANTLM_URL``) with a platform admin key or a tenant
-admin key (``--admin-key`` / ``TENANTLM_ADMIN_KEY``), so the CLI obeys exactly the rules the API enforces.
+Management commands talk HTTP to a running server (``--url`` / ``TENANTLM_URL``, default http://127.0.0.1:8080) with a
+platform admin key or a tenant admin key (``--admin-key`` / ``TENANTLM_ADMIN_KEY``), so the CLI obeys exactly the rules
+the API enforces.
 Every read command takes ``--json``.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 from urllib.parse import quote
 
 import httpx
@@ -18,8 +20,14 @@ import typer
 
 from tenantlm import __version__
 
-app = typer.Typer(help="TenantLM: a self-hosted, multi-tenant AI platform server.", no_args_is_help=True,
-                  add_completion=False)
+if TYPE_CHECKING:
+    from tenantlm.settings import Settings
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+URL_HELP = (f"Commands that manage a running server talk to it at {DEFAULT_URL} unless --url or the TENANTLM_URL "
+            "environment variable names another; they authenticate with --admin-key or TENANTLM_ADMIN_KEY.")
+app = typer.Typer(help=f"TenantLM: a self-hosted, multi-tenant AI platform server.\n\n{URL_HELP}",
+                  no_args_is_help=True, add_completion=False)
 tenants_app = typer.Typer(help="Create, inspect, change and delete tenants.", no_args_is_help=True)
 keys_app = typer.Typer(help="Issue, list and revoke a tenant's API keys.", no_args_is_help=True)
 audit_app = typer.Typer(help="Read, export and verify the tamper-evident audit trail.", no_args_is_help=True)
@@ -34,15 +42,15 @@ platform_keys_app = typer.Typer(help="Issue, list and revoke platform keys (role
                                 no_args_is_help=True)
 app.add_typer(platform_keys_app, name="platform-keys")
 
-UrlOpt = Annotated[str, typer.Option("--url", envvar="TENANTLM_URL", help="Server base URL.")]
+UrlOpt = Annotated[str, typer.Option("--url", envvar="TENANTLM_URL",
+                                     help="Base URL of the server to manage (else TENANTLM_URL, else the default).")]
 KeyOpt = Annotated[str | None, typer.Option("--admin-key", envvar="TENANTLM_ADMIN_KEY", show_default=False,
                                             help="Platform admin key (or a tenant admin key).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the raw JSON response.")]
-DEFAULT_URL = "http://127.0.0.1:8080"
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"tenantlm: error: {message}", err=True)
     raise typer.Exit(code)
 
 
@@ -126,22 +134,48 @@ def serve(
                                                   "live.  [default: ./data]")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML file declaring models and providers.")] = None,
 ) -> None:
-    """Run the server (offline on the embedded default: SQLite, local models)."""
-    import uvicorn
+    """Run the server (offline on the embedded default: SQLite, local models).
 
-    from tenantlm.app import create_app
-    from tenantlm.observability.logging import configure_logging
-    from tenantlm.settings import load_settings
+    Before it creates or migrates anything it checks the configuration, the data dir, the database URL, the port and
+    the services it needs; a problem is reported on one line and the exit status is 1."""
+    from tenantlm import preflight
 
     try:
-        settings = load_settings(config, host=host, port=port, data_dir=data_dir)
-    except ValueError as exc:
-        _fail(f"bad configuration: {exc}")
+        settings = preflight.settings(config, host=host, port=port, data_dir=data_dir)
+        sockets = preflight.run(settings)
+    except preflight.StartupError as exc:
+        _fail(str(exc))
+    _serve(settings, sockets)
+
+
+def _serve(settings: Settings, sockets: list[socket.socket]) -> None:
+    import uvicorn
+
+    from tenantlm import preflight
+    from tenantlm.app import create_app
+    from tenantlm.audit.signer import SigningKeyError
+    from tenantlm.crypto.errors import MasterKeyError
+    from tenantlm.observability.logging import configure_logging
+
     configure_logging(level=settings.log_level, json=settings.log_json)
+    try:
+        app = create_app(settings)
+    except (MasterKeyError, SigningKeyError, OSError) as exc:
+        preflight.close(sockets)
+        _fail(" ".join(str(exc).split()))
     # No "server: uvicorn" header: it tells a caller which software (and so which known flaws) to try, and costs a
     # header line on every response.
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None, access_log=False,
-                loop="auto", http="auto", timeout_graceful_shutdown=10, server_header=False)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
+                            loop="auto", http="auto", timeout_graceful_shutdown=10, server_header=False)
+    server = uvicorn.Server(config)
+    try:
+        server.run(sockets=sockets)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        preflight.close(sockets)
+    if not server.started:
+        _fail("the server stopped during start-up; its log above says why")
 
 
 @app.command("fake-upstream")

@@ -152,7 +152,7 @@ def build_services(settings: Settings) -> Services:
         inference=InferenceService(catalog=catalog, providers=providers, metrics=metrics, end_users=end_users,
                                    request_log=request_log, gate=gate),
         eraser=TenantEraser(tenancy=tenancy, keyring=keyring, contents=[request_log, end_users, ledger],
-                            audit=audit, auth=auth, data_dir=settings.data_dir),
+                            audit=audit, auth=auth, data_dir=settings.data_dir, metrics=metrics),
         rewrapper=TenantRewrapper(contents=[request_log], audit=audit),
         exporter=TenantExporter(tenancy=tenancy, request_log=request_log, audit=audit, audit_reader=audit,
                                 flush=end_users.flush),

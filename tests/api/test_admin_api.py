@@ -145,6 +145,22 @@ def test_roles(server: Live, unique: Callable[[str], str]) -> None:
         viewer.chat.completions.create(model="fake-chat", messages=[{"role": "user", "content": "hi"}])
 
 
+def test_forbidden_by_scope_or_by_role_says_which(server: Live, unique: Callable[[str], str]) -> None:
+    t = server.new_tenant(unique("scopes"))
+    with server.admin() as c:
+        made = c.post(f"/admin/v1/tenants/{t.id}/keys", json={"name": "models-only", "role": "member",
+                                                                 "scopes": ["models:read"]})
+        assert made.status_code == 201, made.text
+    scoped = server.sdk(made.json()["key"])
+    assert scoped.models.list().data
+    with pytest.raises(openai.PermissionDeniedError) as by_scope:
+        scoped.chat.completions.create(model="fake-chat", messages=[{"role": "user", "content": "hi"}])
+    assert "scopes do not include inference" in by_scope.value.message and "role (" not in by_scope.value.message
+    with pytest.raises(openai.PermissionDeniedError) as by_role:
+        server.sdk(t.viewer_key).embeddings.create(model="fake-embed", input="hi")
+    assert "role (viewer) does not grant inference" in by_role.value.message
+
+
 def test_platform_key_cannot_use_data_plane(server: Live) -> None:
     with pytest.raises(openai.PermissionDeniedError):
         server.sdk(ADMIN_KEY).models.list()

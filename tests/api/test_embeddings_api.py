@@ -57,6 +57,9 @@ def test_local_embeddings_are_semantic(sqlite_server: Live, tenant: Tenant) -> N
     ({"model": "fake-embed", "input": ["ok", ""]}, "input"),
     ({"model": "fake-embed", "input": "x", "encoding_format": "hex"}, "encoding_format"),
     ({"model": "fake-embed", "input": [[1, 2, 3]]}, "input"),
+    ({"model": "fake-embed", "input": [1, 2.5]}, "input"),
+    ({"model": "fake-embed", "input": [-1]}, "input"),
+    ({"model": "fake-embed", "input": "x", "truncate": "yes"}, "truncate"),
     ({"model": "fake-embed", "input": "x", "dimensions": 3}, "dimensions"),
     ({"model": "fake-chat", "input": "x"}, "model"),
 ])
@@ -70,3 +73,60 @@ def test_embedding_errors(sqlite_server: Live, tenant: Tenant, body: dict[str, o
 def test_unknown_embedding_model_is_404(sqlite_server: Live, tenant: Tenant) -> None:
     with pytest.raises(openai.NotFoundError):
         sqlite_server.sdk(tenant.member_key).embeddings.create(model="text-embedding-9", input="x")
+
+
+LONG_TEXT = "The tenant asked about invoices and receipts. " * 40  # ~320 word-pieces, over the model's 256
+
+
+def test_token_ids_for_a_model_without_a_known_tokenizer_ask_for_text(sqlite_server: Live, tenant: Tenant) -> None:
+    sdk = sqlite_server.sdk(tenant.member_key)
+    for model in ("fake-embed", "proxied-embed"):
+        with pytest.raises(openai.BadRequestError) as info:
+            sdk.embeddings.create(model=model, input=[[7592, 2088]])
+        assert info.value.status_code == 400 and info.value.param == "input"
+        assert "send the text" in info.value.message
+
+
+@pytest.mark.local_models
+def test_over_long_input_is_refused_naming_the_limit_and_index(sqlite_server: Live, tenant: Tenant) -> None:
+    sdk = sqlite_server.sdk(tenant.member_key)
+    with pytest.raises(openai.BadRequestError) as info:
+        sdk.embeddings.create(model="all-minilm-l6-v2", input=["short", LONG_TEXT])
+    assert info.value.param == "input" and info.value.code == "context_length_exceeded"
+    assert "input[1]" in info.value.message and "256-token limit" in info.value.message
+    assert '"truncate": true' in info.value.message
+
+
+@pytest.mark.local_models
+def test_truncate_opts_into_embedding_the_first_tokens(sqlite_server: Live, tenant: Tenant) -> None:
+    sdk = sqlite_server.sdk(tenant.member_key)
+    out = sdk.embeddings.create(model="all-minilm-l6-v2", input=["short", LONG_TEXT], encoding_format="float",
+                                extra_body={"truncate": True})
+    assert [len(d.embedding) for d in out.data] == [384, 384]
+    assert out.usage.prompt_tokens == 3 + 256  # [CLS] short [SEP], and the long text cut at the limit
+    just_fits = sdk.embeddings.create(model="all-minilm-l6-v2", input="word " * 254, encoding_format="float")
+    assert just_fits.usage.prompt_tokens == 256  # the limit itself needs no opt-in
+
+
+@pytest.mark.local_models
+def test_token_ids_embed_like_their_text(sqlite_server: Live, tenant: Tenant) -> None:
+    sdk = sqlite_server.sdk(tenant.member_key)
+    by_text = sdk.embeddings.create(model="all-minilm-l6-v2", input="hello world", encoding_format="float")
+    by_ids = sdk.embeddings.create(model="all-minilm-l6-v2", input=[7592, 2088], encoding_format="float")
+    nested = sdk.embeddings.create(model="all-minilm-l6-v2", input=[[7592, 2088], [7592]], encoding_format="float")
+    assert np.allclose(by_text.data[0].embedding, by_ids.data[0].embedding, atol=1e-5)
+    assert np.allclose(by_ids.data[0].embedding, nested.data[0].embedding, atol=1e-5)
+    assert len(nested.data) == 2 and by_ids.usage.prompt_tokens == by_text.usage.prompt_tokens == 4
+
+
+@pytest.mark.local_models
+def test_token_ids_are_checked_against_the_vocabulary_and_the_limit(sqlite_server: Live, tenant: Tenant) -> None:
+    sdk = sqlite_server.sdk(tenant.member_key)
+    with pytest.raises(openai.BadRequestError) as outside:
+        sdk.embeddings.create(model="all-minilm-l6-v2", input=[[7592], [2088, 99999]])
+    assert outside.value.param == "input" and "input[1][1] is token id 99999" in outside.value.message
+    with pytest.raises(openai.BadRequestError) as too_long:
+        sdk.embeddings.create(model="all-minilm-l6-v2", input=[[2088] * 300])
+    assert "input[0] is 302 tokens long" in too_long.value.message
+    cut = sdk.embeddings.create(model="all-minilm-l6-v2", input=[[2088] * 300], extra_body={"truncate": True})
+    assert cut.usage.prompt_tokens == 256

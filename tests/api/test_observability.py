@@ -40,3 +40,16 @@ def test_metrics_and_logs(sqlite_server: Live) -> None:
     assert mine and mine[0]["tenant_id"] == t.id and mine[0]["status"] == 200
     for secret in (t.member_key, t.admin_key, t.viewer_key, ADMIN_KEY):
         assert secret not in log and secret not in text
+
+
+def test_deleted_tenant_leaves_metrics(sqlite_server: Live) -> None:
+    t = sqlite_server.new_tenant("observed-then-deleted")
+    sqlite_server.sdk(t.member_key).chat.completions.create(model="fake-chat",
+                                                             messages=[{"role": "user", "content": "hi"}])
+    admin = {"authorization": f"Bearer {ADMIN_KEY}"}
+    assert f'tenant="{t.id}"' in httpx.get(sqlite_server.url + "/metrics", headers=admin).text
+    gone = httpx.delete(f"{sqlite_server.url}/admin/v1/tenants/{t.id}", params={"confirm": t.id}, headers=admin)
+    assert gone.status_code == 200, gone.text
+    text = httpx.get(sqlite_server.url + "/metrics", headers=admin).text
+    assert t.id not in text
+    assert "tenantlm_requests_total" in text  # the scrape still works and carries other tenants' series

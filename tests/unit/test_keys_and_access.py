@@ -52,10 +52,10 @@ def test_role_permissions() -> None:
     assert effective_permissions(Role.VIEWER, ["inference"]) == frozenset()  # scopes never widen a role
 
 
-def _ctx(tenant_id: str, role: Role) -> TenantContext:
+def _ctx(tenant_id: str, role: Role, scopes: list[str] | None = None) -> TenantContext:
     t = Tenant(id=tenant_id, name="t", status=TenantStatus.ACTIVE, plan="free", region="local", metadata={},
                settings={}, allowed_models=None, model_aliases={}, created_at=time.time(), updated_at=time.time())
-    return TenantContext(tenant=t, key_id="key_x", role=role, permissions=effective_permissions(role, None))
+    return TenantContext(tenant=t, key_id="key_x", role=role, permissions=effective_permissions(role, scopes))
 
 
 def test_foreign_tenant_is_404_and_missing_right_is_403() -> None:
@@ -104,3 +104,24 @@ def check(who: PlatformPrincipal, grant: Permission | PlatformPermission) -> Non
         access.platform_only(who, grant)
     else:
         access.on_tenant(who, "ten_any", grant)
+
+
+def test_a_403_names_the_scopes_when_the_role_would_allow_it() -> None:
+    narrowed = _ctx("ten_a", Role.ADMIN, scopes=["models:read"])
+    with pytest.raises(PermissionDenied) as by_scope:
+        access.on_tenant(narrowed, "ten_a", Permission.KEYS_WRITE)
+    assert "scopes do not include keys:write" in by_scope.value.message
+    assert "role (" not in by_scope.value.message
+    with pytest.raises(PermissionDenied) as by_scope_data:
+        access.data_plane(_ctx("ten_a", Role.MEMBER, scopes=["models:read"]), Permission.INFERENCE)
+    assert "scopes do not include inference" in by_scope_data.value.message
+
+
+def test_a_403_names_the_role_when_the_role_does_not_grant_it() -> None:
+    with pytest.raises(PermissionDenied) as by_role:
+        access.on_tenant(_ctx("ten_a", Role.MEMBER), "ten_a", Permission.KEYS_WRITE)
+    assert by_role.value.message == "this key's role (member) does not grant keys:write"
+    # scopes never widen a role, and the message still blames the role, not the scopes
+    with pytest.raises(PermissionDenied) as scoped_but_role:
+        access.data_plane(_ctx("ten_a", Role.VIEWER, scopes=["inference"]), Permission.INFERENCE)
+    assert scoped_but_role.value.message == "this key's role (viewer) does not grant inference"

@@ -26,6 +26,12 @@ class TenantContent(Protocol):
     async def forget_tenant(self, *, tenant_id: str) -> None: ...
 
 
+class TenantSeries(Protocol):
+    """Metrics labelled by tenant: a deleted tenant's series are removed."""
+
+    def forget_tenant(self, *, tenant_id: str) -> None: ...
+
+
 def tenant_files(data_dir: Path, tenant_id: str) -> Path:
     return data_dir / "tenants" / tenant_id
 
@@ -39,13 +45,14 @@ def confirmed(confirm: Any, tenant_id: str) -> bool:
 
 class TenantEraser:
     def __init__(self, *, tenancy: TenancyService, keyring: Shredder, contents: list[TenantContent],
-                 audit: AuditSink, auth: Authenticator, data_dir: Path) -> None:
+                 audit: AuditSink, auth: Authenticator, data_dir: Path, metrics: TenantSeries | None = None) -> None:
         self.tenancy = tenancy
         self.keyring = keyring
         self.contents = contents
         self.audit = audit
         self.auth = auth
         self.data_dir = data_dir
+        self.metrics = metrics
 
     async def erase(self, *, tenant_id: str, confirm: Any, actor: str) -> None:
         await self.tenancy.get_tenant(tenant_id=tenant_id)
@@ -64,6 +71,8 @@ class TenantEraser:
             await content.forget_tenant(tenant_id=tenant_id)
         await self.tenancy.store.delete_tenant(tenant_id=tenant_id)
         self.auth.invalidate_tenant(tenant_id)
+        if self.metrics is not None:
+            self.metrics.forget_tenant(tenant_id=tenant_id)
         files = tenant_files(self.data_dir, tenant_id)
         if files.exists():
             shutil.rmtree(files)

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from tenantlm.errors import InvalidRequest, TenantLMError, UnsupportedFeature
+from tenantlm.errors import InvalidRequest, TenantLMError
+from tenantlm.inference import embedding_inputs
 from tenantlm.inference.gate import BudgetCut, Gate, Passage
 from tenantlm.inference.sse import SSE_DONE, sse_event
 from tenantlm.observability.logging import request_id_var
@@ -184,18 +185,20 @@ class InferenceService:
     async def embed(self, *, ctx: TenantContext, body: JSON, end_user_header: str | None) -> Reply:
         model = self._resolve(ctx, body["model"], "embedding")
         user = self._note_end_user(ctx, body, end_user_header)
-        raw = body["input"]
-        inputs = [raw] if isinstance(raw, str) else raw
-        if not all(isinstance(i, str) for i in inputs):
-            raise UnsupportedFeature("token-array input is not supported here; send the text", param="input")
+        inputs = embedding_inputs.parse_input(body["input"])
         dims = body.get("dimensions")
         if dims is not None and model.config.dimensions is not None and dims != model.config.dimensions:
             raise InvalidRequest(f"'{model.name}' produces {model.config.dimensions} dimensions and cannot be "
                                  "shortened", param="dimensions")
+        tokenizer = embedding_inputs.tokenizer_for(self.providers, model.config, inputs)
+        if tokenizer is not None:
+            await embedding_inputs.check_lengths(tokenizer, inputs, model_name=model.name,
+                                                 truncate=body.get("truncate") is True)
         passage = await self.gate.enter(ctx=ctx, model=model, end_user=user, prompt=inputs,
                                         max_tokens=0, output=False)
         async with _finishing(passage):
-            result = await self.providers.embed(model.config, inputs, on_attempt=passage.on_attempt)
+            result = await embedding_inputs.embed(self.providers, tokenizer, model.config, inputs,
+                                                  on_attempt=passage.on_attempt)
         self._count(ctx, model, result.usage)
         self._capture(ctx, model, "embeddings", body,
                       {"vectors": len(result.vectors), "usage": result.usage.as_dict()})

@@ -2,6 +2,10 @@
 
 The first ``max_tenants`` tenants seen get their own label value; later ones share ``"other"``, so a deployment with
 a hundred thousand tenants cannot blow up the time-series count. Each app builds its own registry (no globals).
+
+A deleted tenant's series are removed (``Metrics.forget_tenant``, called by the tenant eraser): its id leaves every
+label set and frees its slot for another tenant. A request of that tenant still in flight when it is deleted is
+counted under ``"other"`` when it ends, so the id does not come back.
 """
 
 from __future__ import annotations
@@ -18,22 +22,35 @@ from prometheus_client.utils import floatToGoString
 
 OTHER = "other"
 NONE = "none"
+# Deleted tenants remembered so that their late requests are labelled "other"; the oldest are dropped past this.
+RETIRED_MAX = 1024
 
 
 class TenantLabels:
     def __init__(self, max_tenants: int) -> None:
         self.max_tenants = max_tenants
         self._known: set[str] = set()
+        self._retired: dict[str, None] = {}  # insertion-ordered: the oldest is dropped first
 
     def __call__(self, tenant_id: str | None) -> str:
         if not tenant_id:
             return NONE
         if tenant_id in self._known:
             return tenant_id
-        if len(self._known) < self.max_tenants:
+        if len(self._known) < self.max_tenants and tenant_id not in self._retired:
             self._known.add(tenant_id)
             return tenant_id
         return OTHER
+
+    def retire(self, tenant_id: str) -> bool:
+        """Stop labelling ``tenant_id`` (deleted): True when it had a label of its own, whose series must go."""
+        self._retired[tenant_id] = None
+        if len(self._retired) > RETIRED_MAX:
+            del self._retired[next(iter(self._retired))]
+        if tenant_id in self._known:
+            self._known.discard(tenant_id)
+            return True
+        return False
 
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -77,6 +94,16 @@ class RequestTally(Collector):
             tokens[key] = n
             self.created[key] = time.time()
 
+    def forget(self, tenant: str) -> None:
+        """Drop every series labelled ``tenant``."""
+        for table, position in ((self.requests, 3), (self.latency, 1), (self.tokens, 0)):
+            self._drop(table, position, tenant)
+
+    def _drop(self, table: dict[Any, Any], position: int, tenant: str) -> None:
+        for key in [k for k in table if k[position] == tenant]:
+            del table[key]
+            self.created.pop(key, None)
+
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily("tenantlm_requests", "HTTP requests served",
                                        labels=["route", "method", "status", "tenant"])
@@ -116,6 +143,18 @@ class Metrics:
                                     buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
         self.queue_refused = Counter("tenantlm_scheduler_refused", "Requests refused by the scheduler",
                                      ["tenant", "model", "reason"], registry=self.registry)
+        # the labelled metrics above by id, for child(); each has "tenant" as its first label
+        self._labelled = {id(m): m for m in (self.errors, self.queue_depth, self.queue_wait, self.queue_refused)}
+
+    def forget_tenant(self, *, tenant_id: str) -> None:
+        """Remove a deleted tenant's series from every metric (its later requests count under "other")."""
+        if not self.tenant_label.retire(tenant_id):
+            return
+        self.tally.forget(tenant_id)
+        for cached in [k for k in self._children if k[1][0] == tenant_id]:
+            metric, labels = self._labelled[cached[0]], cached[1]
+            metric.remove(*labels)
+            del self._children[cached]
 
     def scheduler_observer(self, model: str) -> SchedulerMetrics:
         return SchedulerMetrics(self, model)

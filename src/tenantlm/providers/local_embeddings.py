@@ -3,23 +3,27 @@
 ``tokenizers`` package: no sentence-transformers or transformers at run time.
 
 Loaded on first use (or :meth:`LocalEmbeddingProvider.warmup`); inference runs in one worker thread under
-``torch.inference_mode()``, in batches of texts of similar length (less padding), ``torch.set_num_threads``
-from ``config.threads`` (a process-wide torch setting). Texts longer than 256 tokens are truncated, as
-sentence-transformers does for this model. Inputs must be strings: token-id arrays are refused with
-:class:`InvalidRequest` (they are tokenizer specific and the port carries text).
+``torch.inference_mode()``, in batches of inputs of similar length (less padding), ``torch.set_num_threads``
+from ``config.threads`` (a process-wide torch setting). Inputs longer than 256 tokens (special tokens included) are
+truncated, as sentence-transformers does for this model; callers that must not truncate silently measure the inputs
+first (:meth:`LocalEmbeddingProvider.measure_texts`; the inference service does, see docs/operations.md).
+
+The port carries text, so :meth:`embed` refuses token-id arrays. Because this server runs the model's tokenizer,
+token ids (its vocabulary's, without the special tokens) are also accepted through :meth:`embed_token_ids`, which
+wraps them in the special tokens the tokenizer itself would add.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tenantlm.errors import ServiceUnavailable
+from tenantlm.errors import InvalidRequest, ServiceUnavailable
 from tenantlm.providers.base import (
     Attempt,
     AttemptHook,
@@ -37,6 +41,7 @@ if TYPE_CHECKING:
 DIMENSIONS = 384
 MAX_TOKENS = 256
 BATCH_SIZE = 32
+PAD_ID = 0  # [PAD] in BERT's vocabulary
 
 
 def default_model_dir() -> Path:
@@ -49,7 +54,15 @@ def default_model_dir() -> Path:
 @dataclass(slots=True)
 class _Model:
     encoder: BertEncoder
-    tokenizer: Any
+    tokenizer: Any  # pads each batch to its longest text, truncates to MAX_TOKENS
+    counter: Any  # the same tokenizer without padding or truncation: true lengths
+    prefix: list[int]  # the special tokens the tokenizer puts around one text ([CLS] ... [SEP] for BERT)
+    suffix: list[int]
+    pad_id: int
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.tokenizer.get_vocab_size())
 
 
 def _load(model_dir: Path, threads: int) -> _Model:
@@ -60,37 +73,83 @@ def _load(model_dir: Path, threads: int) -> _Model:
 
     torch.set_num_threads(max(1, threads))
     tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    counter = Tokenizer.from_str(tokenizer.to_str())
+    counter.no_padding()
+    counter.no_truncation()
     # pad to the longest text of each batch (the shipped tokenizer.json pads every text to 128)
-    tokenizer.enable_padding(pad_id=0, pad_token=tokenizer.id_to_token(0))
+    tokenizer.enable_padding(pad_id=PAD_ID, pad_token=tokenizer.id_to_token(PAD_ID))
     tokenizer.enable_truncation(max_length=MAX_TOKENS)
-    return _Model(encoder=BertEncoder.from_dir(model_dir), tokenizer=tokenizer)
+    prefix, suffix = _special_tokens(counter)
+    return _Model(encoder=BertEncoder.from_dir(model_dir), tokenizer=tokenizer, counter=counter, prefix=prefix,
+                  suffix=suffix, pad_id=PAD_ID)
 
 
-def _embed_batch(model: _Model, texts: Sequence[str]) -> tuple[list[list[float]], int]:
-    """Vectors for one batch and the number of tokens it held (special tokens included)."""
+def _special_tokens(counter: Any) -> tuple[list[int], list[int]]:
+    """The ids the tokenizer's post-processor puts before and after a text, read from how it encodes one."""
+    probe = counter.encode("a")
+    content = [i for i, seq in enumerate(probe.sequence_ids) if seq == 0]
+    return list(probe.ids[:content[0]]), list(probe.ids[content[-1] + 1:])
+
+
+def _forward(model: _Model, ids: list[list[int]], mask: list[list[int]]) -> tuple[list[list[float]], int]:
+    """Vectors for one padded batch and the number of tokens it held (special tokens included)."""
     import torch
 
     from tenantlm.providers.bert import mean_pool
 
-    encodings = model.tokenizer.encode_batch(list(texts))
-    ids = torch.tensor([e.ids for e in encodings], dtype=torch.long)
-    mask = torch.tensor([e.attention_mask for e in encodings], dtype=torch.long)
+    ids_t = torch.tensor(ids, dtype=torch.long)
+    mask_t = torch.tensor(mask, dtype=torch.long)
     with torch.inference_mode():
-        vectors = mean_pool(model.encoder.encode(ids, mask), mask)
-    return vectors.tolist(), int(mask.sum().item())
+        vectors = mean_pool(model.encoder.encode(ids_t, mask_t), mask_t)
+    return vectors.tolist(), int(mask_t.sum().item())
 
 
-def _embed_all(model: _Model, texts: list[str], batch_size: int) -> tuple[list[list[float]], int]:
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    vectors: list[list[float]] = [[] for _ in texts]
+def _embed_texts(model: _Model, texts: Sequence[str]) -> tuple[list[list[float]], int]:
+    encodings = model.tokenizer.encode_batch(list(texts))
+    return _forward(model, [e.ids for e in encodings], [e.attention_mask for e in encodings])
+
+
+def _embed_token_ids(model: _Model, rows: Sequence[Sequence[int]]) -> tuple[list[list[float]], int]:
+    room = MAX_TOKENS - len(model.prefix) - len(model.suffix)
+    full = [[*model.prefix, *row[:room], *model.suffix] for row in rows]
+    width = max(len(row) for row in full)
+    ids = [row + [model.pad_id] * (width - len(row)) for row in full]
+    mask = [[1] * len(row) + [0] * (width - len(row)) for row in full]
+    return _forward(model, ids, mask)
+
+
+EmbedBatch = Callable[[_Model, list[Any]], tuple[list[list[float]], int]]
+"""Vectors for one batch of inputs (texts or token-id rows) and the tokens it held."""
+
+
+def _embed_all(model: _Model, inputs: Sequence[Any], batch_size: int, embed_batch: EmbedBatch
+               ) -> tuple[list[list[float]], int]:
+    order = sorted(range(len(inputs)), key=lambda i: len(inputs[i]))
+    vectors: list[list[float]] = [[] for _ in inputs]
     tokens = 0
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
-        batch_vectors, batch_tokens = _embed_batch(model, [texts[i] for i in chunk])
+        batch_vectors, batch_tokens = embed_batch(model, [inputs[i] for i in chunk])
         tokens += batch_tokens
         for index, vector in zip(chunk, batch_vectors, strict=True):
             vectors[index] = vector
     return vectors, tokens
+
+
+def _count_texts(model: _Model, texts: Sequence[str]) -> list[int]:
+    return [len(e.ids) for e in model.counter.encode_batch(list(texts))]
+
+
+def _count_token_ids(model: _Model, rows: Sequence[Sequence[int]]) -> list[int]:
+    """Each row's length with the special tokens, after checking that every id is in the vocabulary."""
+    vocab = model.vocab_size
+    for i, row in enumerate(rows):
+        if row and (min(row) < 0 or max(row) >= vocab):
+            j, token = next((j, t) for j, t in enumerate(row) if not 0 <= t < vocab)
+            raise InvalidRequest(f"input[{i}][{j}] is token id {token}, outside this model's vocabulary (ids 0 "
+                                 f"to {vocab - 1})", param="input")
+    specials = len(model.prefix) + len(model.suffix)
+    return [len(row) + specials for row in rows]
 
 
 class LocalEmbeddingProvider:
@@ -99,6 +158,7 @@ class LocalEmbeddingProvider:
         self.name = config.name
         self.capabilities = ProviderCapabilities(chat=False, embeddings=True)
         self.dimensions = DIMENSIONS
+        self.max_input_tokens = MAX_TOKENS
         self._threads = config.threads
         self._model_dir = model_dir
         self._batch_size = batch_size
@@ -113,12 +173,36 @@ class LocalEmbeddingProvider:
     async def embed(
         self, inputs: Sequence[str], *, model: str, on_attempt: AttemptHook | None = None
     ) -> EmbeddingResult:
-        texts = check_text_inputs(inputs)
+        """Vectors for texts; a text over ``max_input_tokens`` is truncated."""
+        return await self._run(check_text_inputs(inputs), _embed_texts, model, on_attempt)
+
+    async def embed_token_ids(
+        self, inputs: Sequence[Sequence[int]], *, model: str, on_attempt: AttemptHook | None = None
+    ) -> EmbeddingResult:
+        """Vectors for token-id arrays of this model's vocabulary (without special tokens; they are added here).
+        An array over ``max_input_tokens`` with them is truncated; an id outside the vocabulary is refused."""
+        await self.measure_token_ids(inputs)
+        return await self._run(list(inputs), _embed_token_ids, model, on_attempt)
+
+    async def measure_texts(self, texts: Sequence[str]) -> list[int]:
+        """How many tokens each text is, special tokens included (what ``max_input_tokens`` bounds)."""
+        loaded = await self._ensure_loaded()
+        # the counter is a tokenizer of its own, so this need not wait behind the model's worker thread
+        return await asyncio.to_thread(_count_texts, loaded, texts)
+
+    async def measure_token_ids(self, rows: Sequence[Sequence[int]]) -> list[int]:
+        """How many tokens each token-id array is with the special tokens; an id outside the vocabulary is an
+        :class:`InvalidRequest` naming where it is."""
+        return _count_token_ids(await self._ensure_loaded(), rows)
+
+    async def _run(self, inputs: list[Any], embed_batch: EmbedBatch, model: str, on_attempt: AttemptHook | None
+                   ) -> EmbeddingResult:
         started = time.monotonic()
         loaded = await self._ensure_loaded()
         loop = asyncio.get_running_loop()
         assert self._executor is not None
-        vectors, tokens = await loop.run_in_executor(self._executor, _embed_all, loaded, texts, self._batch_size)
+        vectors, tokens = await loop.run_in_executor(self._executor, _embed_all, loaded, inputs, self._batch_size,
+                                                     embed_batch)
         usage = Usage(prompt_tokens=tokens)
         report_attempt(on_attempt, Attempt(provider=self.name, model=model, number=1, outcome="ok", usage=usage,
                                            duration_s=time.monotonic() - started))

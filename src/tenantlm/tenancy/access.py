@@ -4,7 +4,8 @@ themselves.
 Rules: a platform key acts on every tenant and on the platform within its role (``PLATFORM_ROLE_GRANTS``: admin
 everything, auditor read-only without tenant content, billing usage and exports) and never on the data plane. A tenant
 key acts only on its own tenant; any other tenant id is answered exactly like a missing one (404), so ids cannot be
-probed. Lacking a permission is a 403 that says which.
+probed. Lacking a permission is a 403 whose message says why: the key's role does not grant it, or the role does
+but the key was issued with scopes that leave it out.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from tenantlm.errors import NotFound, PermissionDenied
 from tenantlm.tenancy.models import (
     PLATFORM_ROLE_GRANTS,
+    ROLE_PERMISSIONS,
     Permission,
     PlatformPermission,
     PlatformPrincipal,
@@ -23,8 +25,7 @@ from tenantlm.tenancy.models import (
 def data_plane(principal: Principal, permission: Permission) -> TenantContext:
     if isinstance(principal, PlatformPrincipal):
         raise PermissionDenied("platform keys manage tenants; call the data plane with a tenant's key")
-    if permission not in principal.permissions:
-        raise PermissionDenied(f"this key's role ({principal.role.value}) may not use {permission.value}")
+    _require(principal, permission)
     return principal
 
 
@@ -35,8 +36,17 @@ def on_tenant(principal: Principal, tenant_id: str, permission: Permission) -> N
         return
     if principal.tenant_id != tenant_id:
         raise NotFound(f"no tenant {tenant_id!r}", param="tenant_id")
-    if permission not in principal.permissions:
-        raise PermissionDenied(f"this key's role ({principal.role.value}) may not use {permission.value}")
+    _require(principal, permission)
+
+
+def _require(ctx: TenantContext, permission: Permission) -> None:
+    """403 unless the key holds ``permission``, naming what withholds it: the role, or the key's scopes."""
+    if permission in ctx.permissions:
+        return
+    if permission in ROLE_PERMISSIONS[ctx.role]:
+        raise PermissionDenied(f"this key's scopes do not include {permission.value} (its role, {ctx.role.value}, "
+                               f"would allow it); issue a key whose scopes include {permission.value}")
+    raise PermissionDenied(f"this key's role ({ctx.role.value}) does not grant {permission.value}")
 
 
 def platform_only(principal: Principal, permission: PlatformPermission) -> PlatformPrincipal:
@@ -49,7 +59,8 @@ def platform_only(principal: Principal, permission: PlatformPermission) -> Platf
 
 def _platform_grant(principal: PlatformPrincipal, permission: Permission | PlatformPermission) -> None:
     if permission not in PLATFORM_ROLE_GRANTS[principal.role]:
-        raise PermissionDenied(f"this platform key's role ({principal.role.value}) may not use {permission.value}")
+        raise PermissionDenied(f"this platform key's role ({principal.role.value}) does not grant "
+                               f"{permission.value}")
 
 
 def actor(principal: Principal) -> str:

@@ -16,7 +16,7 @@ import pytest
 import pytest_asyncio
 
 from tenantlm.errors import InvalidRequest
-from tenantlm.providers.local_embeddings import LocalEmbeddingProvider
+from tenantlm.providers.local_embeddings import LocalEmbeddingProvider, default_model_dir
 from tenantlm.settings import ProviderConfig
 
 pytestmark = [pytest.mark.local_models, pytest.mark.asyncio(loop_scope="module")]
@@ -32,6 +32,16 @@ async def embedder(require_module: Callable[[str], None]) -> AsyncIterator[Local
     await provider.warmup()
     yield provider
     await provider.aclose()
+
+
+def word_pieces(text: str) -> list[int]:
+    """The model's token ids for ``text``, without [CLS]/[SEP], straight from the shipped tokenizer."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(default_model_dir() / "tokenizer.json"))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return list(tokenizer.encode(text, add_special_tokens=False).ids)
 
 
 def cosine(a: list[float], b: list[float]) -> float:
@@ -71,3 +81,42 @@ async def test_token_arrays_are_refused(embedder: LocalEmbeddingProvider) -> Non
     with pytest.raises(InvalidRequest) as info:
         await embedder.embed([[101, 2023, 102]], model="m")  # type: ignore[list-item]
     assert info.value.param == "input"
+
+
+async def test_measure_counts_special_tokens_without_truncating(embedder: LocalEmbeddingProvider) -> None:
+    assert embedder.max_input_tokens == 256
+    short, long = await embedder.measure_texts(["hello world", "word " * 300])
+    assert short == 4  # [CLS] hello world [SEP]
+    assert long == 302  # the true length, past the 256 the model embeds
+    assert await embedder.measure_token_ids([[7592, 2088], [1] * 300]) == [4, 302]
+
+
+async def test_token_ids_embed_like_the_text_they_encode(embedder: LocalEmbeddingProvider) -> None:
+    text = "The quarterly invoice is overdue for payment."
+    ids = word_pieces(text)
+    by_text = await embedder.embed([text], model="m")
+    by_ids = await embedder.embed_token_ids([ids], model="m")
+    assert max(abs(x - y) for x, y in zip(by_text.vectors[0], by_ids.vectors[0], strict=True)) < 1e-5
+    assert by_ids.usage.prompt_tokens == by_text.usage.prompt_tokens == len(ids) + 2
+
+
+async def test_long_token_ids_are_cut_like_long_text(embedder: LocalEmbeddingProvider) -> None:
+    text = REFERENCE["sentences"][3]  # longer than 256 tokens
+    ids = word_pieces(text)
+    assert len(ids) > 254
+    by_text = await embedder.embed([text], model="m")
+    by_ids = await embedder.embed_token_ids([ids], model="m")
+    assert by_ids.usage.prompt_tokens == by_text.usage.prompt_tokens == 256
+    assert cosine(by_text.vectors[0], by_ids.vectors[0]) > 0.99999
+
+
+@pytest.mark.parametrize("rows, where", [([[7592, 30522]], "input[0][1] is token id 30522"),
+                                         ([[1], [2, -5]], "input[1][1] is token id -5")])
+async def test_token_ids_outside_the_vocabulary_are_refused(embedder: LocalEmbeddingProvider, rows: list[list[int]],
+                                                            where: str) -> None:
+    with pytest.raises(InvalidRequest) as measured:
+        await embedder.measure_token_ids(rows)
+    with pytest.raises(InvalidRequest) as embedded:
+        await embedder.embed_token_ids(rows, model="m")
+    for info in (measured, embedded):
+        assert info.value.param == "input" and where in info.value.message and "0 to 30521" in info.value.message
