@@ -99,5 +99,5 @@ async def test_a_client_gone_before_the_first_event_frees_its_slots(app: TenantL
     assert status == 200
     ledger = app.state.services.ledger
     await ledger.flush()
-    statuses = sorted([e.status async for page in ledger.events(tenant_id=None, start=0, end=4e9) for e in page])
+    statuses = sorted([e.status async for page in ledger.platform_events(start=0, end=4e9) for e in page])
     assert statuses == ["cancelled", "ok"]  # the stream's upstream attempt is metered once, as cancelled
