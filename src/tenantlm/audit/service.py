@@ -20,18 +20,16 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from tenantlm.audit.chain import canonical_json, recompute, to_micros
 from tenantlm.audit.models import AuditEntry, Checkpoint
+from tenantlm.audit.ports import PendingEntries
 from tenantlm.audit.signer import AuditSigner
 from tenantlm.audit.store import AuditStore, AuditWriter
 from tenantlm.storage.sql.engine import Database
-
-if TYPE_CHECKING:
-    from tenantlm.audit.auth_failures import AuthFailureAggregator
 
 log = logging.getLogger("tenantlm.audit")
 
@@ -176,14 +174,14 @@ class AuditLog:
                 return
             cursor = page[-1].seq
 
-    async def background_loop(self, *, aggregator: AuthFailureAggregator | None = None,
+    async def background_loop(self, *, aggregator: PendingEntries | None = None,
                               every_s: float = 5.0) -> None:
         """Run forever (cancel to stop): time-based checkpoints and the auth-failure aggregate."""
         while True:
             await asyncio.sleep(every_s)
             await self.background_tick(aggregator=aggregator)
 
-    async def background_tick(self, *, aggregator: AuthFailureAggregator | None = None, force: bool = False
+    async def background_tick(self, *, aggregator: PendingEntries | None = None, force: bool = False
                               ) -> None:
         """One round of background work; with ``force`` (at shutdown) flush and cover everything pending."""
         if aggregator is not None:
