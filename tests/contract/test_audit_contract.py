@@ -45,6 +45,7 @@ class Rig:
     signer: AuditSigner
     clock: Clock
     tamper: Callable[[str], None]
+    request: pytest.FixtureRequest
 
     async def fill(self, n: int, *, step: float = 1.0) -> None:
         for i in range(n):
@@ -84,7 +85,7 @@ def tamperer(request: pytest.FixtureRequest, db: Database) -> Callable[[str], No
 async def rig(request: pytest.FixtureRequest, database: Database) -> AsyncIterator[Rig]:
     clock, signer = Clock(), AuditSigner.generate()
     audit = AuditLog(database, signer, checkpoint_every=10, checkpoint_interval_s=3600, clock=clock)
-    yield Rig(database, audit, signer, clock, tamperer(request, database))
+    yield Rig(database, audit, signer, clock, tamperer(request, database), request)
 
 
 def blob(data: bytes, postgres: bool) -> str:
@@ -466,13 +467,13 @@ _V1_LOG = sa.table("audit_log", *(sa.column(c) for c in ("seq", "ts", "actor", "
                    sa.column("details", sa.JSON))
 
 
-async def _migrate_to(url: str, revision: str) -> None:
+async def _migrate_to(url: str, revision: str, *, down: bool = False) -> None:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
 
     def upgrade(conn: sa.Connection) -> None:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
+        (command.downgrade if down else command.upgrade)(cfg, revision)
 
     engine = make_engine(url)
     try:
@@ -544,3 +545,14 @@ async def test_migration_links_existing_entries_into_tenant_chains(
         assert (tenant.problem, tenant.first_bad_seq) == ("edited", 3), tenant
     finally:
         await db.dispose()
+
+
+async def test_downgrading_below_0007_is_refused_once_entries_cover_tenant_fields(rig: Rig) -> None:
+    migrate_url = url_of(rig.db)
+    if rig.db.is_postgres:
+        pg: PostgresDatabase = rig.request.getfixturevalue("pg_database")
+        migrate_url = pg.owner_url
+    await rig.fill(2)
+    with pytest.raises(RuntimeError, match="cannot downgrade below 0007"):
+        await _migrate_to(migrate_url, "0006", down=True)
+    assert (await rig.verify()).ok and len(await rig.audit.list_tenant(tenant_id="ten_a")) == 1

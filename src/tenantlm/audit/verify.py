@@ -302,24 +302,39 @@ class MalformedExport(ValueError):
     """A line of an export file is not an entry of a tenant chain."""
 
 
+_KINDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "tenant_id": ((str,), "a string"), "seq": ((int,), "an integer"), "ts_us": ((int,), "an integer"),
+    "actor": ((str,), "a string"), "action": ((str,), "a string"), "prev_hash": ((str,), "a string"),
+    "hash": ((str,), "a string"), "request_id": ((str, type(None)), "a string or null"),
+}
+
+
+def _typed(item: dict[str, Any], name: str) -> Any:
+    value = item[name]
+    kinds, label = _KINDS[name]
+    if not isinstance(value, kinds) or isinstance(value, bool):
+        raise MalformedExport(f"{name} is not {label}")
+    return value
+
+
 def parse_tenant_line(line: str | bytes) -> TenantAuditEntry:
     """One line of a tenant's audit export (``GET /admin/v1/tenants/{id}/audit/export``, or ``audit.jsonl`` in a
-    tenant export archive) as the entry it describes."""
+    tenant export archive) as the entry it describes. Values are taken as they are, never converted: what is
+    verified is exactly what the line shows."""
     try:
         item = json.loads(line)
         if not isinstance(item, dict) or item.get("chain") != "tenant":
             raise MalformedExport("not a tenant chain entry (a platform export is verified with the database)")
-        details = item["details"]
-        if not isinstance(details, dict):
+        if not isinstance(item["details"], dict):
             raise MalformedExport("details is not an object")
-        return TenantAuditEntry(tenant_id=str(item["tenant_id"]), seq=int(item["seq"]), ts_us=int(item["ts_us"]),
-                                actor=str(item["actor"]), action=str(item["action"]),
-                                request_id=None if item["request_id"] is None else str(item["request_id"]),
-                                details=details, prev_hash=bytes.fromhex(item["prev_hash"]),
-                                hash=bytes.fromhex(item["hash"]))
+        return TenantAuditEntry(
+            tenant_id=_typed(item, "tenant_id"), seq=_typed(item, "seq"), ts_us=_typed(item, "ts_us"),
+            actor=_typed(item, "actor"), action=_typed(item, "action"), request_id=_typed(item, "request_id"),
+            details=item["details"], prev_hash=bytes.fromhex(_typed(item, "prev_hash")),
+            hash=bytes.fromhex(_typed(item, "hash")))
     except MalformedExport:
         raise
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, ValueError) as exc:
         raise MalformedExport(f"not an audit entry ({exc.__class__.__name__}: {exc})") from None
 
 
@@ -340,7 +355,9 @@ async def verify_tenant_export(lines: Iterable[str | bytes]) -> VerifyReport:
     if len(tenants) > 1:
         return VerifyReport(ok=False, entries=0, checkpoints=0, head_seq=0, problem="malformed",
                             message=f"the file mixes the entries of {len(tenants)} tenants")
-    tenant_id = tenants.pop() if tenants else ""
+    if not entries:
+        return VerifyReport(ok=True, entries=0, checkpoints=0, head_seq=0, message="the file holds no entries")
+    tenant_id = tenants.pop()
     walk: _ChainWalk[TenantAuditEntry] = _ChainWalk(_ListLinks(entries), recompute_tenant)
     for entry in entries:
         problem = await walk.step(entry)

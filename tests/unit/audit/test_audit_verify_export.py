@@ -42,7 +42,8 @@ async def test_an_intact_export_verifies() -> None:
     report = await verify_tenant_export([*lines(chain(6)), "", "  "])  # blank lines are ignored
     assert (report.ok, report.entries, report.head_seq, report.tenant_id) == (True, 6, 6, "ten_a"), report
     assert report.line() == "audit chain of tenant ten_a intact: 6 entries, linked from genesis to seq 6"
-    assert (await verify_tenant_export([])).ok
+    empty = await verify_tenant_export([])
+    assert empty.ok and empty.entries == 0 and empty.message == "the file holds no entries"
 
 
 def _edited(ls: list[str]) -> list[str]:
@@ -87,6 +88,11 @@ async def test_tampering_is_named(tamper: Any, problem: str, seq: int) -> None:
     (json.dumps({"chain": "platform", "seq": 1}), "not a tenant chain entry"),
     (edit(lines(chain(1))[0], prev_hash="zz"), "not an audit entry"),
     (edit(lines(chain(1))[0], details=[1]), "details is not an object"),
+    (edit(lines(chain(1))[0], seq="2"), "seq is not an integer"),
+    (edit(lines(chain(1))[0], seq=2.0), "seq is not an integer"),
+    (edit(lines(chain(1))[0], actor=7), "actor is not a string"),
+    (edit(lines(chain(1))[0], request_id=True), "request_id is not a string or null"),
+    (json.dumps({"chain": "tenant"}), "not an audit entry (KeyError"),
 ])
 async def test_a_line_that_is_not_a_tenant_entry_is_malformed(bad: str, why: str) -> None:
     report = await verify_tenant_export([lines(chain(1))[0], bad])

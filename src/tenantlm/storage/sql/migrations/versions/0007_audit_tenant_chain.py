@@ -10,6 +10,8 @@ The rows already present are backfilled in seq order per tenant. A CHECK keeps e
 chain from now on: a replica still running the previous version cannot append a tenant entry without one (its
 platform entries still insert, as format 1), so nothing is ever recorded outside a tenant chain.
 
+Downgrading is refused once an entry of format 2 exists (its hash covers the fields a downgrade would drop).
+
 Revision ID: 0007
 Revises: 0006
 """
@@ -97,6 +99,14 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Entries written since 0007 have platform hashes over their tenant fields: dropping those fields would leave
+    # a log that no longer verifies, so the downgrade is refused once such an entry exists.
+    bind = op.get_bind()
+    if bind.dialect.name == "postgresql":  # FORCE RLS: the owner sees the rows in the platform scope only
+        bind.execute(sa.text("SELECT set_config('tenantlm.scope', 'platform', true)"))
+    if bind.execute(sa.text("SELECT 1 FROM audit_log WHERE format_version > 1 LIMIT 1")).first():
+        raise RuntimeError("cannot downgrade below 0007: audit entries written since cover their tenant chain "
+                           "fields in their hashes, and dropping those fields would break the audit log")
     with op.batch_alter_table("audit_log") as batch:
         batch.drop_constraint("ck_audit_log_tenant_chain", type_="check")
         batch.drop_index("ux_audit_log_tenant_chain")
