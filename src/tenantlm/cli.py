@@ -428,15 +428,16 @@ def limits_set_plan(
 @audit_app.command("list")
 def audit_list(
     url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt = None, as_json: JsonOpt = False,
-    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant's entries (a tenant admin key "
-                                               "must name its own tenant).")] = None,
-    after: Annotated[int, typer.Option(help="Entries after this sequence number.")] = 0,
+    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant's entries, on its own chain (a "
+                                               "tenant admin key must name its own tenant).")] = None,
+    after: Annotated[int, typer.Option(help="Entries after this sequence number (the tenant's own with --tenant).")
+                     ] = 0,
     limit: Annotated[int, typer.Option(help="At most this many entries.")] = 100,
 ) -> None:
     """List audit entries in order."""
-    base = f"/admin/v1/tenants/{tenant}/audit" if tenant else "/admin/v1/audit"
+    base = f"/admin/v1/tenants/{quote(tenant, safe='')}/audit" if tenant else "/admin/v1/audit"
     data = _call("GET", url, admin_key, f"{base}?after={after}&limit={limit}")
-    _show(data if as_json else data.get("data", []), as_json, ["seq", "ts", "actor", "tenant_id", "action"])
+    _show(data if as_json else data.get("data", []), as_json, ["seq", "created_at", "actor", "tenant_id", "action"])
 
 
 @audit_app.command("verify")
@@ -444,20 +445,30 @@ def audit_verify(
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="The server's data dir (holds the audit "
                                                   "signing public keys, and the SQLite database by default).")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML settings file.")] = None,
+    tenant: Annotated[str | None, typer.Option("--tenant", help="Verify only this tenant's chain, read in the "
+                                               "tenant's scope (no signing key needed).")] = None,
+    export: Annotated[Path | None, typer.Option("--export", help="Verify a tenant's audit export (JSON lines from "
+                                                "/admin/v1/tenants/ID/audit/export, or audit.jsonl of a tenant "
+                                                "export) alone, without the database.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Recompute the audit hash chain and check every signed checkpoint, reading the database directly.
+    """Recompute the audit hash chains, reading the database directly: the platform chain and its signed
+    checkpoints, and every tenant's chain (or, with --tenant, one tenant's chain; with --export, a tenant's export).
 
     Exit 0 when intact, 1 when tampered (the first bad entry is named), 2 when it cannot check."""
-    from tenantlm.audit import run_verify_cli
+    from tenantlm.audit import run_verify_cli, run_verify_export_cli
     from tenantlm.settings import load_settings
 
+    if export is not None:
+        if tenant is not None or data_dir is not None or config is not None:
+            _fail("--export reads only the file: drop --tenant, --data-dir and --config", 2)
+        raise typer.Exit(run_verify_export_cli(path=export, as_json=as_json))
     try:
         settings = load_settings(config, data_dir=data_dir)
     except ValueError as exc:
         _fail(str(exc), 2)
     url = settings.database_migrate_url or settings.sql_url
-    raise typer.Exit(run_verify_cli(database_url=url, data_dir=settings.data_dir, as_json=as_json))
+    raise typer.Exit(run_verify_cli(database_url=url, data_dir=settings.data_dir, as_json=as_json, tenant_id=tenant))
 
 
 def main() -> None:

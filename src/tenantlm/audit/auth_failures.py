@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tenantlm.audit.models import AuditEntry
-from tenantlm.audit.service import AuditLog
+from tenantlm.audit.ports import AuditAppender
 
 ACTION = "auth.failures"
 ACTOR = "system:auth"
@@ -69,7 +69,7 @@ class _Window:
 
 
 class AuthFailureAggregator:
-    def __init__(self, audit: AuditLog, *, window_s: float = 60.0, max_buckets: int = 200,
+    def __init__(self, audit: AuditAppender, *, window_s: float = 60.0, max_buckets: int = 200,
                  clock: Callable[[], float] = time.time) -> None:
         self.audit = audit
         self.window_s = window_s

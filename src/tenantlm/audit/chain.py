@@ -1,10 +1,23 @@
-"""The hash chain: a canonical byte encoding of an entry and ``hash = SHA-256(prev_hash || canonical(entry))``.
+"""The hash chains: canonical byte encodings of an entry and ``hash = SHA-256(prev_hash || canonical(entry))``.
 
-The encoding is deterministic JSON (sorted keys, no whitespace, UTF-8, no NaN/Infinity) of the entry's *values*, so
-it is recomputed identically from whatever a database hands back: a JSON column may reorder keys or re-escape
+There are two chains over the same entries:
+
+- the **platform chain** links every entry in global ``seq`` order (the operator's view, with signed checkpoints);
+- each **tenant chain** links one tenant's entries in ``tenant_seq`` order (1, 2, 3, ... per tenant). Its encoding
+  holds no global field (no global seq, no platform hash), so what a tenant reads and verifies says nothing about
+  any other tenant's activity.
+
+The encodings are deterministic JSON (sorted keys, no whitespace, UTF-8, no NaN/Infinity) of the entry's *values*,
+so they are recomputed identically from whatever a database hands back: a JSON column may reorder keys or re-escape
 strings, a float column returns the same double. Time enters as integer microseconds (``ts_us``), never as a float
-text. ``seq`` is part of the hashed entry, so moving an entry to another position breaks its hash as well as the
-links around it. The first entry links to 32 zero bytes (``GENESIS``).
+text. The position (``seq``) is part of each hashed body, so moving an entry breaks its hash as well as the links
+around it. The first entry of every chain links to 32 zero bytes (``GENESIS``).
+
+Platform encoding versions (``format_version``, stored with each entry and covered by its own hash through ``v``):
+
+- 1: entries written before tenant chains existed; the platform hash does not cover the tenant fields (those were
+  added later by migration 0007, and are proved by the tenant chain they sit on);
+- 2: the platform hash also covers ``tenant_seq``, ``tenant_prev_hash`` and ``tenant_hash``.
 """
 
 from __future__ import annotations
@@ -14,10 +27,12 @@ import json
 import struct
 from typing import Any
 
-from tenantlm.audit.models import AuditEntry
+from tenantlm.audit.models import AuditEntry, TenantAuditEntry
 
 GENESIS = bytes(32)
-FORMAT_VERSION = 1
+FORMAT_V1 = 1
+FORMAT_VERSION = 2
+TENANT_FORMAT_VERSION = 1
 CHECKPOINT_DOMAIN = b"tenantlm-audit-checkpoint"
 
 
@@ -29,21 +44,56 @@ def to_micros(ts: float) -> int:
     return round(ts * 1_000_000)
 
 
+def _hex(value: bytes | None) -> str | None:
+    return None if value is None else value.hex()
+
+
 def canonical_entry(*, seq: int, ts_us: int, actor: str, tenant_id: str | None, action: str,
-                    request_id: str | None, details: dict[str, Any]) -> bytes:
-    return canonical_json({
-        "v": FORMAT_VERSION, "seq": seq, "ts_us": ts_us, "actor": actor, "tenant_id": tenant_id, "action": action,
+                    request_id: str | None, details: dict[str, Any], format_version: int = FORMAT_VERSION,
+                    tenant_seq: int | None = None, tenant_prev_hash: bytes | None = None,
+                    tenant_hash: bytes | None = None) -> bytes:
+    """The platform chain's body of one entry, in the encoding ``format_version`` names."""
+    body: dict[str, Any] = {
+        "v": format_version, "seq": seq, "ts_us": ts_us, "actor": actor, "tenant_id": tenant_id, "action": action,
         "request_id": request_id, "details": details,
+    }
+    if format_version == FORMAT_VERSION:
+        body |= {"tenant_seq": tenant_seq, "tenant_prev_hash": _hex(tenant_prev_hash),
+                 "tenant_hash": _hex(tenant_hash)}
+    elif format_version != FORMAT_V1:
+        raise ValueError(f"unknown audit format version {format_version}")
+    return canonical_json(body)
+
+
+def canonical_tenant_entry(*, tenant_id: str, seq: int, ts_us: int, actor: str, action: str,
+                           request_id: str | None, details: dict[str, Any]) -> bytes:
+    """A tenant chain's body of one entry: ``seq`` is the tenant's own sequence number; no global field."""
+    return canonical_json({
+        "v": TENANT_FORMAT_VERSION, "chain": "tenant", "tenant_id": tenant_id, "seq": seq, "ts_us": ts_us,
+        "actor": actor, "action": action, "request_id": request_id, "details": details,
     })
 
 
-def entry_hash(prev_hash: bytes, *, seq: int, ts_us: int, actor: str, tenant_id: str | None, action: str,
-               request_id: str | None, details: dict[str, Any]) -> bytes:
+def _link(prev_hash: bytes, body: bytes) -> bytes:
     if len(prev_hash) != 32:
         raise ValueError("prev_hash must be 32 bytes")
-    body = canonical_entry(seq=seq, ts_us=ts_us, actor=actor, tenant_id=tenant_id, action=action,
-                           request_id=request_id, details=details)
     return hashlib.sha256(prev_hash + body).digest()
+
+
+def entry_hash(prev_hash: bytes, *, seq: int, ts_us: int, actor: str, tenant_id: str | None, action: str,
+               request_id: str | None, details: dict[str, Any], format_version: int = FORMAT_VERSION,
+               tenant_seq: int | None = None, tenant_prev_hash: bytes | None = None,
+               tenant_hash: bytes | None = None) -> bytes:
+    return _link(prev_hash, canonical_entry(
+        seq=seq, ts_us=ts_us, actor=actor, tenant_id=tenant_id, action=action, request_id=request_id,
+        details=details, format_version=format_version, tenant_seq=tenant_seq, tenant_prev_hash=tenant_prev_hash,
+        tenant_hash=tenant_hash))
+
+
+def tenant_entry_hash(prev_hash: bytes, *, tenant_id: str, seq: int, ts_us: int, actor: str, action: str,
+                      request_id: str | None, details: dict[str, Any]) -> bytes:
+    return _link(prev_hash, canonical_tenant_entry(tenant_id=tenant_id, seq=seq, ts_us=ts_us, actor=actor,
+                                                   action=action, request_id=request_id, details=details))
 
 
 def checkpoint_message(seq: int, chain_hash: bytes) -> bytes:
@@ -52,7 +102,15 @@ def checkpoint_message(seq: int, chain_hash: bytes) -> bytes:
 
 
 def recompute(entry: AuditEntry) -> bytes:
-    """The hash ``entry`` should carry, given its own ``prev_hash`` and values."""
+    """The platform hash ``entry`` should carry, given its own ``prev_hash`` and values."""
     return entry_hash(entry.prev_hash, seq=entry.seq, ts_us=entry.ts_us, actor=entry.actor,
                       tenant_id=entry.tenant_id, action=entry.action, request_id=entry.request_id,
-                      details=entry.details)
+                      details=entry.details, format_version=entry.format_version, tenant_seq=entry.tenant_seq,
+                      tenant_prev_hash=entry.tenant_prev_hash, tenant_hash=entry.tenant_hash)
+
+
+def recompute_tenant(entry: TenantAuditEntry) -> bytes:
+    """The tenant-chain hash ``entry`` should carry, given its own ``prev_hash`` and values."""
+    return tenant_entry_hash(entry.prev_hash, tenant_id=entry.tenant_id, seq=entry.seq, ts_us=entry.ts_us,
+                             actor=entry.actor, action=entry.action, request_id=entry.request_id,
+                             details=entry.details)

@@ -1,5 +1,9 @@
 """The audit log: append (validated, hash-chained, serialized across processes), signed checkpoints, reads, export.
 
+Every entry is linked twice: on the platform chain (global ``seq``, for the operator, with signed checkpoints) and,
+when it has a tenant, on that tenant's own chain (``tenant_seq`` 1, 2, 3, ...), both allocated in the same locked
+transaction. Reads with a tenant show the tenant's chain only; see ``chain`` for the encodings.
+
 Appends take the store's lock (a Postgres advisory lock or SQLite's write lock) and, in this process, an asyncio lock
 too, so that tasks queue here instead of holding pooled connections while they wait. A checkpoint is written in the
 same transaction as the append that makes it due: ``checkpoint_every`` entries since the last one, or the oldest
@@ -18,20 +22,18 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
-from tenantlm.audit.chain import canonical_json, recompute, to_micros
-from tenantlm.audit.models import AuditEntry, Checkpoint
+from tenantlm.audit.chain import FORMAT_VERSION, canonical_json, recompute, tenant_entry_hash, to_micros
+from tenantlm.audit.models import AuditEntry, Checkpoint, TenantAuditEntry
+from tenantlm.audit.ports import PendingEntries
 from tenantlm.audit.signer import AuditSigner
 from tenantlm.audit.store import AuditStore, AuditWriter
 from tenantlm.storage.sql.engine import Database
-
-if TYPE_CHECKING:
-    from tenantlm.audit.auth_failures import AuthFailureAggregator
 
 log = logging.getLogger("tenantlm.audit")
 
@@ -121,10 +123,10 @@ class AuditLog:
         clean = validate_details(details)
         async with self._lock, self.store.locked() as w:
             head_seq, head_hash = await w.head()
-            draft = AuditEntry(seq=head_seq + 1, ts_us=to_micros(self.clock()), actor=actor, tenant_id=tenant_id,
-                               action=action, request_id=request_id, details=clean, prev_hash=head_hash,
-                               hash=b"")
-            entry = replace(draft, hash=recompute(draft))
+            tenant_head = None if tenant_id is None else await w.tenant_head(tenant_id=tenant_id)
+            entry = _linked(seq=head_seq + 1, prev_hash=head_hash, tenant_head=tenant_head,
+                            ts_us=to_micros(self.clock()), actor=actor, tenant_id=tenant_id, action=action,
+                            request_id=request_id, details=clean)
             await w.insert(entry)
             await self._checkpoint_if_due(w, entry.seq, entry.hash, force=False)
         return entry
@@ -158,37 +160,69 @@ class AuditLog:
         await w.insert_checkpoint(cp)
         return cp
 
-    async def list(self, *, tenant_id: str | None, after_seq: int = 0, limit: int = 100,
-                   action: str | None = None) -> builtins.list[AuditEntry]:
-        """Entries after ``after_seq`` in seq order: platform-wide when ``tenant_id`` is None, else that tenant's
-        (read in the tenant's scope, so Postgres RLS holds too)."""
-        return await self.store.list_entries(tenant_id=tenant_id, after_seq=after_seq, limit=limit, action=action)
+    async def list_platform(self, *, after_seq: int = 0, limit: int = 100, action: str | None = None
+                            ) -> builtins.list[AuditEntry]:
+        """Every entry after global seq ``after_seq``, in the platform chain's order (the operator's view)."""
+        return await self.store.list_platform(after_seq=after_seq, limit=limit, action=action)
+
+    async def list_tenant(self, *, tenant_id: str, after_seq: int = 0, limit: int = 100, action: str | None = None
+                          ) -> builtins.list[TenantAuditEntry]:
+        """The tenant's entries after its own seq ``after_seq``, on its own chain (read in the tenant's scope, so
+        Postgres RLS holds too; no platform seq or hash is read)."""
+        return await self.store.list_tenant(tenant_id=tenant_id, after_seq=after_seq, limit=limit, action=action)
+
+    async def read(self, *, tenant_id: str | None, after_seq: int = 0, limit: int = 100, action: str | None = None
+                   ) -> builtins.list[dict[str, Any]]:
+        """Entries as the API shows them: with ``tenant_id``, that tenant's chain (``seq``, ``prev_hash`` and
+        ``hash`` are the tenant's own; ``after_seq`` is a tenant seq); without, the platform chain."""
+        found: Sequence[AuditEntry | TenantAuditEntry]
+        if tenant_id is None:
+            found = await self.list_platform(after_seq=after_seq, limit=limit, action=action)
+        else:
+            found = await self.list_tenant(tenant_id=tenant_id, after_seq=after_seq, limit=limit, action=action)
+        return [e.public() for e in found]
 
     async def export_jsonl(self, *, tenant_id: str | None, after_seq: int = 0, action: str | None = None,
                            batch: int = 500) -> AsyncIterator[bytes]:
-        """JSON lines, one entry each (with hex hashes, so an exported platform log can be re-verified)."""
+        """JSON lines, one entry each, in the shape ``read`` gives (with hex hashes, so that an export can be
+        re-verified: a tenant's with ``tenantlm audit verify --export FILE``)."""
         cursor = after_seq
         while True:
-            page = await self.list(tenant_id=tenant_id, after_seq=cursor, limit=batch, action=action)
-            for entry in page:
-                yield orjson.dumps(entry.public(), option=orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE)
+            page = await self.read(tenant_id=tenant_id, after_seq=cursor, limit=batch, action=action)
+            for item in page:
+                yield orjson.dumps(item, option=orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE)
             if len(page) < batch:
                 return
-            cursor = page[-1].seq
+            cursor = page[-1]["seq"]
 
-    async def background_loop(self, *, aggregator: AuthFailureAggregator | None = None,
+    async def background_loop(self, *, aggregator: PendingEntries | None = None,
                               every_s: float = 5.0) -> None:
         """Run forever (cancel to stop): time-based checkpoints and the auth-failure aggregate."""
         while True:
             await asyncio.sleep(every_s)
             await self.background_tick(aggregator=aggregator)
 
-    async def background_tick(self, *, aggregator: AuthFailureAggregator | None = None, force: bool = False
+    async def background_tick(self, *, aggregator: PendingEntries | None = None, force: bool = False
                               ) -> None:
         """One round of background work; with ``force`` (at shutdown) flush and cover everything pending."""
         if aggregator is not None:
             await _quietly(aggregator.flush(force=force))
         await _quietly(self.maybe_checkpoint(force=force))
+
+
+def _linked(*, seq: int, prev_hash: bytes, tenant_head: tuple[int, bytes] | None, ts_us: int, actor: str,
+            tenant_id: str | None, action: str, request_id: str | None, details: dict[str, Any]) -> AuditEntry:
+    """The entry at ``seq`` after ``prev_hash`` on the platform chain and, with a tenant, after ``tenant_head`` (the
+    tenant's last seq and hash) on the tenant's chain; the platform hash covers the tenant fields."""
+    tenant_seq = tenant_prev = tenant_hash = None
+    if tenant_id is not None and tenant_head is not None:
+        tenant_seq, tenant_prev = tenant_head[0] + 1, tenant_head[1]
+        tenant_hash = tenant_entry_hash(tenant_prev, tenant_id=tenant_id, seq=tenant_seq, ts_us=ts_us, actor=actor,
+                                        action=action, request_id=request_id, details=details)
+    draft = AuditEntry(seq=seq, ts_us=ts_us, actor=actor, tenant_id=tenant_id, action=action, request_id=request_id,
+                       details=details, prev_hash=prev_hash, hash=b"", format_version=FORMAT_VERSION,
+                       tenant_seq=tenant_seq, tenant_prev_hash=tenant_prev, tenant_hash=tenant_hash)
+    return replace(draft, hash=recompute(draft))
 
 
 async def _quietly(work: Awaitable[object]) -> None:

@@ -21,7 +21,7 @@ class FakeAudit:
         if self.fail:
             raise RuntimeError("database down")
         self.appended.append(kw)
-        return AuditEntry(seq=len(self.appended), ts_us=0, prev_hash=bytes(32), hash=bytes(32), **kw)
+        return AuditEntry(seq=len(self.appended), ts_us=0, prev_hash=bytes(32), hash=bytes(32), format_version=2, **kw)
 
 
 class Clock:

@@ -3,6 +3,11 @@
 The platform log is for platform admin keys only. A tenant's entries are for that tenant's *admin* keys (the
 ``audit:read`` permission, which only the admin role holds); members and viewers get 403, other tenants 404.
 Every export is itself recorded (``audit.exported``).
+
+A read that names a tenant (``/tenants/{id}/audit``, or ``tenant_id=`` on the platform log) shows that tenant's own
+chain: ``seq``, ``prev_hash`` and ``hash`` are the tenant's (``"chain": "tenant"``), and ``after`` is a tenant seq. No
+platform seq or hash appears in it, so the volume and hashes of other tenants never show. A platform read without a
+tenant shows the platform chain (``"chain": "platform"``) with each entry's tenant fields alongside.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from tenantlm.tenancy.models import Permission, PlatformPermission, Principal
 
 router = APIRouter(prefix="/admin/v1", default_response_class=JSONResponse)
 PrincipalDep = Annotated[Principal, Depends(principal)]
-AfterQ = Annotated[int, Query(ge=0, description="Return entries with a seq greater than this.")]
+AfterQ = Annotated[int, Query(ge=0, description="Return entries with a seq greater than this (a tenant's own seq when "
+                                                 "the read names a tenant).")]
 LimitQ = Annotated[int, Query(ge=1, le=1000)]
 ActionQ = Annotated[str | None, Query(min_length=1, max_length=100)]
 TenantQ = Annotated[str | None, Query(min_length=1, max_length=40)]
@@ -37,8 +43,8 @@ def _audit(request: Request) -> AuditLog:
 
 
 async def _page(audit: AuditLog, *, tenant_id: str | None, after: int, limit: int, action: str | None) -> Any:
-    found = await audit.list(tenant_id=tenant_id, after_seq=after, limit=limit + 1, action=action)
-    return {"object": "list", "data": [e.public() for e in found[:limit]], "has_more": len(found) > limit}
+    found = await audit.read(tenant_id=tenant_id, after_seq=after, limit=limit + 1, action=action)
+    return {"object": "list", "data": found[:limit], "has_more": len(found) > limit}
 
 
 async def _export(request: Request, who: Principal, *, tenant_id: str | None, after: int, action: str | None,

@@ -94,7 +94,17 @@ audit_log = sa.Table(
     sa.Column("details", sa.JSON, nullable=False),
     sa.Column("prev_hash", sa.LargeBinary(32), nullable=False),
     sa.Column("hash", sa.LargeBinary(32), nullable=False),
-    sa.Index("ix_audit_log_tenant_seq", "tenant_id", "seq"),
+    # migration 0007: every entry with a tenant also sits on that tenant's own chain
+    sa.Column("format_version", sa.SmallInteger, nullable=False, server_default="1"),
+    sa.Column("tenant_seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), nullable=True),
+    sa.Column("tenant_prev_hash", sa.LargeBinary(32), nullable=True),
+    sa.Column("tenant_hash", sa.LargeBinary(32), nullable=True),
+    sa.Index("ux_audit_log_tenant_chain", "tenant_id", "tenant_seq", unique=True),
+    sa.CheckConstraint(
+        "(tenant_id IS NULL AND tenant_seq IS NULL AND tenant_prev_hash IS NULL AND tenant_hash IS NULL) OR "
+        "(tenant_id IS NOT NULL AND tenant_seq IS NOT NULL AND tenant_prev_hash IS NOT NULL "
+        "AND tenant_hash IS NOT NULL)",
+        name="ck_audit_log_tenant_chain"),
 )
 
 audit_checkpoints = sa.Table(
