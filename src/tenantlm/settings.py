@@ -79,6 +79,16 @@ class ModelConfig(BaseModel):
     # Unset (None): each replica holds back tenantlm.scheduling.default_headroom of its share of max_in_flight.
     # 0 makes the scheduler work-conserving.
     headroom: int | None = Field(default=None, ge=0)
+    # The model's tokenizer (a Hugging Face tokenizer.json): prompts are counted with it for admission and for
+    # billing an attempt the upstream reported no usage for. Unset: four bytes of text a token (tenantlm.tokens).
+    tokenizer: str | None = None
+
+    @field_validator("tokenizer")
+    @classmethod
+    def _tokenizer_file(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).is_file():
+            raise ValueError(f"tokenizer file {value!r} does not exist")
+        return value
 
     @model_validator(mode="after")
     def _headroom_below_capacity(self) -> ModelConfig:

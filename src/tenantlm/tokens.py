@@ -40,6 +40,8 @@ def tokenizer_counter(path: str) -> TokenCounter:
         from tokenizers import Tokenizer
 
         tokenizer = Tokenizer.from_file(path)
+        tokenizer.no_padding()  # a tokenizer.json may pad or cut every text to a fixed length: count, don't shape
+        tokenizer.no_truncation()
     except Exception as exc:  # a missing package, an unreadable file, or tokenizers' own (bare) Exception
         raise ServiceUnavailable(f"the tokenizer {path!r} cannot be loaded ({type(exc).__name__})") from exc
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 from tenantlm.admission.models import AdmissionRequest, Decision, Limits, SettleResult, Subject
-from tenantlm.admission.service import AdmissionService, estimate_prompt_tokens, reservation_tokens
+from tenantlm.admission.service import AdmissionService, reservation_tokens
 from tenantlm.errors import InvalidRequest, RateLimited
 from tenantlm.metering.ledger import Ledger
 from tenantlm.metering.models import UsageEvent, event_id
@@ -41,6 +41,7 @@ from tenantlm.tenancy.catalog import ResolvedModel
 from tenantlm.tenancy.limits import SubLimits, TenantLimits, sub_limits
 from tenantlm.tenancy.limits_service import LimitsService
 from tenantlm.tenancy.models import TenantContext
+from tenantlm.tokens import counter_for, estimate_prompt_tokens
 
 log = logging.getLogger("tenantlm.gate")
 T = TypeVar("T")
@@ -286,7 +287,7 @@ class Gate:
         """Admit (429 on refusal), then wait for a scheduler slot (429 on queue full / max wait)."""
         eff = await self.limits.effective(ctx.tenant)
         tl = eff.tenant
-        prompt_tokens = estimate_prompt_tokens(prompt)
+        prompt_tokens = estimate_prompt_tokens(prompt, counter_for(model.config.tokenizer))
         out_tokens = (max_tokens if max_tokens is not None else tl.default_max_tokens) if output else 0
         tokens = reservation_tokens(prompt_tokens=prompt_tokens, max_tokens=out_tokens, default_max_tokens=0)
         uid = self.uid()

@@ -98,7 +98,8 @@ class InferenceService:
         model = self._resolve(ctx, body["model"], "chat")
         passage = await self._enter(ctx, model, body, self._note_end_user(ctx, body, end_user_header))
         try:  # not _finishing: an async context manager costs a generator on the hot path
-            result = await self.providers.chat(model.config, dict(body), on_attempt=passage.on_attempt)
+            result = await self.providers.chat(model.config, dict(body), on_attempt=passage.on_attempt,
+                                               prompt_estimate=passage.prompt_estimate)
         except BaseException as exc:
             await passage.finish(status="cancelled" if isinstance(exc, asyncio.CancelledError) else "error")
             raise
@@ -124,7 +125,8 @@ class InferenceService:
         options = body.get("stream_options") or {}
         wants_usage = bool(options.get("include_usage"))
         upstream = {**body, "stream_options": {**options, "include_usage": True}}
-        chunks = self.providers.stream_chat(model.config, upstream, on_attempt=passage.on_attempt)
+        chunks = self.providers.stream_chat(model.config, upstream, on_attempt=passage.on_attempt,
+                                            prompt_estimate=passage.prompt_estimate)
         try:
             first = await anext(chunks)
         except StopAsyncIteration:
@@ -198,7 +200,8 @@ class InferenceService:
                                         max_tokens=0, output=False)
         async with _finishing(passage):
             result = await embedding_inputs.embed(self.providers, tokenizer, model.config, inputs,
-                                                  on_attempt=passage.on_attempt)
+                                                  on_attempt=passage.on_attempt,
+                                                  prompt_estimate=passage.prompt_estimate)
         self._count(ctx, model, result.usage)
         self._capture(ctx, model, "embeddings", body,
                       {"vectors": len(result.vectors), "usage": result.usage.as_dict()})

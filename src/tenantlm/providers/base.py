@@ -106,13 +106,17 @@ class ChatProvider(Protocol):
     ``stream_options.include_usage``, finish with a chunk whose ``choices`` is empty and ``usage`` is set.
     Raising :class:`tenantlm.errors.TenantLMError` subclasses is the only way to report failure. Every call reports
     each attempt it made to ``on_attempt`` when given (a stream reports when it ends, fails or is closed early).
+    ``prompt_estimate`` is the gateway's count of the prompt's tokens (``tenantlm.tokens``, with the model's
+    tokenizer where the catalog names one): what a provider reports when the backend gives no count of its own.
     """
 
     capabilities: ProviderCapabilities
 
-    async def chat(self, request: JSON, *, on_attempt: AttemptHook | None = None) -> ChatCompletion: ...
+    async def chat(self, request: JSON, *, on_attempt: AttemptHook | None = None,
+                   prompt_estimate: int | None = None) -> ChatCompletion: ...
 
-    def stream_chat(self, request: JSON, *, on_attempt: AttemptHook | None = None) -> AsyncIterator[ChatChunk]: ...
+    def stream_chat(self, request: JSON, *, on_attempt: AttemptHook | None = None,
+                    prompt_estimate: int | None = None) -> AsyncIterator[ChatChunk]: ...
 
     async def aclose(self) -> None: ...
 
@@ -122,7 +126,8 @@ class EmbeddingProvider(Protocol):
     capabilities: ProviderCapabilities
 
     async def embed(
-        self, inputs: Sequence[str], *, model: str, on_attempt: AttemptHook | None = None
+        self, inputs: Sequence[str], *, model: str, on_attempt: AttemptHook | None = None,
+        prompt_estimate: int | None = None,
     ) -> EmbeddingResult: ...
 
     async def aclose(self) -> None: ...

@@ -149,7 +149,8 @@ class FakeProvider:
         report_attempt(hook, Attempt(provider=self.name, model=plan.model, number=1, outcome=outcome, usage=usage,
                                      usage_estimated=outcome != "ok", duration_s=time.monotonic() - started))
 
-    async def chat(self, request: JSON, *, on_attempt: AttemptHook | None = None) -> ChatCompletion:
+    async def chat(self, request: JSON, *, on_attempt: AttemptHook | None = None,
+                   prompt_estimate: int | None = None) -> ChatCompletion:
         started = time.monotonic()
         plan = self._plan(request)
         factory = ChunkFactory(plan.model)
@@ -166,7 +167,8 @@ class FakeProvider:
         self._report(on_attempt, plan, "ok", usage.completion_tokens, started)
         return ChatCompletion(body=body, usage=usage)
 
-    async def stream_chat(self, request: JSON, *, on_attempt: AttemptHook | None = None) -> AsyncIterator[ChatChunk]:
+    async def stream_chat(self, request: JSON, *, on_attempt: AttemptHook | None = None,
+                          prompt_estimate: int | None = None) -> AsyncIterator[ChatChunk]:
         started = time.monotonic()
         plan = self._plan(request)
         factory = ChunkFactory(plan.model, include_usage=plan.include_usage)
@@ -213,7 +215,8 @@ class FakeProvider:
         progress.finish_reason = "tool_calls"
 
     async def embed(
-        self, inputs: Sequence[str], *, model: str, on_attempt: AttemptHook | None = None
+        self, inputs: Sequence[str], *, model: str, on_attempt: AttemptHook | None = None,
+        prompt_estimate: int | None = None,
     ) -> EmbeddingResult:
         started = time.monotonic()
         texts = check_text_inputs(inputs)

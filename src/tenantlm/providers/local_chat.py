@@ -170,7 +170,8 @@ class LocalChatProvider:
     async def warmup(self) -> None:
         await self._ensure_loaded()
 
-    async def chat(self, request: JSON, *, on_attempt: AttemptHook | None = None) -> ChatCompletion:
+    async def chat(self, request: JSON, *, on_attempt: AttemptHook | None = None,
+                   prompt_estimate: int | None = None) -> ChatCompletion:
         factory = ChunkFactory(str(request.get("model", self.name)))
         parts: list[str] = []
         prompt, done = 0, Done("stop", 0)
@@ -185,7 +186,8 @@ class LocalChatProvider:
         body = factory.completion(assistant_message("".join(parts)), done.finish_reason, usage)
         return ChatCompletion(body=body, usage=usage)
 
-    async def stream_chat(self, request: JSON, *, on_attempt: AttemptHook | None = None) -> AsyncIterator[ChatChunk]:
+    async def stream_chat(self, request: JSON, *, on_attempt: AttemptHook | None = None,
+                          prompt_estimate: int | None = None) -> AsyncIterator[ChatChunk]:
         factory = ChunkFactory(str(request.get("model", self.name)), include_usage=include_usage(request))
         events = self._events(request, on_attempt)
         prompt = 0

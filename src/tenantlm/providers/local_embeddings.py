@@ -171,7 +171,8 @@ class LocalEmbeddingProvider:
         await self._ensure_loaded()
 
     async def embed(
-        self, inputs: Sequence[str], *, model: str, on_attempt: AttemptHook | None = None
+        self, inputs: Sequence[str], *, model: str, on_attempt: AttemptHook | None = None,
+        prompt_estimate: int | None = None,
     ) -> EmbeddingResult:
         """Vectors for texts; a text over ``max_input_tokens`` is truncated."""
         return await self._run(check_text_inputs(inputs), _embed_texts, model, on_attempt)

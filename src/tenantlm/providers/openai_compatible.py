@@ -48,8 +48,9 @@ from tenantlm.providers.http_errors import (
     transport_error,
 )
 from tenantlm.providers.sse import sse_data
-from tenantlm.providers.wire import content_text, include_usage
+from tenantlm.providers.wire import include_usage
 from tenantlm.settings import ProviderConfig
+from tenantlm.tokens import estimate_prompt_tokens
 
 T = TypeVar("T")
 
@@ -86,15 +87,15 @@ class _Call:
     payload: bytes
     model: str
     hook: AttemptHook | None
-    prompt_estimate: int | None = None  # None: made from ``request`` when first needed
+    prompt_estimate: int | None = None  # the gateway's; None: made from ``prompt`` when first needed
     number: int = 0
     started: float = 0.0
-    request: JSON | None = None
+    prompt: object = None  # chat messages or embedding inputs
 
     def estimate(self) -> int:
-        """The prompt's token estimate, for when the upstream reports no usage (most do: then it is never made)."""
+        """The prompt's tokens for when the upstream reports no usage (most do: then this is never needed)."""
         if self.prompt_estimate is None:
-            self.prompt_estimate = estimate_prompt_tokens(self.request) if self.request is not None else 0
+            self.prompt_estimate = estimate_prompt_tokens(self.prompt)
         return self.prompt_estimate
 
 
@@ -105,20 +106,6 @@ def parse_usage(value: Any) -> Usage | None:
     if not isinstance(prompt, int) or not isinstance(completion, int):
         return None
     return Usage(prompt_tokens=prompt, completion_tokens=completion)
-
-
-def estimate_prompt_tokens(request: JSON) -> int:
-    """A rough count (4 characters a token) for when an upstream never reported usage."""
-    messages = request.get("messages")
-    if not isinstance(messages, list):
-        return 0
-    chars = 0
-    for message in messages:
-        try:
-            chars += len(content_text(message.get("content"))) if isinstance(message, dict) else 0
-        except TenantLMError:
-            continue
-    return (chars + 3) // 4
 
 
 def backoff_delay(attempt: int, base_s: float, max_s: float, retry_after: float | None, rng: random.Random) -> float:
@@ -237,28 +224,30 @@ class OpenAICompatibleProvider:
             await self._pool.aclose()
         await self._client.aclose()
 
-    async def chat(self, request: JSON, *, on_attempt: AttemptHook | None = None) -> ChatCompletion:
+    async def chat(self, request: JSON, *, on_attempt: AttemptHook | None = None,
+                   prompt_estimate: int | None = None) -> ChatCompletion:
         payload = {k: v for k, v in request.items() if k != "stream_options"}
         payload["stream"] = False
         call = _Call("/chat/completions", orjson.dumps(payload), str(request.get("model", "")), on_attempt,
-                     request=request)
+                     prompt_estimate, prompt=request.get("messages"))
         return await self._json_call(call, _completion_from)
 
     async def embed(
-        self, inputs: Sequence[str], *, model: str, on_attempt: AttemptHook | None = None
+        self, inputs: Sequence[str], *, model: str, on_attempt: AttemptHook | None = None,
+        prompt_estimate: int | None = None,
     ) -> EmbeddingResult:
         payload = {"model": model, "input": list(inputs), "encoding_format": "float"}
-        call = _Call("/embeddings", orjson.dumps(payload), model, on_attempt,
-                     sum((len(text) + 3) // 4 for text in inputs if isinstance(text, str)))
+        call = _Call("/embeddings", orjson.dumps(payload), model, on_attempt, prompt_estimate, prompt=list(inputs))
         return await self._json_call(call, _embeddings_from)
 
-    async def stream_chat(self, request: JSON, *, on_attempt: AttemptHook | None = None) -> AsyncIterator[ChatChunk]:
+    async def stream_chat(self, request: JSON, *, on_attempt: AttemptHook | None = None,
+                          prompt_estimate: int | None = None) -> AsyncIterator[ChatChunk]:
         options: JSON = request.get("stream_options") or {}
         if not isinstance(options, dict):
             options = {}
         payload = {**request, "stream": True, "stream_options": {**options, "include_usage": True}}
         call = _Call("/chat/completions", orjson.dumps(payload), str(request.get("model", "")), on_attempt,
-                     estimate_prompt_tokens(request))
+                     prompt_estimate, prompt=request.get("messages"))
         response = await self._send(call, stream=True)
         relay = _StreamRelay(include_usage(request), call.estimate())
         outcome: AttemptOutcome = "cancelled"

@@ -95,26 +95,28 @@ class ProviderRegistry:
                 chain.append(fallback)
         return chain
 
-    async def chat(self, model: ModelConfig, request: JSON, *, on_attempt: AttemptHook | None = None
-                   ) -> ChatCompletion:
+    async def chat(self, model: ModelConfig, request: JSON, *, on_attempt: AttemptHook | None = None,
+                   prompt_estimate: int | None = None) -> ChatCompletion:
         self._require(model, "chat")
 
         async def call(candidate: ModelConfig) -> ChatCompletion:
             provider = self._chat_for(candidate)
             result = await provider.chat({**request, "model": candidate.upstream},
-                                         on_attempt=_with_catalog(on_attempt, candidate))
+                                         on_attempt=_with_catalog(on_attempt, candidate),
+                                         prompt_estimate=prompt_estimate)
             _relabel(result.body, candidate)
             return result
 
         return await self._first_success(model, call)
 
-    async def stream_chat(self, model: ModelConfig, request: JSON, *, on_attempt: AttemptHook | None = None
-                          ) -> AsyncIterator[ChatChunk]:
+    async def stream_chat(self, model: ModelConfig, request: JSON, *, on_attempt: AttemptHook | None = None,
+                          prompt_estimate: int | None = None) -> AsyncIterator[ChatChunk]:
         self._require(model, "chat")
         chain = self.candidates(model)
         for position, candidate in enumerate(chain):
             stream = self._chat_for(candidate).stream_chat({**request, "model": candidate.upstream},
-                                                           on_attempt=_with_catalog(on_attempt, candidate))
+                                                           on_attempt=_with_catalog(on_attempt, candidate),
+                                                           prompt_estimate=prompt_estimate)
             try:
                 first = await anext(stream)
             except StopAsyncIteration:
@@ -132,14 +134,15 @@ class ProviderRegistry:
                 await close_stream(stream)
             return
 
-    async def embed(self, model: ModelConfig, inputs: Sequence[str], *, on_attempt: AttemptHook | None = None
-                    ) -> EmbeddingResult:
+    async def embed(self, model: ModelConfig, inputs: Sequence[str], *, on_attempt: AttemptHook | None = None,
+                    prompt_estimate: int | None = None) -> EmbeddingResult:
         self._require(model, "embedding")
 
         async def call(candidate: ModelConfig) -> EmbeddingResult:
             provider = self._embeddings_for(candidate)
             return await provider.embed(inputs, model=candidate.upstream,
-                                        on_attempt=_with_catalog(on_attempt, candidate))
+                                        on_attempt=_with_catalog(on_attempt, candidate),
+                                        prompt_estimate=prompt_estimate)
 
         return await self._first_success(model, call)
 

@@ -30,6 +30,7 @@ from tenantlm.providers.fake import fake_vector, fake_words
 from tenantlm.providers.fake_server import FakeServerThread
 from tenantlm.providers.openai_compatible import OpenAICompatibleProvider, backoff_delay
 from tenantlm.settings import ProviderConfig
+from tenantlm.tokens import estimate_prompt_tokens
 
 
 def request(text: str = "hello there friend", **extra: Any) -> dict[str, Any]:
@@ -350,11 +351,14 @@ async def test_an_answer_without_usage_is_metered_from_the_prompt_estimate(attem
         ProviderConfig(name="up", type="openai_compatible", base_url="http://upstream.invalid/v1"),
         transport=transport)
     try:
-        await provider.chat(request("sixteen chars ab"), on_attempt=attempts)  # 16 characters: 4 tokens
+        await provider.chat(request("sixteen chars ab"), on_attempt=attempts)
+        await provider.chat(request("sixteen chars ab"), on_attempt=attempts, prompt_estimate=37)
     finally:
         await provider.aclose()
-    assert attempts.outcomes == ["ok"] and attempts[0].usage_estimated
-    assert attempts[0].usage.prompt_tokens == 4 and attempts[0].usage.completion_tokens == 0
+    assert attempts.outcomes == ["ok", "ok"] and attempts[0].usage_estimated and attempts[1].usage_estimated
+    # called alone, the provider uses the gateway's estimator; through the gateway, the gateway's own count
+    assert attempts[0].usage.prompt_tokens == estimate_prompt_tokens(request("sixteen chars ab")["messages"])
+    assert attempts[1].usage.prompt_tokens == 37 and attempts[1].usage.completion_tokens == 0
 
 
 @pytest.mark.parametrize("pool", ["native", "httpx"])
@@ -400,4 +404,5 @@ async def test_cancelled_call_still_reports_its_attempt(make_upstream: Any, make
     with pytest.raises(asyncio.CancelledError):
         await task
     assert attempts.outcomes == ["cancelled"] and attempts[0].usage_estimated
-    assert attempts[0].usage.prompt_tokens == 5  # 18 characters, ~4 per token
+    # the prompt as the gateway's estimator counts it (the upstream never answered with its own count)
+    assert attempts[0].usage.prompt_tokens == estimate_prompt_tokens(request("one two three four")["messages"])
