@@ -128,9 +128,8 @@ class RedisLimitStore:
                                          month]  # fmt: skip
         for sub in req.subjects:
             lim = sub.limits
-            cost = None if lim.monthly_cost_budget_usd is None else to_micro(lim.monthly_cost_budget_usd)
             args += [_limit(lim.rpm), _limit(lim.tpm), _limit(lim.max_concurrency), _limit(lim.daily_token_budget),
-                     _limit(lim.monthly_token_budget), _limit(cost)]  # fmt: skip
+                     _limit(lim.monthly_token_budget), _limit(lim.cost_micro)]  # fmt: skip
         try:
             reply = await self._admit_script(keys, args)
         except UNAVAILABLE as e:
@@ -181,9 +180,8 @@ class RedisLimitStore:
                                          ticket.bucket_s, self._margin, ticket.day]  # fmt: skip
         for sub in ticket.subjects:
             lim = sub.limits
-            cost = None if lim.monthly_cost_budget_usd is None else to_micro(lim.monthly_cost_budget_usd)
             args += [int(lim.windowed), int(lim.max_concurrency is not None), _limit(lim.daily_token_budget),
-                     _limit(lim.monthly_token_budget), _limit(cost)]  # fmt: skip
+                     _limit(lim.monthly_token_budget), _limit(lim.cost_micro)]  # fmt: skip
         try:
             reply = await self._settle_script(keys, args)
         except Exception:  # the request was served; never fail it here (the ledger still bills it)
