@@ -1,9 +1,10 @@
 """The Redis LimitStore: exact limits for any number of replicas sharing one Redis.
 
 One admission is one EVALSHA of :data:`.redis_lua.ADMIT` (reads every level, checks every dimension, consumes all
-or nothing, atomically inside Redis); one settle or release is one EVALSHA of ``SETTLE``. Should Redis have lost
-its script cache (restart, SCRIPT FLUSH), the NOSCRIPT reply is answered by SCRIPT LOAD and the EVALSHA is sent
-once more. Both scripts are idempotent per request id, so a client library retrying after a lost reply is safe.
+or nothing, atomically inside Redis); one settle or release is one EVALSHA of ``SETTLE``. The scripts are registered
+with redis-py (``register_script``), which answers NOSCRIPT (Redis restarted or flushed its scripts) with SCRIPT LOAD
+and sends the EVALSHA once more. Both scripts are idempotent per request id, so a client library retrying after a
+lost reply is safe.
 
 Keys: ``{prefix}{{tenant_id}}:w|c:{level}:{id}`` (window, slots), ``...:b:{level}:{id}:m:YYYY-MM`` (the month's
 budget counters, with one field per day for the daily budget), ``...:r:{request_id}`` (the reservation record).
@@ -22,7 +23,6 @@ failures are logged and never raised: the request has already been served, and t
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from collections.abc import Sequence
@@ -30,8 +30,8 @@ from typing import Any, Self
 
 from redis import exceptions as redis_errors
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 
 from tenantlm.admission import redis_lua
 from tenantlm.admission.models import (
@@ -63,17 +63,6 @@ _WARN_EVERY_S = 10.0
 _USAGE_FIELDS = 8  # per subject in ADMIT's reply
 
 
-class _Script:
-    __slots__ = ("sha", "source")
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
-
-
-_ADMIT, _SETTLE, _SEED = _Script(redis_lua.ADMIT), _Script(redis_lua.SETTLE), _Script(redis_lua.SEED)
-
-
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -96,6 +85,9 @@ class RedisLimitStore:
         self._margin = max_clock_skew_s
         self._record_ttl = record_ttl_s
         self._last_warning = -math.inf
+        self._admit_script = client.register_script(redis_lua.ADMIT)
+        self._settle_script = client.register_script(redis_lua.SETTLE)
+        self._seed_script = client.register_script(redis_lua.SEED)
 
     @classmethod
     def from_url(cls, url: str, *, max_connections: int = 64, **kw: Any) -> Self:
@@ -126,14 +118,6 @@ class RedisLimitStore:
     def _now_arg(self, now: float) -> str:
         return "-1" if self._server_time else repr(float(now))
 
-    async def _eval(self, script: _Script, keys: Sequence[str], args: Sequence[str | int | float]) -> Any:
-        """EVALSHA; on NOSCRIPT (Redis restarted or flushed its scripts) load the script and send it once more."""
-        try:
-            return await self._client.evalsha(script.sha, len(keys), *keys, *args)
-        except redis_errors.NoScriptError:
-            await self._client.script_load(script.source)
-            return await self._client.evalsha(script.sha, len(keys), *keys, *args)
-
     # ------------------------------------------------------------------------------------------------ admission
     async def admit(self, req: AdmissionRequest, *, now: float) -> Decision:
         day, month = periods(now)
@@ -144,11 +128,10 @@ class RedisLimitStore:
                                          month]  # fmt: skip
         for sub in req.subjects:
             lim = sub.limits
-            cost = None if lim.monthly_cost_budget_usd is None else to_micro(lim.monthly_cost_budget_usd)
             args += [_limit(lim.rpm), _limit(lim.tpm), _limit(lim.max_concurrency), _limit(lim.daily_token_budget),
-                     _limit(lim.monthly_token_budget), _limit(cost)]  # fmt: skip
+                     _limit(lim.monthly_token_budget), _limit(lim.cost_micro)]  # fmt: skip
         try:
-            reply = await self._eval(_ADMIT, keys, args)
+            reply = await self._admit_script(keys, args)
         except UNAVAILABLE as e:
             return self._unavailable(req, now, day, month, e)
         return self._decision(req, reply)
@@ -197,11 +180,10 @@ class RedisLimitStore:
                                          ticket.bucket_s, self._margin, ticket.day]  # fmt: skip
         for sub in ticket.subjects:
             lim = sub.limits
-            cost = None if lim.monthly_cost_budget_usd is None else to_micro(lim.monthly_cost_budget_usd)
             args += [int(lim.windowed), int(lim.max_concurrency is not None), _limit(lim.daily_token_budget),
-                     _limit(lim.monthly_token_budget), _limit(cost)]  # fmt: skip
+                     _limit(lim.monthly_token_budget), _limit(lim.cost_micro)]  # fmt: skip
         try:
-            reply = await self._eval(_SETTLE, keys, args)
+            reply = await self._settle_script(keys, args)
         except Exception:  # the request was served; never fail it here (the ledger still bills it)
             log.warning("limit store settle failed (mode %d)", mode, exc_info=True,
                         extra={"tenant_id": ticket.tenant_id})  # fmt: skip
@@ -218,8 +200,8 @@ class RedisLimitStore:
         is_day = check_period(period).startswith("d:")
         month = "m:" + period[2:9]
         key = self._key(tenant_id, "b", level, subject_id, month)
-        await self._eval(_SEED, [key], [period if is_day else "tok", tokens, -1 if is_day else to_micro(cost_usd),
-                                        MONTH_TTL_S])  # fmt: skip
+        await self._seed_script([key], [period if is_day else "tok", tokens,
+                                        -1 if is_day else to_micro(cost_usd), MONTH_TTL_S])  # fmt: skip
 
     async def snapshot(self, *, tenant_id: str, subject: Subject, now: float) -> dict[str, Any]:
         """A read-only view (a pipeline, not a script): fine for GET /limits, not used to decide anything."""

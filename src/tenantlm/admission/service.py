@@ -1,9 +1,8 @@
 """AdmissionService: what the request path calls around an upstream call.
 
-    decision = await admission.admit(AdmissionRequest(tenant_id=..., request_id=..., subjects=(key, user, tenant),
-                                                      tokens=estimate + max_tokens, cost_usd=estimate))
-    if not decision.admitted:
-        raise decision.error()                      # 429 rate_limit_exceeded / insufficient_quota, with headers
+    decision = await admission.admit_or_raise(AdmissionRequest(
+        tenant_id=..., request_id=..., subjects=(key, user, tenant), tokens=estimate + max_tokens,
+        cost_usd=estimate))                         # or 429 rate_limit_exceeded / insufficient_quota, with headers
     try:
         ... stream; every N tokens: r = await admission.settle(ticket, tokens=so_far, cost_usd=c, final=False)
             and end the stream when r.budget_exhausted ...
@@ -19,9 +18,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
 
-from tenantlm.admission.models import AdmissionRequest, Decision, Level, SettleResult, Subject, Ticket
+from tenantlm.admission.models import AdmissionRequest, Decision, Level, SettleResult, Ticket
 from tenantlm.admission.port import LimitStore
 
 MESSAGE_OVERHEAD_TOKENS = 4  # role and separators around each chat message (OpenAI's cookbook counts 3-4)
@@ -85,12 +83,9 @@ class AdmissionService:
         self.store = store
         self._clock = clock
 
-    async def admit(self, req: AdmissionRequest) -> Decision:
-        return await self.store.admit(req, now=self._clock())
-
     async def admit_or_raise(self, req: AdmissionRequest) -> Decision:
         """The admitted Decision, or raises its 429 (``RateLimited`` / ``QuotaExceeded``) with the headers."""
-        decision = await self.store.admit(req, now=self._clock())  # as self.admit does, one coroutine less
+        decision = await self.store.admit(req, now=self._clock())
         if not decision.admitted:
             raise decision.error()
         return decision
@@ -105,8 +100,3 @@ class AdmissionService:
                          cost_usd: float) -> None:  # fmt: skip
         await self.store.seed_usage(tenant_id=tenant_id, level=level, subject_id=subject_id, period=period,
                                     tokens=tokens, cost_usd=cost_usd)  # fmt: skip
-
-    async def snapshot(self, *, tenant_id: str, subject: Subject) -> dict[str, Any]:
-        return await self.store.snapshot(tenant_id=tenant_id, subject=subject, now=self._clock())
-
-    estimate_prompt_tokens = staticmethod(estimate_prompt_tokens)

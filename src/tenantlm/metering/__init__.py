@@ -3,7 +3,5 @@ pricing, rollups and queries, exports (CSV, CloudEvents/OpenMeter, Stripe), budg
 
 from tenantlm.metering.ledger import Ledger
 from tenantlm.metering.models import FlushResult, Forecast, PeriodUsage, Totals, UsageEvent, UsageRow, event_id
-from tenantlm.metering.pricing import Price, PriceBook
 
-__all__ = ["FlushResult", "Forecast", "Ledger", "PeriodUsage", "Price", "PriceBook", "Totals", "UsageEvent",
-           "UsageRow", "event_id"]
+__all__ = ["FlushResult", "Forecast", "Ledger", "PeriodUsage", "Totals", "UsageEvent", "UsageRow", "event_id"]

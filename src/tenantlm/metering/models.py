@@ -84,37 +84,12 @@ class UsageEvent:
     cost_usd: float
     created_at: float
 
-    # Written out instead of generated (dataclass keeps an __init__ defined here): one is built per upstream
-    # attempt on the request path, and the generated one stores each of the 17 fields with object.__setattr__
-    # (the way around the frozen __setattr__), a generic store that looks the name up on the type every time.
-    # This one stores through each slot's descriptor (the _set_* names below the class); the same signature,
-    # checks and instances.
-    def __init__(self, id: str, tenant_id: str, key_id: str | None, end_user: str | None, model: str,
-                 provider: str, upstream_model: str, region: str, prompt_tokens: int, completion_tokens: int,
-                 cached_tokens: int, latency_ms: float, ttft_ms: float | None, status: str, http_status: int,
-                 cost_usd: float, created_at: float) -> None:
-        _set_id(self, id)
-        _set_tenant_id(self, tenant_id)
-        _set_key_id(self, key_id)
-        _set_end_user(self, end_user)
-        _set_model(self, model)
-        _set_provider(self, provider)
-        _set_upstream_model(self, upstream_model)
-        _set_region(self, region)
-        _set_prompt_tokens(self, prompt_tokens)
-        _set_completion_tokens(self, completion_tokens)
-        _set_cached_tokens(self, cached_tokens)
-        _set_latency_ms(self, latency_ms)
-        _set_ttft_ms(self, ttft_ms)
-        _set_status(self, status)
-        _set_http_status(self, http_status)
-        _set_cost_usd(self, cost_usd)
-        _set_created_at(self, created_at)
-        if not id or not tenant_id:
+    def __post_init__(self) -> None:
+        if not self.id or not self.tenant_id:
             raise ValueError("a usage event needs an id and a tenant_id")
-        if status not in STATUSES:
-            raise ValueError(f"unknown usage status {status!r}")
-        if min(prompt_tokens, completion_tokens, cached_tokens) < 0:
+        if self.status not in STATUSES:
+            raise ValueError(f"unknown usage status {self.status!r}")
+        if min(self.prompt_tokens, self.completion_tokens, self.cached_tokens) < 0:
             raise ValueError("token counts cannot be negative")
 
     @property
@@ -129,40 +104,8 @@ class UsageEvent:
         return asdict(self)
 
     def to_json(self) -> bytes:
-        """``orjson.dumps(self)``, the same bytes: orjson serializes a dataclass through its field list, looking up
-        each field's kind and value one by one; a dict built here is cheaper to serialize (one per request)."""
-        return orjson.dumps({
-            "id": self.id, "tenant_id": self.tenant_id, "key_id": self.key_id, "end_user": self.end_user,
-            "model": self.model, "provider": self.provider, "upstream_model": self.upstream_model,
-            "region": self.region, "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-            "cached_tokens": self.cached_tokens, "latency_ms": self.latency_ms, "ttft_ms": self.ttft_ms,
-            "status": self.status, "http_status": self.http_status, "cost_usd": self.cost_usd,
-            "created_at": self.created_at,
-        })
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> UsageEvent:
-        return cls(**{f: d[f] for f in _FIELDS})
-
-
-_FIELDS = tuple(UsageEvent.__dataclass_fields__)
-_set_id = UsageEvent.__dict__["id"].__set__
-_set_tenant_id = UsageEvent.__dict__["tenant_id"].__set__
-_set_key_id = UsageEvent.__dict__["key_id"].__set__
-_set_end_user = UsageEvent.__dict__["end_user"].__set__
-_set_model = UsageEvent.__dict__["model"].__set__
-_set_provider = UsageEvent.__dict__["provider"].__set__
-_set_upstream_model = UsageEvent.__dict__["upstream_model"].__set__
-_set_region = UsageEvent.__dict__["region"].__set__
-_set_prompt_tokens = UsageEvent.__dict__["prompt_tokens"].__set__
-_set_completion_tokens = UsageEvent.__dict__["completion_tokens"].__set__
-_set_cached_tokens = UsageEvent.__dict__["cached_tokens"].__set__
-_set_latency_ms = UsageEvent.__dict__["latency_ms"].__set__
-_set_ttft_ms = UsageEvent.__dict__["ttft_ms"].__set__
-_set_status = UsageEvent.__dict__["status"].__set__
-_set_http_status = UsageEvent.__dict__["http_status"].__set__
-_set_cost_usd = UsageEvent.__dict__["cost_usd"].__set__
-_set_created_at = UsageEvent.__dict__["created_at"].__set__
+        """The event's journal line: its fields in declaration order (orjson serializes a dataclass natively)."""
+        return orjson.dumps(self)
 
 
 @dataclass(frozen=True, slots=True)

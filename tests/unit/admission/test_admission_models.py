@@ -96,7 +96,8 @@ async def test_the_service_passes_its_clock_and_raises_refusals() -> None:
                                                       cost_usd=0.0))  # fmt: skip
     assert caught.value.retry_after == pytest.approx(60.0)  # the clock says one minute to midnight
     now[0] += 60
-    assert (await service.admit(AdmissionRequest(tenant_id="ten_a", request_id="r1", subjects=sub, tokens=1,
-                                                 cost_usd=0.0))).admitted  # fmt: skip
+    assert (await service.admit_or_raise(AdmissionRequest(tenant_id="ten_a", request_id="r1", subjects=sub, tokens=1,
+                                                          cost_usd=0.0))).admitted  # fmt: skip
     await service.settle(decision.ticket, tokens=4, cost_usd=0.0, final=True)
-    assert (await service.snapshot(tenant_id="ten_a", subject=sub[0]))["daily_tokens"] == 1
+    snapshot = await service.store.snapshot(tenant_id="ten_a", subject=sub[0], now=now[0])
+    assert snapshot["daily_tokens"] == 1  # the new day's request; the settle went to the day it was admitted in

@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import redis.asyncio as aredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 from services import RedisServer, free_port
 from tenantlm.admission import AdmissionRequest, AdmissionUnavailable, Limits, Subject
@@ -144,6 +146,18 @@ async def test_unreachable_redis_fails_closed_by_default(dead: str) -> None:
         await store.aclose()
     assert isinstance(caught.value, ServiceUnavailable) and caught.value.status == 503
     assert "127.0.0.1" not in caught.value.message
+
+
+async def test_own_client_retries_twice_quickly_with_the_asyncio_retry(dead: str) -> None:
+    """Two retries, after 20 ms then 40 ms (capped at 100 ms), by the asyncio client's own retry class: redis-py
+    converts a synchronous one with a warning (an error under this suite's warning filter)."""
+    store = RedisLimitStore.from_url(dead)
+    try:
+        retry = store._client.connection_pool.connection_kwargs["retry"]
+    finally:
+        await store.aclose()
+    assert type(retry) is Retry
+    assert retry == Retry(ExponentialBackoff(cap=0.1, base=0.01), 2)
 
 
 async def test_fail_open_admits_degraded_and_warns_at_most_every_ten_seconds(
