@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from tenantlm.admission import reservation_tokens
 from tenantlm.settings import ModelConfig
 from tenantlm.tokens import (
     MEDIA_TOKENS,
@@ -68,3 +69,14 @@ def test_a_catalog_tokenizer_must_exist(tmp_path: Path) -> None:
     assert ModelConfig(name="m", provider="p", tokenizer=minilm_tokenizer()).tokenizer == minilm_tokenizer()
     with pytest.raises(ValidationError, match="does not exist"):
         ModelConfig(name="m", provider="p", tokenizer=str(tmp_path / "missing.json"))
+
+
+def test_tool_calls_and_arguments_count() -> None:
+    call = {"role": "assistant", "content": None,
+            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "a" * 36}}]}
+    assert estimate_prompt_tokens([call]) == MESSAGE_OVERHEAD_TOKENS + 1 + 1 + 9 + REPLY_PRIMING_TOKENS
+
+
+def test_reservation_uses_the_plan_default_when_max_tokens_is_absent() -> None:
+    assert reservation_tokens(prompt_tokens=10, max_tokens=None, default_max_tokens=512) == 522
+    assert reservation_tokens(prompt_tokens=10, max_tokens=5, default_max_tokens=512) == 15

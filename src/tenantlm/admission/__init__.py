@@ -25,14 +25,14 @@ from tenantlm.admission.models import (
     format_duration,
 )
 from tenantlm.admission.port import LimitStore
-from tenantlm.admission.service import AdmissionService, estimate_prompt_tokens, reservation_tokens
+from tenantlm.admission.service import AdmissionService, reservation_tokens
 
 if TYPE_CHECKING:
     from tenantlm.admission.redis_store import RedisLimitStore
 
 __all__ = ["AdmissionRequest", "AdmissionService", "AdmissionUnavailable", "Decision", "LimitStore", "Limits",
            "MemoryLimitStore", "QuotaExceeded", "RateStatus", "RedisLimitStore", "SettleResult", "Subject", "Ticket",
-           "estimate_prompt_tokens", "format_duration", "reservation_tokens"]  # fmt: skip
+           "format_duration", "reservation_tokens"]  # fmt: skip
 
 
 def __getattr__(name: str) -> Any:

@@ -84,20 +84,22 @@ def test_invalid_limits_and_requests_are_rejected() -> None:
         AdmissionRequest(tenant_id="t", request_id="r", subjects=(sub,), tokens=-1, cost_usd=0.0)
 
 
-async def test_the_service_passes_its_clock_and_raises_refusals() -> None:
+async def test_the_service_passes_its_clock_and_its_refusals_become_errors() -> None:
     now = [float(calendar.timegm((2026, 11, 23, 23, 59, 0)))]
     service = AdmissionService(MemoryLimitStore(), clock=lambda: now[0])
     sub = (Subject(level="tenant", id="ten_a", limits=Limits(daily_token_budget=10)),)
     req = AdmissionRequest(tenant_id="ten_a", request_id="r0", subjects=sub, tokens=10, cost_usd=0.0)
-    decision = await service.admit_or_raise(req)
+    decision = await service.admit(req)
     assert decision.ticket is not None and decision.ticket.day == "d:2026-11-23"
+    refused = await service.admit(AdmissionRequest(tenant_id="ten_a", request_id="r1", subjects=sub, tokens=1,
+                                                   cost_usd=0.0))  # fmt: skip
+    assert not refused.admitted
     with pytest.raises(QuotaExceeded) as caught:
-        await service.admit_or_raise(AdmissionRequest(tenant_id="ten_a", request_id="r1", subjects=sub, tokens=1,
-                                                      cost_usd=0.0))  # fmt: skip
+        raise refused.error()
     assert caught.value.retry_after == pytest.approx(60.0)  # the clock says one minute to midnight
     now[0] += 60
-    assert (await service.admit_or_raise(AdmissionRequest(tenant_id="ten_a", request_id="r1", subjects=sub, tokens=1,
-                                                          cost_usd=0.0))).admitted  # fmt: skip
+    assert (await service.admit(AdmissionRequest(tenant_id="ten_a", request_id="r1", subjects=sub, tokens=1,
+                                                 cost_usd=0.0))).admitted  # fmt: skip
     await service.settle(decision.ticket, tokens=4, cost_usd=0.0, final=True)
     snapshot = await service.store.snapshot(tenant_id="ten_a", subject=sub[0], now=now[0])
     assert snapshot["daily_tokens"] == 1  # the new day's request; the settle went to the day it was admitted in
