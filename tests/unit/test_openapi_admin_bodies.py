@@ -6,8 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tenantlm.api.admin.protocol import SubLimitsBody, TenantLimitsBody, TenantLimitsPut
 from tenantlm.app import create_app
 from tenantlm.settings import Settings
+from tenantlm.tenancy.limits import SUB_FIELDS, TENANT_FIELDS
 
 BODILESS = {("post", "/admin/v1/tenants/{tenant_id}/export")}  # an action with nothing to send
 
@@ -40,3 +42,11 @@ def test_chat_completions_is_described(tmp_path: Path) -> None:
     op = _openapi(tmp_path)["paths"]["/v1/chat/completions"]["post"]
     ref = op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     assert ref.endswith("/ChatCompletionRequest")
+
+
+def test_the_limit_bodies_name_exactly_the_limit_fields() -> None:
+    """The wire schemas list the limit fields for the OpenAPI description; a field added to the limits and not
+    here would be refused as unknown, so the two lists must stay one."""
+    assert set(SubLimitsBody.model_fields) == SUB_FIELDS
+    assert set(TenantLimitsBody.model_fields) == TENANT_FIELDS
+    assert set(TenantLimitsPut.model_fields) == TENANT_FIELDS | {"end_user"}
