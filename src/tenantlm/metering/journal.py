@@ -259,7 +259,7 @@ class Journal:
 
         ``alone``: the caller knows of no other append coming soon (no other request in flight), so nothing could
         share this one's fsync: it may be committed inline (see the module's doc)."""
-        if self._task is None or self._closing:
+        if self._task is None or self._task.done() or self._closing:
             raise RuntimeError("the ledger journal is not running")
         if self.sync == "interval":
             self._write_now(encode_line(payload))
@@ -296,16 +296,21 @@ class Journal:
         self.stats.inline_batches += 1
 
     async def _writer(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            batch = self._batch
-            if not batch.lines:
-                if self._closing:
-                    return
-                continue
-            self._batch = _Batch()
-            await self._commit(batch)
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                batch = self._batch
+                if not batch.lines:
+                    if self._closing:
+                        return
+                    continue
+                self._batch = _Batch()
+                await self._commit(batch)
+        except BaseException as exc:  # stopped (cancelled) with appends maybe queued: fail them, never strand them
+            self._batch.error = exc
+            self._batch.done.set()
+            raise
 
     async def _commit(self, batch: _Batch) -> None:
         assert self._executor is not None

@@ -226,6 +226,21 @@ async def test_append_needs_a_running_journal(tmp_path: Path) -> None:
         await journal.append(b"{}")
 
 
+async def test_appends_are_never_stranded_when_the_writer_is_stopped(tmp_path: Path) -> None:
+    """The writer cancelled (as a test harness or a shutdown cancels every task) while appends wait on their batch:
+    they fail at once instead of waiting forever, and later appends are refused."""
+    journal = Journal(tmp_path / "j", inline_fsync_below_s=0)
+    await journal.start()
+    assert journal._task is not None
+    waiting = [asyncio.create_task(journal.append(b"%d" % i)) for i in range(3)]
+    await asyncio.sleep(0)  # queued on the batch; the writer is woken but has not taken it yet
+    journal._task.cancel()
+    results = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), timeout=5)
+    assert all(isinstance(r, OSError) for r in results), results
+    with pytest.raises(RuntimeError, match="not running"):
+        await asyncio.wait_for(journal.append(b"late"), timeout=5)
+
+
 # --- sync="interval": written before append returns, fsynced in the background ------------------------------------
 async def test_interval_append_returns_once_written_and_one_fsync_covers_the_interval(tmp_path: Path) -> None:
     fsync = CountingFsync()
