@@ -29,6 +29,7 @@ from tenantlm.api.admin.usage_routes import router as usage_router
 from tenantlm.api.docs import install_docs
 from tenantlm.api.middleware import RequestContextMiddleware
 from tenantlm.api.openai.chat import ChatCompletions
+from tenantlm.api.openai.files_routes import router as files_router
 from tenantlm.api.openai.routes import router as openai_router
 from tenantlm.api.responses import JSONResponse
 from tenantlm.scheduling.registry import RedisReplicaCount
@@ -63,6 +64,9 @@ async def _sweep_loop(svc: Services) -> None:
             removed = await svc.request_log.sweep()
             if removed:
                 log.info("retention sweep removed %d expired request-log entries", removed)
+            removed = await svc.files.sweep()
+            if removed:
+                log.info("retention sweep removed %d expired files and abandoned uploads", removed)
         except Exception:
             log.warning("retention sweep failed; will retry", exc_info=True)
 
@@ -211,6 +215,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Tenan
     app.state.metrics = svc.metrics
     api_errors.install(app, metrics=svc.metrics)
     app.include_router(openai_router)
+    app.include_router(files_router)
     app.include_router(admin_router)
     app.include_router(audit_router)
     app.include_router(compliance_router)
@@ -220,6 +225,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Tenan
     install_docs(app)
     app.front = RequestContextMiddleware(ChatCompletions(app.framework, services=svc),
                                          metrics=svc.metrics, max_body_bytes=settings.max_body_bytes,
+                                         large_bodies={("POST", "/v1/files"): settings.max_upload_bytes},
                                          access_log=settings.access_log)
     return app
 

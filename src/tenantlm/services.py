@@ -20,6 +20,8 @@ from tenantlm.compliance.rewrap import TenantRewrapper
 from tenantlm.crypto import KekProvider, Keyring, LocalKekProvider, load_or_create_master_key
 from tenantlm.inference.gate import Gate
 from tenantlm.inference.service import InferenceService
+from tenantlm.knowledge.file_store import FileStore
+from tenantlm.knowledge.files import FilesService
 from tenantlm.metering.alerts import AlertSettings, BudgetAlerts
 from tenantlm.metering.ledger import Ledger
 from tenantlm.observability.auth_metrics import AuthReads
@@ -54,6 +56,7 @@ class Services:
     audit: AuditLog
     auth_failures: AuthFailureAggregator
     request_log: RequestLogService
+    files: FilesService
     eraser: TenantEraser
     rewrapper: TenantRewrapper
     exporter: TenantExporter
@@ -128,6 +131,8 @@ def build_services(settings: Settings) -> Services:
                            max_entries=settings.cache_max_entries, seed_plans=settings.plans)
     tenancy = TenancyService(store=store, auth=auth, known_models=catalog.names, audit=audit, tenant_keys=keyring,
                              settings_listener=request_log, plan_exists=limits.has_plan)
+    files = FilesService(store=FileStore(db), sealer=keyring, limits=limits, audit=audit,
+                         max_upload_bytes=settings.max_upload_bytes)
     limit_store, replicas, redis = build_limit_store(settings)
     admission = AdmissionService(limit_store)
     schedulers = SchedulerRegistry({m.name: m.max_in_flight for m in settings.models}, replicas,
@@ -151,9 +156,10 @@ def build_services(settings: Settings) -> Services:
         request_log=request_log, limits=limits,
         inference=InferenceService(catalog=catalog, providers=providers, metrics=metrics, end_users=end_users,
                                    request_log=request_log, gate=gate),
-        eraser=TenantEraser(tenancy=tenancy, keyring=keyring, contents=[request_log, end_users, ledger],
+        files=files,
+        eraser=TenantEraser(tenancy=tenancy, keyring=keyring, contents=[files, request_log, end_users, ledger],
                             audit=audit, auth=auth, data_dir=settings.data_dir, metrics=metrics),
-        rewrapper=TenantRewrapper(contents=[request_log], audit=audit),
+        rewrapper=TenantRewrapper(contents=[request_log, files], audit=audit),
         exporter=TenantExporter(tenancy=tenancy, request_log=request_log, audit=audit, audit_reader=audit,
-                                flush=end_users.flush),
+                                files=files, flush=end_users.flush),
     )

@@ -127,6 +127,8 @@ class Settings(BaseSettings):
     database_migrate_url: str | None = None
     admin_key: SecretStr | None = None
     max_body_bytes: int = 8 * 1024 * 1024
+    # The body of one file upload (POST /v1/files), whatever a tenant's plan allows (OpenAI's limit is 512 MB).
+    max_upload_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
     key_cache_ttl_s: float = 1.0
     # Entries at most in each in-memory cache (resolved keys, effective limits): memory stays bounded whatever
     # clients send.

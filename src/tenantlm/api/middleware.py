@@ -39,10 +39,14 @@ def _content_length(scope: Scope) -> int | None:
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int, access_log: bool = True) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int, access_log: bool = True,
+                 large_bodies: dict[tuple[str, str], int] | None = None) -> None:
+        """``large_bodies``: (method, path) -> the body limit of a route that takes more than ``max_body_bytes``
+        (file uploads), which bounds it further itself."""
         self.app = app
         self.metrics = metrics
         self.max_body = max_body_bytes
+        self.large_bodies = large_bodies or {}
         self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -64,18 +68,18 @@ class RequestContextMiddleware:
 
         try:
             length = _content_length(scope)
-            if length is not None and length > self.max_body:
-                await self._too_large(scope, receive, send_wrapper)
+            limit = self.large_bodies.get((scope["method"], scope["path"]), self.max_body)
+            if length is not None and length > limit:
+                await self._too_large(scope, receive, send_wrapper, limit)
             else:
-                await self.app(scope, self._limited(receive), send_wrapper)
+                await self.app(scope, self._limited(receive, limit), send_wrapper)
         finally:
             self._observe(scope, state, status[0], time.perf_counter() - started)
             request_id_var.reset(rid_token)
             tenant_id_var.reset(tid_token)
 
-    def _limited(self, receive: Receive) -> Receive:
+    def _limited(self, receive: Receive, limit: int) -> Receive:
         seen = 0
-        limit = self.max_body
 
         async def wrapped() -> Message:
             nonlocal seen
@@ -88,8 +92,8 @@ class RequestContextMiddleware:
 
         return wrapped
 
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        err = PayloadTooLarge(f"request body is larger than the limit of {self.max_body} bytes",
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        err = PayloadTooLarge(f"request body is larger than the limit of {limit} bytes",
                               headers={"connection": "close"})
         await error_response(err, metrics=self.metrics, scope=scope)(scope, receive, send)
 

@@ -1,8 +1,9 @@
 """GDPR export: everything TenantLM holds for one tenant, decrypted, as a zip archive with a manifest.
 
 The archive holds ``tenant.json``, ``keys.json`` (metadata only: secrets are never stored, hashes are left out),
-``end_users.json``, ``request_log.jsonl`` (decrypted), ``audit.jsonl`` (the tenant's own entries) and
-``manifest.json`` (format version, tenant id, creation time, and per file its entry count and SHA-256).
+``end_users.json``, ``request_log.jsonl`` (decrypted), ``audit.jsonl`` (the tenant's own entries), ``files.json``
+(the uploaded files' objects) with each file's content, decrypted, under ``files/<file id>``, and ``manifest.json``
+(format version, tenant id, creation time, and per file its entry count and SHA-256).
 """
 
 from __future__ import annotations
@@ -27,10 +28,16 @@ class AuditReader(Protocol):
     def export_jsonl(self, *, tenant_id: str | None) -> AsyncIterator[bytes]: ...
 
 
+class StoredFiles(Protocol):
+    def export(self, *, tenant_id: str) -> AsyncIterator[tuple[Any, bytes]]: ...
+
+
 class TenantExporter:
     def __init__(self, *, tenancy: TenancyService, request_log: RequestLogService, audit: AuditSink,
-                 audit_reader: AuditReader, flush: Callable[[], Awaitable[None]] | None = None) -> None:
+                 audit_reader: AuditReader, files: StoredFiles | None = None,
+                 flush: Callable[[], Awaitable[None]] | None = None) -> None:
         self.tenancy = tenancy
+        self.files = files
         self.request_log = request_log
         self.audit = audit
         self.audit_reader = audit_reader
@@ -48,6 +55,12 @@ class TenantExporter:
         files["end_users.json"] = (orjson.dumps(users, option=orjson.OPT_INDENT_2), len(users))
         files["request_log.jsonl"] = await _jsonl(self.request_log.export(tenant_id=tenant_id))
         files["audit.jsonl"] = await _lines(self.audit_reader.export_jsonl(tenant_id=tenant_id))
+        if self.files is not None:
+            listed = []
+            async for stored, content in self.files.export(tenant_id=tenant_id):
+                listed.append(stored.public())
+                files[f"files/{stored.id}"] = (content, 1)
+            files["files.json"] = (orjson.dumps(listed, option=orjson.OPT_INDENT_2), len(listed))
         archive = _zip(tenant_id, files)
         await self.audit.append(actor=actor, action="tenant.exported", tenant_id=tenant_id,
                                 request_id=request_id_var.get(),

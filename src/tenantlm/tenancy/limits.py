@@ -8,7 +8,8 @@ Every limit is optional; ``None`` is unlimited. Budgets count tokens per UTC day
 calendar month. ``weight`` is the tenant's share in the fair scheduler (2 = twice the service of weight 1 when both
 are backlogged); ``priority`` is a strict class (higher first); ``max_queue_wait_s`` bounds how long a request may
 wait for capacity before it gets 429; ``default_max_tokens`` is what admission reserves for output when a request
-names no ``max_tokens`` (it never rejects a request for lacking one).
+names no ``max_tokens`` (it never rejects a request for lacking one). ``max_file_bytes`` bounds one uploaded file
+and ``storage_bytes`` all of a tenant's files together.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ DEFAULT_WEIGHT = 1.0
 DEFAULT_QUEUE_WAIT_S = 30.0
 DEFAULT_MAX_TOKENS = 1024
 MAX_INT = 10**15
+MIB, GIB = 1 << 20, 1 << 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +58,8 @@ class TenantLimits:
     weight: float = DEFAULT_WEIGHT
     priority: int = 0
     default_max_tokens: int = DEFAULT_MAX_TOKENS
+    max_file_bytes: int | None = None  # one upload (/v1/files): over it, 413
+    storage_bytes: int | None = None  # all of the tenant's files: over it, 429 insufficient_quota
 
     def public(self) -> dict[str, Any]:
         return asdict(self)
@@ -121,12 +125,15 @@ DEFAULT_PLANS: dict[str, dict[str, Any]] = {
     "free": {"description": "Evaluation: modest rates and a small monthly budget.",
              "limits": {"rpm": 60, "tpm": 60_000, "max_concurrency": 4, "max_queue_wait_s": 10.0,
                         "monthly_token_budget": 2_000_000, "monthly_cost_budget_usd": 5.0, "weight": 1.0,
-                        "priority": 0, "default_max_tokens": 512}},
+                        "priority": 0, "default_max_tokens": 512, "max_file_bytes": 10 * MIB,
+                        "storage_bytes": 100 * MIB}},
     "pro": {"description": "Production: higher rates, larger budget, four times the fair share of free.",
             "limits": {"rpm": 1_200, "tpm": 1_000_000, "max_concurrency": 32, "max_queue_wait_s": 30.0,
                        "monthly_token_budget": 200_000_000, "monthly_cost_budget_usd": 1_000.0, "weight": 4.0,
-                       "priority": 0, "default_max_tokens": 1024}},
+                       "priority": 0, "default_max_tokens": 1024, "max_file_bytes": 512 * MIB,
+                       "storage_bytes": 10 * GIB}},
     "enterprise": {"description": "No budget caps; sixteen times the fair share of free.",
                    "limits": {"rpm": 12_000, "tpm": 10_000_000, "max_concurrency": 256, "max_queue_wait_s": 60.0,
-                              "weight": 16.0, "priority": 0, "default_max_tokens": 2048}},
+                              "weight": 16.0, "priority": 0, "default_max_tokens": 2048,
+                              "max_file_bytes": 512 * MIB, "storage_bytes": 100 * GIB}},
 }

@@ -41,6 +41,8 @@ class Permission(StrEnum):
     LIMITS_READ = "limits:read"
     LIMITS_WRITE = "limits:write"
     USAGE_READ = "usage:read"
+    KNOWLEDGE_READ = "knowledge:read"  # list, read and search files and vector stores
+    KNOWLEDGE_WRITE = "knowledge:write"  # upload, attach, change and delete them
 
 
 class PlatformPermission(StrEnum):
@@ -77,9 +79,10 @@ PLATFORM_ROLE_GRANTS: dict[PlatformRole, frozenset[Grant]] = {
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(Permission),
-    Role.MEMBER: frozenset({Permission.MODELS_READ, Permission.INFERENCE, Permission.TENANT_READ}),
+    Role.MEMBER: frozenset({Permission.MODELS_READ, Permission.INFERENCE, Permission.TENANT_READ,
+                            Permission.KNOWLEDGE_READ, Permission.KNOWLEDGE_WRITE}),
     Role.VIEWER: frozenset({Permission.MODELS_READ, Permission.TENANT_READ, Permission.KEYS_READ,
-                            Permission.LIMITS_READ}),
+                            Permission.LIMITS_READ, Permission.KNOWLEDGE_READ}),
 }
 
 

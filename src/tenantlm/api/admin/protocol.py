@@ -94,6 +94,8 @@ class TenantLimitsBody(SubLimitsBody):
     weight: float | None = Field(None, description="Share of the fair scheduler (2 = twice weight 1).")
     priority: int | None = None
     default_max_tokens: int | None = Field(None, description="Reserved when a request names no max_tokens.")
+    max_file_bytes: int | None = Field(None, description="One uploaded file, in bytes (over it: 413).")
+    storage_bytes: int | None = Field(None, description="All of the tenant's files, in bytes (over it: 429).")
 
 
 class TenantLimitsPut(TenantLimitsBody):

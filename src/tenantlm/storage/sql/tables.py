@@ -218,3 +218,31 @@ usage_alerts = sa.Table(
 )
 
 TENANT_OWNED.update({"usage_events": "tenant_id", "usage_rollups": "tenant_id", "usage_alerts": "tenant_id"})
+
+files = sa.Table(
+    "files",
+    metadata,
+    sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("purpose", sa.String(32), nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("parts", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # "uploading" until every part is stored, then "uploaded"
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=True),
+    sa.Column("sealed_name", sa.LargeBinary, nullable=False),
+    sa.Index("ix_files_tenant_created", "tenant_id", "created_at"),
+    sa.Index("ix_files_expires", "expires_at"),
+)
+
+file_parts = sa.Table(
+    "file_parts",
+    metadata,
+    sa.Column("tenant_id", sa.String(40), primary_key=True),
+    sa.Column("file_id", sa.String(64), primary_key=True),
+    sa.Column("part", sa.Integer, primary_key=True),
+    sa.Column("sealed", sa.LargeBinary, nullable=False),
+    sa.ForeignKeyConstraint(["tenant_id", "file_id"], ["files.tenant_id", "files.id"], ondelete="CASCADE"),
+)
+
+TENANT_OWNED.update({"files": "tenant_id", "file_parts": "tenant_id"})
