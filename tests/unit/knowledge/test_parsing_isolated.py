@@ -85,9 +85,9 @@ def test_the_memory_cap_holds_and_the_next_call_works(parser: IsolatedParser) ->
 
 
 def test_a_real_parser_swelling_past_the_cap_fails_the_file() -> None:
-    """16 MiB of JSON that parses into ~5 M dicts (hundreds of MiB) against a 192 MiB cap."""
+    """16 MiB of JSON that parses into ~5 M dicts (~450 MiB) against a 256 MiB cap."""
     swelling = b"[" + b"{}," * (16 * MiB // 3 - 1) + b"{}]"
-    with IsolatedParser(memory_limit_bytes=192 * MiB) as capped:
+    with IsolatedParser(memory_limit_bytes=256 * MiB) as capped:
         with pytest.raises(ParseError) as caught:
             capped.parse(swelling, filename="swell.json", limits=ParseLimits(max_json_bytes=17 * MiB),
                          timeout_s=GENEROUS_S)

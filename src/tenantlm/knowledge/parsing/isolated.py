@@ -52,8 +52,9 @@ class ParseFunction(Protocol):
 
 class IsolatedParser:
     """parse_document in one reusable worker process. Sync ``parse`` (blocks the calling thread) and async
-    ``parse_async`` (the same in a thread). Thread-safe; calls take turns. ``close()`` (or ``with``) stops the
-    worker."""
+    ``parse_async`` (the same in a thread). Thread-safe; calls take turns, and ``timeout_s`` counts from a call's
+    turn, so callers should keep one file in flight per parser (several parsers for parallel parsing).
+    ``close()`` (or ``with``) stops the worker."""
 
     def __init__(
         self,
