@@ -178,7 +178,9 @@ def chunk_text(text: str, strategy: ChunkingStrategy, tokenizer: SpanTokenizer) 
                             tokens=end - first))
         if end == len(spans):
             break
-        first = _next_first(spans, end, overlap, earliest=first + 1, snap=size // 8)
+        following = _next_first(spans, end, overlap, earliest=first + 1, snap=size // 8)
+        assert following > first  # a cut is >= 3/4 of the way, the overlap <= 1/2 and the snap <= 1/8: progress
+        first = following
     return chunks
 
 

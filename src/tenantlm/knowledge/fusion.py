@@ -148,8 +148,8 @@ class Fused(Generic[K]):
 def fuse(*, dense: Sequence[Sequence[K]], lexical: Sequence[Sequence[K]], weights: HybridWeights,
          k: int = RRF_K) -> list[Fused[K]]:
     """The fused ranking, best first (as the module docstring says). ``dense`` and ``lexical`` hold one ranking (ids,
-    best first) per query string; an id repeated within a ranking counts at its first place. Equal scores are
-    ordered by best rank, then by first appearance."""
+    best first) per query string; an id repeated within a ranking counts once, at its first place (as if
+    the repeats were not there). Equal scores are ordered by best rank, then by first appearance."""
     rankings = _weighted(dense, weights.embedding_weight, True) + _weighted(lexical, weights.text_weight, False)
     best_possible = sum(weight / (k + 1) for weight, _, _ in rankings)
     if best_possible <= 0:
@@ -157,11 +157,7 @@ def fuse(*, dense: Sequence[Sequence[K]], lexical: Sequence[Sequence[K]], weight
     fused: dict[K, float] = {}
     ranks: dict[K, dict[bool, int]] = {}
     for weight, is_dense, ranking in rankings:
-        seen: set[K] = set()
-        for rank, chunk_id in enumerate(ranking, start=1):
-            if chunk_id in seen:
-                continue
-            seen.add(chunk_id)
+        for rank, chunk_id in enumerate(dict.fromkeys(ranking), start=1):
             fused[chunk_id] = fused.get(chunk_id, 0.0) + weight / (k + rank)
             best = ranks.setdefault(chunk_id, {})
             best[is_dense] = min(best.get(is_dense, rank), rank)
