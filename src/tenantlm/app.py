@@ -31,6 +31,7 @@ from tenantlm.api.middleware import RequestContextMiddleware
 from tenantlm.api.openai.chat import ChatCompletions
 from tenantlm.api.openai.files_routes import router as files_router
 from tenantlm.api.openai.routes import router as openai_router
+from tenantlm.api.openai.vector_stores_routes import router as vector_stores_router
 from tenantlm.api.responses import JSONResponse
 from tenantlm.scheduling.registry import RedisReplicaCount
 from tenantlm.services import Services, build_services
@@ -148,6 +149,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         _announce_admin_key(token)
     svc.tasks.append(asyncio.create_task(_flush_loop(svc), name="tenantlm-flush"))
     svc.tasks.append(asyncio.create_task(_sweep_loop(svc), name="tenantlm-retention"))
+    svc.tasks.append(asyncio.create_task(svc.ingestion.run(), name="tenantlm-ingestion"))
     svc.tasks.append(asyncio.create_task(svc.audit.background_loop(
         aggregator=svc.auth_failures, every_s=min(5.0, settings.audit_auth_failure_window_s)),
                                          name="tenantlm-audit"))
@@ -173,6 +175,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         if svc.redis is not None:
             await svc.redis.aclose()
         await svc.providers.aclose()
+        await svc.search.dense.aclose()
+        await asyncio.to_thread(svc.ingestion.parser.close)
         await svc.db.dispose()
 
 
@@ -216,6 +220,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Tenan
     api_errors.install(app, metrics=svc.metrics)
     app.include_router(openai_router)
     app.include_router(files_router)
+    app.include_router(vector_stores_router)
     app.include_router(admin_router)
     app.include_router(audit_router)
     app.include_router(compliance_router)

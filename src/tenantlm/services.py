@@ -20,8 +20,15 @@ from tenantlm.compliance.rewrap import TenantRewrapper
 from tenantlm.crypto import KekProvider, Keyring, LocalKekProvider, load_or_create_master_key
 from tenantlm.inference.gate import Gate
 from tenantlm.inference.service import InferenceService
+from tenantlm.knowledge.chunking import ApproximateTokenizer, SpanTokenizer, minilm_tokenizer
+from tenantlm.knowledge.embedding import Embedder
 from tenantlm.knowledge.file_store import FileStore
 from tenantlm.knowledge.files import FilesService
+from tenantlm.knowledge.ingestion import Ingestion
+from tenantlm.knowledge.parsing import IsolatedParser
+from tenantlm.knowledge.search import KnowledgeSearch
+from tenantlm.knowledge.vector_store_store import VectorStoreStore
+from tenantlm.knowledge.vector_stores import VectorStoresService
 from tenantlm.metering.alerts import AlertSettings, BudgetAlerts
 from tenantlm.metering.ledger import Ledger
 from tenantlm.observability.auth_metrics import AuthReads
@@ -57,6 +64,9 @@ class Services:
     auth_failures: AuthFailureAggregator
     request_log: RequestLogService
     files: FilesService
+    vector_stores: VectorStoresService
+    search: KnowledgeSearch
+    ingestion: Ingestion
     eraser: TenantEraser
     rewrapper: TenantRewrapper
     exporter: TenantExporter
@@ -149,6 +159,9 @@ def build_services(settings: Settings) -> Services:
                               settings=AlertSettings(secret=secret, platform_url=settings.alert_webhook_url))
         ledger.on_flushed = _alert_hook(alerts)
     gate = Gate(settings=settings, limits=limits, admission=admission, schedulers=schedulers, ledger=ledger)
+    vector_stores, search, ingestion = build_knowledge(settings, db=db, files=files, keyring=keyring, audit=audit,
+                                                       catalog=catalog, providers=providers, gate=gate,
+                                                       tenancy=tenancy)
     return Services(
         admission=admission, schedulers=schedulers, replicas=replicas, ledger=ledger, alerts=alerts, redis=redis,
         settings=settings, db=db, metrics=metrics, auth=auth, end_users=end_users, catalog=catalog,
@@ -156,10 +169,38 @@ def build_services(settings: Settings) -> Services:
         request_log=request_log, limits=limits,
         inference=InferenceService(catalog=catalog, providers=providers, metrics=metrics, end_users=end_users,
                                    request_log=request_log, gate=gate),
-        files=files,
-        eraser=TenantEraser(tenancy=tenancy, keyring=keyring, contents=[files, request_log, end_users, ledger],
+        files=files, vector_stores=vector_stores, search=search, ingestion=ingestion,
+        eraser=TenantEraser(tenancy=tenancy, keyring=keyring,
+                            contents=[search, vector_stores, files, request_log, end_users, ledger],
                             audit=audit, auth=auth, data_dir=settings.data_dir, metrics=metrics),
         rewrapper=TenantRewrapper(contents=[request_log, files], audit=audit),
         exporter=TenantExporter(tenancy=tenancy, request_log=request_log, audit=audit, audit_reader=audit,
                                 files=files, flush=end_users.flush),
     )
+
+
+def chunk_tokenizer() -> SpanTokenizer:
+    """The embedding model's own tokenizer for chunk sizes, or an estimate when its package is not installed."""
+    try:
+        return minilm_tokenizer()
+    except (ImportError, OSError, ValueError):
+        return ApproximateTokenizer()
+
+
+def build_knowledge(settings: Settings, *, db: Database, files: FilesService, keyring: Keyring, audit: AuditLog,
+                    catalog: ModelCatalog, providers: ProviderRegistry, gate: Gate, tenancy: TenancyService
+                    ) -> tuple[VectorStoresService, KnowledgeSearch, Ingestion]:
+    """Vector stores, their search and their ingestion, wired to each other: a change to a store drops its search
+    indexes, an attachment wakes the ingestion workers, a deleted file leaves every store."""
+    store = VectorStoreStore(db)
+    vector_stores = VectorStoresService(store=store, files=files, sealer=keyring, audit=audit)
+    embedder = Embedder(catalog=catalog, providers=providers, gate=gate, model=settings.knowledge_embedding_model)
+    search = KnowledgeSearch(store=store, vector_stores=vector_stores, files=files, embedder=embedder,
+                             opener=keyring, index_budget_bytes=settings.knowledge_index_budget_bytes)
+    ingestion = Ingestion(store=store, files=files, tenants=tenancy, embedder=embedder, parser=IsolatedParser(),
+                          tokenizer=chunk_tokenizer(), sealer=keyring, on_change=search.invalidate,
+                          workers=settings.ingestion_workers)
+    vector_stores.on_change = search.invalidate
+    vector_stores.wake = ingestion.wake
+    files.on_delete.append(vector_stores.file_removed)
+    return vector_stores, search, ingestion

@@ -129,6 +129,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = 8 * 1024 * 1024
     # The body of one file upload (POST /v1/files), whatever a tenant's plan allows (OpenAI's limit is 512 MB).
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
+    # Knowledge (files, vector stores): the catalog model that embeds chunks and queries, as the tenant; the memory
+    # all loaded vector indexes may take together (least recently searched stores are dropped past it); background
+    # ingestion workers per replica.
+    knowledge_embedding_model: str = "all-minilm-l6-v2"
+    knowledge_index_budget_bytes: int = Field(default=512 * 1024 * 1024, ge=0)
+    ingestion_workers: int = Field(default=2, ge=0, le=64)
     key_cache_ttl_s: float = 1.0
     # Entries at most in each in-memory cache (resolved keys, effective limits): memory stays bounded whatever
     # clients send.

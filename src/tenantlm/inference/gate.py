@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import collections.abc
+import contextlib
 import functools
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
@@ -203,6 +204,20 @@ class Passage:
                 cost_usd=cost_of(config, prompt, completion),
                 created_at=now))
         return out
+
+
+@contextlib.asynccontextmanager
+async def finishing(passage: Passage) -> AsyncIterator[None]:
+    """Finish the passage however the provider call ends: ok, error, or cancelled (the client went away)."""
+    try:
+        yield
+    except asyncio.CancelledError:
+        await passage.finish(status="cancelled")
+        raise
+    except BaseException:
+        await passage.finish(status="error")
+        raise
+    await passage.finish(status="ok")
 
 
 async def run_shielded(coro: Coroutine[Any, Any, T]) -> T:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import functools
 import os
 import time
@@ -21,7 +20,7 @@ import numpy as np
 
 from tenantlm.errors import InvalidRequest, TenantLMError
 from tenantlm.inference import embedding_inputs
-from tenantlm.inference.gate import BudgetCut, Gate, Passage
+from tenantlm.inference.gate import BudgetCut, Gate, Passage, finishing
 from tenantlm.inference.sse import SSE_DONE, sse_event
 from tenantlm.observability.logging import request_id_var
 from tenantlm.observability.metrics import Metrics
@@ -97,7 +96,7 @@ class InferenceService:
         usage is on disk, and the admission is settled after it (see ``Passage.finish``)."""
         model = self._resolve(ctx, body["model"], "chat")
         passage = await self._enter(ctx, model, body, self._note_end_user(ctx, body, end_user_header))
-        try:  # not _finishing: an async context manager costs a generator on the hot path
+        try:  # not finishing(): an async context manager costs a generator on the hot path
             result = await self.providers.chat(model.config, dict(body), on_attempt=passage.on_attempt,
                                                prompt_estimate=passage.prompt_estimate)
         except BaseException as exc:
@@ -198,7 +197,7 @@ class InferenceService:
                                                  truncate=body.get("truncate") is True)
         passage = await self.gate.enter(ctx=ctx, model=model, end_user=user, prompt=inputs,
                                         max_tokens=0, output=False)
-        async with _finishing(passage):
+        async with finishing(passage):
             result = await embedding_inputs.embed(self.providers, tokenizer, model.config, inputs,
                                                   on_attempt=passage.on_attempt,
                                                   prompt_estimate=passage.prompt_estimate)
@@ -211,20 +210,6 @@ class InferenceService:
         return Reply({"object": "list", "data": data, "model": model.name,
                       "usage": {"prompt_tokens": result.usage.prompt_tokens,
                                 "total_tokens": result.usage.prompt_tokens}}, passage.headers)
-
-
-@contextlib.asynccontextmanager
-async def _finishing(passage: Passage) -> AsyncIterator[None]:
-    """Finish the passage however the provider call ends: ok, error, or cancelled (the client went away)."""
-    try:
-        yield
-    except asyncio.CancelledError:
-        await passage.finish(status="cancelled")
-        raise
-    except BaseException:
-        await passage.finish(status="error")
-        raise
-    await passage.finish(status="ok")
 
 
 class _Transcript:

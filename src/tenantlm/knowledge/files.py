@@ -14,7 +14,7 @@ from __future__ import annotations
 import secrets
 import string
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -140,6 +140,8 @@ class FilesService:
         self.audit = audit
         self.max_upload_bytes = max_upload_bytes
         self.clock = clock
+        # called after a file is deleted (vector stores drop it everywhere at once)
+        self.on_delete: list[Callable[[str, str], Awaitable[None]]] = []
 
     async def _limits(self, tenant: Tenant) -> FileLimits:
         eff = (await self.limits.effective(tenant)).tenant
@@ -247,6 +249,8 @@ class FilesService:
     async def delete(self, *, tenant_id: str, file_id: str, actor: str) -> dict[str, Any]:
         await self.get(tenant_id=tenant_id, file_id=file_id)
         await self.store.delete(tenant_id=tenant_id, file_id=file_id)
+        for hook in self.on_delete:
+            await hook(tenant_id, file_id)
         await self._audit(actor, "file.deleted", tenant_id, file_id=file_id)
         return {"id": file_id, "object": "file", "deleted": True}
 
@@ -256,6 +260,8 @@ class FilesService:
         doomed = await self.store.platform_expired(now=now, stale_before=now - STALE_UPLOAD_S)
         for tenant_id, file_id in doomed:
             await self.store.delete(tenant_id=tenant_id, file_id=file_id)
+            for hook in self.on_delete:
+                await hook(tenant_id, file_id)
         return len(doomed)
 
     async def forget_tenant(self, *, tenant_id: str) -> None:

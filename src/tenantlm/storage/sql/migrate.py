@@ -48,6 +48,7 @@ def _upgrade(connection: Connection, app_role: str | None) -> None:
         role = _quote_ident(connection, app_role)
         connection.exec_driver_sql(f"GRANT USAGE ON SCHEMA public TO {role}")
         connection.exec_driver_sql(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}")
+        connection.exec_driver_sql(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}")  # chunk ids
         for table in APPEND_ONLY:
             connection.exec_driver_sql(f"REVOKE UPDATE, DELETE, TRUNCATE ON {table} FROM {role}")
         connection.exec_driver_sql(f"REVOKE ALL ON alembic_version FROM {role}")

@@ -246,3 +246,71 @@ file_parts = sa.Table(
 )
 
 TENANT_OWNED.update({"files": "tenant_id", "file_parts": "tenant_id"})
+
+vector_stores = sa.Table(
+    "vector_stores",
+    metadata,
+    sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("sealed_meta", sa.LargeBinary, nullable=False),  # name, description, metadata (sealed JSON)
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("last_active_at", sa.Float, nullable=False),
+    sa.Column("expires_after_days", sa.Integer, nullable=True),
+    sa.Index("ix_vector_stores_tenant_created", "tenant_id", "created_at"),
+)
+
+# A file attached to a store; while "in_progress" it is also the durable ingestion job of that file.
+vector_store_files = sa.Table(
+    "vector_store_files",
+    metadata,
+    sa.Column("tenant_id", sa.String(40), primary_key=True),
+    sa.Column("vector_store_id", sa.String(64), primary_key=True),
+    sa.Column("file_id", sa.String(64), primary_key=True),
+    sa.Column("batch_id", sa.String(64), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("error_code", sa.String(32), nullable=True),
+    sa.Column("error_message", sa.String(500), nullable=True),
+    sa.Column("sealed_attributes", sa.LargeBinary, nullable=True),
+    sa.Column("chunking", sa.JSON, nullable=False),
+    sa.Column("usage_bytes", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("lease_until", sa.Float, nullable=True),
+    sa.Column("lease_token", sa.String(32), nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.ForeignKeyConstraint(["tenant_id", "vector_store_id"], ["vector_stores.tenant_id", "vector_stores.id"],
+                            ondelete="CASCADE"),
+    sa.Index("ix_vector_store_files_work", "status", "lease_until"),
+)
+
+vector_store_file_batches = sa.Table(
+    "vector_store_file_batches",
+    metadata,
+    sa.Column("tenant_id", sa.String(40), primary_key=True),
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("vector_store_id", sa.String(64), nullable=False),
+    sa.Column("cancelled", sa.Boolean, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.ForeignKeyConstraint(["tenant_id", "vector_store_id"], ["vector_stores.tenant_id", "vector_stores.id"],
+                            ondelete="CASCADE"),
+)
+
+chunks = sa.Table(
+    "chunks",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("tenant_id", sa.String(40), nullable=False),
+    sa.Column("vector_store_id", sa.String(64), nullable=False),
+    sa.Column("file_id", sa.String(64), nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("tokens", sa.Integer, nullable=False),
+    sa.Column("sealed_text", sa.LargeBinary, nullable=False),
+    sa.Column("sealed_vector", sa.LargeBinary, nullable=False),  # float32 little-endian, sealed
+    sa.ForeignKeyConstraint(["tenant_id", "vector_store_id", "file_id"],
+                            ["vector_store_files.tenant_id", "vector_store_files.vector_store_id",
+                             "vector_store_files.file_id"], ondelete="CASCADE"),
+    sa.Index("ix_chunks_store", "tenant_id", "vector_store_id"),
+    sa.Index("ix_chunks_file", "tenant_id", "vector_store_id", "file_id"),
+)
+
+TENANT_OWNED.update({"vector_stores": "tenant_id", "vector_store_files": "tenant_id",
+                     "vector_store_file_batches": "tenant_id", "chunks": "tenant_id"})
