@@ -324,7 +324,12 @@ def _remove(ids: list[int], index: LocalIndex) -> None:
 
 def _replay(index: LocalIndex, changes: list[_Change]) -> None:
     for change in changes:
-        change(index)
+        try:
+            change(index)
+        except ValueError:
+            # vectors of another dimension than the store's, recorded while it loaded (so not refused to the
+            # caller): dropped, so that one bad call cannot fail the load every search of the store waits on
+            log.warning("vector index change dropped: its vectors do not fit the index", exc_info=True)
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:
