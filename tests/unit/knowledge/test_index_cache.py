@@ -230,6 +230,29 @@ async def test_changes_during_a_load_are_replayed_onto_the_index_it_builds(stora
     assert found == (set(range(2, 100)) | {700})
 
 
+async def test_a_change_that_does_not_fit_is_refused_or_dropped_and_never_fails_the_load(storage):
+    cache = cache_for(storage)
+    storage.gate = asyncio.Event()
+    q = vectors(1, 9)[0]
+    search = asyncio.ensure_future(cache.search(tenant_id="t1", store_id="vs_a", query=q, k=200))
+    await asyncio.sleep(0.01)
+    await cache.add(tenant_id="t1", store_id="vs_a", ids=[800], vectors=np.ones((1, DIM + 1), dtype=np.float32))
+    await cache.remove(tenant_id="t1", store_id="vs_a", ids=[5])
+    storage.gate.set()
+    assert set(ids_of(await search)) == set(range(100)) - {5}  # the misfit dropped, the change after it kept
+    with pytest.raises(ValueError, match="dimensions"):  # once the index is built, the caller hears of it
+        await cache.add(tenant_id="t1", store_id="vs_a", ids=[800], vectors=np.ones((1, DIM + 1), dtype=np.float32))
+
+
+async def test_filtered_search_goes_through_to_the_index(storage):
+    cache = cache_for(storage)
+    q = vectors(1, 9)[0]
+    allowed = {3, 30, 60, 99}
+    by_set = await cache.search(tenant_id="t1", store_id="vs_a", query=q, k=3, allowed=allowed)
+    by_predicate = await cache.search(tenant_id="t1", store_id="vs_a", query=q, k=3, allowed=allowed.__contains__)
+    assert by_set == by_predicate and len(by_set) == 3 and set(ids_of(by_set)) <= allowed
+
+
 async def test_invalidate_makes_the_next_search_load_anew(storage):
     cache = cache_for(storage)
     q = vectors(1, 9)[0]

@@ -19,7 +19,8 @@ memory budget.
   recorded and replayed onto the new index before it serves, so a removal is never undone by a build that read
   older data. Callers change storage first and the cache second, and drop hits whose chunk is gone from storage (a
   search racing a deletion may still name its ids until ``remove`` returns).
-- **Concurrency.** Searches run on the event loop (about a millisecond); additions run in worker threads in batches
+- **Concurrency.** Searches run on the event loop (about a millisecond), except exact scans of a store above the
+  threshold (while its graph is built), which run in a worker thread; additions run in worker threads in batches
   of ``add_batch``, each batch holding the store's index alone, so searches of a store being ingested wait at most
   one batch. Changes to one store apply in the order they were called.
 """
@@ -118,8 +119,14 @@ class IndexCache:
         while True:
             entry = await self._ready(key)
             async with entry.lock:
-                if entry.alive and entry.index is not None:
-                    return entry.index.search(query, k, allowed=allowed)
+                index = entry.index
+                if not entry.alive or index is None:
+                    continue
+                if index.kind == "exact" and len(index) > self._policy.exact_max:
+                    # a large store served exactly while its graph is built: a search is a scan of the whole store
+                    # (about 15 ms at 100k x 384), kept off the loop so other tenants' requests go on
+                    return await asyncio.to_thread(index.search, query, k, allowed=allowed)
+                return index.search(query, k, allowed=allowed)
 
     async def add(self, *, tenant_id: str, store_id: str, ids: Ids,
                   vectors: npt.NDArray[np.floating[Any]]) -> None:
@@ -317,7 +324,12 @@ def _remove(ids: list[int], index: LocalIndex) -> None:
 
 def _replay(index: LocalIndex, changes: list[_Change]) -> None:
     for change in changes:
-        change(index)
+        try:
+            change(index)
+        except ValueError:
+            # vectors of another dimension than the store's, recorded while it loaded (so not refused to the
+            # caller): dropped, so that one bad call cannot fail the load every search of the store waits on
+            log.warning("vector index change dropped: its vectors do not fit the index", exc_info=True)
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:
