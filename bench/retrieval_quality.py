@@ -25,7 +25,8 @@ show how sensitive the hybrid is to them (the defaults were not fitted to it; se
 Scale. ``--bm25-scale N`` builds a BM25 index over N synthetic chunks (150 terms each drawn from a Zipf-like
 distribution over a 50,000-word vocabulary, seeded) and measures build time, query latency for 5-term queries at
 k=100 with and without an ``allowed`` predicate that accepts one chunk in ten, and the time to remove 60% of the
-chunks (which compacts the index). 0 skips it.
+chunks (which compacts the index), and how much the process's resident memory grew while the index was built.
+0 skips it.
 """
 
 from __future__ import annotations
@@ -234,6 +235,15 @@ def timed(fn: Callable[[], object], repeat: int) -> list[float]:
     return out
 
 
+def resident_bytes() -> int:
+    """This process's resident memory (Linux), 0 where /proc is missing."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except OSError:
+        return 0
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
@@ -247,9 +257,11 @@ def bm25_scale(n: int, seed: int = 1) -> dict[str, Any]:
     draws = rng.choice(len(vocabulary), size=(n, 150), p=weights)
     texts = [" ".join(vocabulary[row]) for row in draws]
     generate_s = time.perf_counter() - started
+    rss_before = resident_bytes()
     started = time.perf_counter()
     index = BM25Index(enumerate(texts))
     build_s = time.perf_counter() - started
+    rss_growth = resident_bytes() - rss_before
     queries = [" ".join(vocabulary[rng.choice(len(vocabulary), size=5, p=weights)]) for _ in range(300)]
     plain = [ms for q in queries for ms in timed(lambda q=q: index.search(q, 100), 1)]
     filtered = [ms for q in queries for ms in timed(lambda q=q: index.search(q, 100, lambda i: i % 10 == 0), 1)]
@@ -262,6 +274,7 @@ def bm25_scale(n: int, seed: int = 1) -> dict[str, Any]:
     return {
         "chunks": n, "terms_per_chunk": 150, "vocabulary": len(vocabulary), "generate_seconds": round(generate_s, 1),
         "build_seconds": round(build_s, 2), "build_chunks_per_second": round(n / build_s),
+        "resident_memory_growth_mib": round(rss_growth / 2**20),
         "query_ms": {"p50": round(percentile(plain, 50), 2), "p99": round(percentile(plain, 99), 2)},
         "query_filtered_1_in_10_ms": {"p50": round(percentile(filtered, 50), 2),
                                       "p99": round(percentile(filtered, 99), 2)},
