@@ -5,17 +5,25 @@ Fusion (:func:`fuse`). Each retriever ranks the chunks the filters let through, 
 
     fused(c) = sum over rankings r that hold c of  w_r / (RRF_K + rank_r(c))        (rank 1 = best)
 
-with ``RRF_K = 60`` (the constant of Cormack, Clarke and Büttcher's paper, which is also Elasticsearch's and
-OpenSearch's default). The weights are OpenAI's ``hybrid_search``: ``embedding_weight`` for the dense rankings and
-``text_weight`` for the lexical ones; with several query strings, each string has one ranking of each kind and they
-share their kind's weight equally. A chunk that only a weight-0 ranking holds is not a result.
+with ``RRF_K = 10``. The weights are OpenAI's ``hybrid_search``: ``embedding_weight`` for the dense rankings and
+``text_weight`` for the lexical ones, by default 1 and 0.5; with several query strings, each string has one ranking
+of each kind and they share their kind's weight equally. A chunk that only a weight-0 ranking holds is not a result.
+
+Why these defaults. Cormack, Clarke and Büttcher's paper (and Elasticsearch and OpenSearch) use k = 60 with equal
+weights, found on TREC runs 1000 deep. Here each ranking is 100 chunks deep and a search returns at most 50, and on
+the labelled corpus of ``bench/retrieval_quality.py`` (docs/benchmarks.md, "Retrieval quality") k = 60 with equal
+weights ranked below dense search alone, because BM25's weak matches on paraphrased questions got as much say as the
+embedding's confident ones. A smaller k trusts each retriever's top ranks more, and the lower text weight lets
+keywords decide mostly where the embedding is unsure (codes, identifiers, rare names). Both are ordinary settings of
+weighted RRF; the benchmark shows the numbers for every k and weight it tried, cross-validated.
 
 Scores. The result's ``score`` is ``fused(c)`` divided by the best value any chunk could have (first in every
-ranking: ``sum_r w_r / (RRF_K + 1)``), so it lies in (0, 1]: 1 for a chunk every retriever ranked first; with equal
-weights, about 0.5 for a chunk only one retriever found, however high. So ``score_threshold`` selects by rank
-agreement: above 0.5 (equal weights) keeps only chunks both retrievers found. Scores depend on ranks only, never on
-the retrievers' raw similarity, so they compare within one search, not across searches. With the dense-only weights
-(1, 0) the score is ``61 / (60 + rank)``: 1.0 for the best chunk, 0.55 for the 50th.
+ranking: ``sum_r w_r / (RRF_K + 1)``), so it lies in (0, 1]: 1 for a chunk every retriever ranked first. With the
+default weights a chunk ranked first by the embedding alone scores 0.67, first by BM25 alone 0.33, tenth in both
+0.55; with equal weights a chunk only one retriever found scores at most 0.5. So ``score_threshold`` selects by rank
+and agreement. Scores depend on ranks only, never on the retrievers' raw similarity, so they compare within one
+search, not across searches. With the dense-only weights (1, 0) the score is ``11 / (10 + rank)``: 1.0 for the best
+chunk, 0.55 for the 10th.
 
 Cut (:func:`cut`). Filters select every chunk that matches before ranking (the retrievers take them as a predicate);
 then chunks scoring below ``score_threshold`` are dropped and the rest cut to ``max_num_results``. Each retriever
@@ -39,10 +47,10 @@ from tenantlm.knowledge.params import as_int, as_number, as_object, invalid, uns
 K = TypeVar("K", bound=Hashable)
 Ranker = Literal["none", "auto", "default-2024-11-15"]
 
-RRF_K = 60
+RRF_K = 10
 CANDIDATE_DEPTH = 100
 DEFAULT_EMBEDDING_WEIGHT = 1.0
-DEFAULT_TEXT_WEIGHT = 1.0
+DEFAULT_TEXT_WEIGHT = 0.5
 RANKERS: tuple[Ranker, ...] = ("none", "auto", "default-2024-11-15")
 MAX_NUM_RESULTS = 50
 DEFAULT_MAX_NUM_RESULTS = 10

@@ -25,18 +25,27 @@ EQUAL = HybridWeights(1.0, 1.0)
 
 
 def test_a_hand_computed_fusion() -> None:
-    results = fuse(dense=[["a", "b", "c"]], lexical=[["c", "a"]], weights=EQUAL)
+    results = fuse(dense=[["a", "b", "c"]], lexical=[["c", "a"]], weights=EQUAL, k=60)
     best = 2 / 61  # first in both rankings
     # a: 1/61 + 1/62, c: 1/63 + 1/61, b: 1/62 only
     assert [r.id for r in results] == ["a", "c", "b"]
     assert results[0] == Fused("a", pytest.approx((1 / 61 + 1 / 62) / best), 1, 2)  # type: ignore[arg-type]
     assert results[1] == Fused("c", pytest.approx((1 / 63 + 1 / 61) / best), 3, 1)  # type: ignore[arg-type]
     assert results[2] == Fused("b", pytest.approx((1 / 62) / best), 2, None)  # type: ignore[arg-type]
-    assert RRF_K == 60
+
+
+
+def test_the_defaults() -> None:
+    assert (RRF_K, HybridWeights()) == (10, HybridWeights(1.0, 0.5))
+    results = fuse(dense=[["a", "b"]], lexical=[["b", "c"]], weights=HybridWeights())
+    # best possible 1.5/11; a: 1/11, b: 1/12 + 0.5/11, c: 0.5/12
+    assert [(r.id, r.score) for r in results] == [
+        ("b", pytest.approx((1 / 12 + 0.5 / 11) * 11 / 1.5)), ("a", pytest.approx(2 / 3)),
+        ("c", pytest.approx(0.5 / 12 * 11 / 1.5))]
 
 
 def test_weights_scale_each_retrievers_share() -> None:
-    results = fuse(dense=[["a", "b"]], lexical=[["b", "a"]], weights=HybridWeights(3.0, 1.0))
+    results = fuse(dense=[["a", "b"]], lexical=[["b", "a"]], weights=HybridWeights(3.0, 1.0), k=60)
     # a: 3/61 + 1/62, b: 3/62 + 1/61, best 4/61
     assert [(r.id, r.score) for r in results] == [("a", pytest.approx((3 / 61 + 1 / 62) * 61 / 4)),
                                                   ("b", pytest.approx((3 / 62 + 1 / 61) * 61 / 4))]
@@ -94,7 +103,7 @@ def test_dense_only_and_lexical_only_follow_their_ranking() -> None:
     dense, lexical = ["a", "b", "c", "d"], ["x", "d", "c"]
     only_dense = fuse(dense=[dense], lexical=[lexical], weights=HybridWeights.dense_only())
     assert [r.id for r in only_dense] == dense  # chunks only the lexical ranking holds are not results
-    assert [r.score for r in only_dense] == pytest.approx([61 / (60 + rank) for rank in (1, 2, 3, 4)])
+    assert [r.score for r in only_dense] == pytest.approx([(RRF_K + 1) / (RRF_K + rank) for rank in (1, 2, 3, 4)])
     only_text = fuse(dense=[dense], lexical=[lexical], weights=HybridWeights.lexical_only())
     assert [r.id for r in only_text] == lexical
     assert fuse(dense=[dense], lexical=[], weights=HybridWeights.lexical_only()) == []
@@ -135,7 +144,7 @@ def test_cut_applies_the_threshold_then_the_count() -> None:
 
 
 def test_ranking_options_defaults_and_values() -> None:
-    assert RankingOptions.parse(None) == RankingOptions("auto", 0.0, HybridWeights())
+    assert RankingOptions.parse(None) == RankingOptions("auto", 0.0, HybridWeights(1.0, 0.5))
     parsed = RankingOptions.parse({"ranker": "none", "score_threshold": 0.5,
                                    "hybrid_search": {"embedding_weight": 2, "text_weight": 0}})
     assert parsed == RankingOptions("none", 0.5, HybridWeights(2.0, 0.0))
