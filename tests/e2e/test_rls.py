@@ -9,14 +9,17 @@ import pytest
 import sqlalchemy as sa
 
 from services import PostgresDatabase
+from tenantlm.knowledge.file_store import FileRow, FileStore
+from tenantlm.knowledge.vector_store_store import FileRow as AttachedFile
+from tenantlm.knowledge.vector_store_store import NewChunk, StoreRow, VectorStoreStore
 from tenantlm.storage.sql.engine import Database
 from tenantlm.storage.sql.migrate import UnsafeDatabaseRole, check_app_role, migrate
-from tenantlm.storage.sql.tables import TENANT_OWNED, api_keys, end_users
+from tenantlm.storage.sql.tables import TENANT_OWNED, api_keys, chunks, end_users
 from tenantlm.tenancy import keys
 from tenantlm.tenancy.models import ApiKey, Role, Tenant, TenantStatus
 from tenantlm.tenancy.store import TenancyStore, _key
 
-SEEDED = ("tenants", "api_keys", "end_users")
+SEEDED = ("tenants", "api_keys", "end_users", "files", "file_parts", "vector_stores", "vector_store_files", "chunks")
 
 
 class UnfilteredStore(TenancyStore):
@@ -46,6 +49,26 @@ async def _seed(db: Database) -> None:
         for n in range(3):
             await store.insert_key(tenant_id=tid, key=_key_for(tid, n))
         await store.upsert_end_users(tenant_id=tid, seen=[(f"user-of-{tid}", 1, 1.0, 1.0)])
+        await _seed_knowledge(db, tid)
+
+
+async def _seed_knowledge(db: Database, tid: str) -> None:
+    """A file, a vector store with the file attached and one chunk, through the stores (sealed bytes are opaque)."""
+    files, stores = FileStore(db), VectorStoreStore(db)
+    await files.begin(tenant_id=tid, row=FileRow(tenant_id=tid, id=f"file-{tid}", purpose="assistants", size=0,
+                                                 parts=0, status="uploading", created_at=1.0, expires_at=None,
+                                                 sealed_name=b"n"))
+    await files.add_part(tenant_id=tid, file_id=f"file-{tid}", part=0, sealed=b"p")
+    await stores.insert_store(tenant_id=tid, row=StoreRow(tenant_id=tid, id=f"vs_{tid}", sealed_meta=b"m",
+                                                          created_at=1.0, last_active_at=1.0, expires_after_days=None))
+    await stores.attach(tenant_id=tid, row=AttachedFile(
+        tenant_id=tid, vector_store_id=f"vs_{tid}", file_id=f"file-{tid}", batch_id=None, status="in_progress",
+        error_code=None, error_message=None, sealed_attributes=None, chunking={}, usage_bytes=0, created_at=1.0,
+        attempts=0))
+    claim = await stores.claim(tenant_id=tid, now=2.0, lease_s=60, token="t" * 32)
+    assert claim is not None
+    assert await stores.complete(claim=claim, new_chunks=[NewChunk(seq=0, tokens=1, sealed_text=b"t",
+                                                                   sealed_vector=b"v")], usage_bytes=2)
 
 
 @pytest.fixture
@@ -131,3 +154,12 @@ async def test_server_refuses_owner_and_superuser_roles(pg_database: PostgresDat
 async def test_without_migrate_url_an_unmigrated_database_is_refused(pg_database: PostgresDatabase) -> None:
     with pytest.raises(UnsafeDatabaseRole, match="MIGRATE_URL"):
         await migrate(url=pg_database.app_url, migrate_url=None)
+
+
+async def test_an_unfiltered_chunk_query_sees_only_its_own_tenant(app_db: Database) -> None:
+    """Every knowledge table answers a query that forgot its tenant filter with the current tenant's rows only."""
+    for tid in ("ten_a", "ten_b"):
+        async with app_db.tenant_tx(tenant_id=tid) as conn:
+            owners = set((await conn.execute(sa.select(chunks.c.tenant_id))).scalars())
+        assert owners == {tid}
+    await app_db.dispose()
