@@ -199,7 +199,7 @@ def build_knowledge(settings: Settings, *, db: Database, files: FilesService, ke
                              opener=keyring, index_budget_bytes=settings.knowledge_index_budget_bytes)
     ingestion = Ingestion(store=store, files=files, tenants=tenancy, embedder=embedder, parser=IsolatedParser(),
                           tokenizer=chunk_tokenizer(), sealer=keyring, on_change=search.invalidate,
-                          workers=settings.ingestion_workers)
+                          workers=settings.ingestion_workers, lease_s=settings.ingestion_lease_s)
     vector_stores.on_change = search.invalidate
     vector_stores.wake = ingestion.wake
     files.on_delete.append(vector_stores.file_removed)

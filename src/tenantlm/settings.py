@@ -135,6 +135,9 @@ class Settings(BaseSettings):
     knowledge_embedding_model: str = "all-minilm-l6-v2"
     knowledge_index_budget_bytes: int = Field(default=512 * 1024 * 1024, ge=0)
     ingestion_workers: int = Field(default=2, ge=0, le=64)
+    # How long a worker holds a file it ingests (renewed while it works); a worker that dies leaves the file to
+    # another one after this long.
+    ingestion_lease_s: float = Field(default=120.0, ge=1.0, le=3600.0)
     key_cache_ttl_s: float = 1.0
     # Entries at most in each in-memory cache (resolved keys, effective limits): memory stays bounded whatever
     # clients send.

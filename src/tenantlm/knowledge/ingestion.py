@@ -36,7 +36,6 @@ from tenantlm.knowledge.vector_store_store import Claim, NewChunk, VectorStoreSt
 from tenantlm.tenancy.models import Tenant
 
 log = logging.getLogger("tenantlm.ingestion")
-LEASE_S = 120.0
 MAX_ATTEMPTS = 8
 IDLE_POLL_S = 2.0  # how often an idle worker looks for work attached through another replica
 
@@ -59,8 +58,8 @@ class IngestionStats:
 class Ingestion:
     def __init__(self, *, store: VectorStoreStore, files: FilesService, tenants: Tenants, embedder: Embedder,
                  parser: IsolatedParser, tokenizer: SpanTokenizer, sealer: Sealer,
-                 on_change: Callable[[str, str], None], workers: int = 2, parse_timeout_s: float = 60.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 on_change: Callable[[str, str], None], workers: int = 2, lease_s: float = 120.0,
+                 parse_timeout_s: float = 60.0, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.files = files
         self.tenants = tenants
@@ -70,6 +69,7 @@ class Ingestion:
         self.sealer = sealer
         self.on_change = on_change
         self.workers = workers
+        self.lease_s = lease_s
         self.parse_timeout_s = parse_timeout_s
         self.clock = clock
         self.stats = IngestionStats()
@@ -107,7 +107,7 @@ class Ingestion:
         now = self.clock()
         pending = await self.store.platform_pending_tenants(now=now)
         for tenant_id in sorted(pending, key=self._turn):
-            claim = await self.store.claim(tenant_id=tenant_id, now=now, lease_s=LEASE_S,
+            claim = await self.store.claim(tenant_id=tenant_id, now=now, lease_s=self.lease_s,
                                            token=secrets.token_hex(16))
             if claim is not None:
                 if tenant_id in self._served:
@@ -146,8 +146,8 @@ class Ingestion:
 
     async def _keep_lease(self, claim: Claim) -> None:
         while True:
-            await asyncio.sleep(LEASE_S / 3)
-            await self.store.renew(claim=claim, until=self.clock() + LEASE_S)
+            await asyncio.sleep(self.lease_s / 3)
+            await self.store.renew(claim=claim, until=self.clock() + self.lease_s)
 
     async def _ingest(self, claim: Claim) -> None:
         tenant = await self.tenants.get_tenant(tenant_id=claim.tenant_id)
