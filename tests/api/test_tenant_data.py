@@ -71,7 +71,8 @@ def _start(tmp: Path, backend: str, request: pytest.FixtureRequest, env: dict[st
         pg = server.create_database()
         kw = {"database_url": pg.app_url, "migrate_url": pg.owner_url}
     config = catalog_config(None, local=False)
-    config.env.update({"TENANTLM_AUDIT_AUTH_FAILURE_WINDOW_S": str(AUDIT_WINDOW_S), **(env or {})})
+    config.env.update({"TENANTLM_AUDIT_AUTH_FAILURE_WINDOW_S": str(AUDIT_WINDOW_S),
+                       "TENANTLM_KNOWLEDGE_EMBEDDING_MODEL": "fake-embed", **(env or {})})
     data_dir = tmp / "data"
     proc = start_server(tmp, config, warmup=False, data_dir=data_dir, **kw)
     return proc, Deployment(Live(proc.url, proc, backend), data_dir, pg)
@@ -286,6 +287,78 @@ def test_shredded_tenant_cannot_be_read_from_a_backup(dep: Deployment, tenant: C
         assert b"b stays" in asyncio.run(_decrypt_all(backup.url, dep.data_dir, b.id))[0]
     finally:
         backup.cleanup()
+
+
+# --- knowledge ------------------------------------------------------------------------------------------------
+LEXICAL = {"hybrid_search": {"embedding_weight": 0, "text_weight": 1}}
+
+
+def _knowledge(live: Live, key: str, text: str) -> tuple[str, str]:
+    """A file holding ``text`` in a new vector store, ingested: (store id, file id)."""
+    sdk = live.sdk(key)
+    store = sdk.vector_stores.create(name="canary-store")
+    done = sdk.vector_stores.files.upload_and_poll(vector_store_id=store.id, file=("notes.txt", text.encode()),
+                                                   poll_interval_ms=100)
+    assert done.status == "completed", done.last_error
+    return store.id, done.id
+
+
+def _found(live: Live, key: str, store_id: str, needle: str) -> bool:
+    page = live.sdk(key).vector_stores.search(store_id, query=needle, ranking_options=LEXICAL)  # type: ignore[arg-type]
+    return any(needle in part.text for result in page.data for part in result.content)
+
+
+def test_a_knowledge_canary_is_searchable_sealed_and_gone_when_deleted(dep: Deployment,
+                                                                      tenant: Callable[..., Tenant]) -> None:
+    a, b = tenant("kcanary", log_days=None), tenant("kother", log_days=None)
+    secret = canary()
+    store_id, file_id = _knowledge(dep.live, a.member_key, f"the launch code is {secret} today")
+    assert _found(dep.live, a.member_key, store_id, secret)
+    other_store = dep.live.sdk(b.member_key).vector_stores.create(name="b-store")
+    assert not _found(dep.live, b.member_key, other_store.id, secret)  # B's search never reaches A's chunks
+    raw = dep.raw_storage()
+    assert _hits(raw, secret) == [], f"canary found in raw storage: {_hits(raw, secret)}"
+    dep.live.sdk(a.member_key).files.delete(file_id)
+    assert not _found(dep.live, a.member_key, store_id, secret)
+
+
+def test_a_shredded_tenant_s_knowledge_cannot_be_read_from_a_backup(dep: Deployment, tenant: Callable[..., Tenant],
+                                                                   tmp_path: Path) -> None:
+    a = tenant("kshred", log_days=None)
+    secret = canary()
+    _knowledge(dep.live, a.member_key, f"remember {secret}")
+    backup = _backup(dep, tmp_path)
+    try:
+        before = asyncio.run(_open_knowledge(backup.url, dep.data_dir, a.id))
+        assert any(secret.encode() in p for p in before)  # control: the backup is readable before the delete
+        with dep.live.admin() as c:
+            assert c.delete(f"/admin/v1/tenants/{a.id}", params={"confirm": a.id}).status_code == 200
+        with pytest.raises(KeyShredded):
+            asyncio.run(_open_knowledge(backup.url, dep.data_dir, a.id))
+    finally:
+        backup.cleanup()
+
+
+async def _open_knowledge(url: str, data_dir: Path, tenant_id: str) -> list[bytes]:
+    """What the backup, the master key and the live keyring dir reveal of a tenant's file parts and chunks."""
+    db = Database.from_url(url)
+    try:
+        keyring = Keyring(db, LocalKekProvider(data_dir / "keyring", load_or_create_master_key(data_dir, None)))
+        async with db.platform_tx() as conn:
+            parts = (await conn.execute(sa.text("SELECT file_id, part, sealed FROM file_parts WHERE tenant_id = :t"),
+                                        {"t": tenant_id})).all()
+            chunk_rows = (await conn.execute(sa.text(
+                "SELECT vector_store_id, file_id, seq, sealed_text FROM chunks WHERE tenant_id = :t"),
+                {"t": tenant_id})).all()
+        assert parts and chunk_rows, "the backup holds the tenant's sealed file and chunks"
+        out = [await keyring.open(tenant_id=tenant_id, kind="file_part", record_id=f"{r.file_id}:{r.part}",
+                                  ciphertext=bytes(r.sealed)) for r in parts]
+        out += [await keyring.open(tenant_id=tenant_id, kind="chunk_text",
+                                   record_id=f"{r.vector_store_id}:{r.file_id}:{r.seq}",
+                                   ciphertext=bytes(r.sealed_text)) for r in chunk_rows]
+        return out
+    finally:
+        await db.dispose()
 
 
 # --- export ---------------------------------------------------------------------------------------------------
