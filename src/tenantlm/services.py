@@ -173,7 +173,7 @@ def build_services(settings: Settings) -> Services:
         eraser=TenantEraser(tenancy=tenancy, keyring=keyring,
                             contents=[search, vector_stores, files, request_log, end_users, ledger],
                             audit=audit, auth=auth, data_dir=settings.data_dir, metrics=metrics),
-        rewrapper=TenantRewrapper(contents=[request_log, files], audit=audit),
+        rewrapper=TenantRewrapper(contents=[request_log, files, vector_stores], audit=audit),
         exporter=TenantExporter(tenancy=tenancy, request_log=request_log, audit=audit, audit_reader=audit,
                                 files=files, flush=end_users.flush),
     )

@@ -461,6 +461,43 @@ def test_rotation_under_load_fails_no_request(dep: Deployment, tenant: Callable[
     assert "encryption.rewrapped" in actions
 
 
+def test_a_rotation_rewraps_files_stores_and_chunks(dep: Deployment, tenant: Callable[..., Tenant]) -> None:
+    a = tenant("krotate", log_days=None)
+    secret = canary()
+    store_id, file_id = _knowledge(dep.live, a.member_key, f"rotate me {secret}")
+    sdk = dep.live.sdk(a.member_key)
+    sdk.vector_stores.files.update(file_id, vector_store_id=store_id, attributes={"k": "v"})
+    with dep.live.admin(a.admin_key) as c:
+        assert c.post(f"/admin/v1/tenants/{a.id}/encryption/rotate", json={"target": "data_key"}).status_code == 200
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and "encryption.rewrapped" not in [
+                e["action"] for e in c.get(f"/admin/v1/tenants/{a.id}/audit", params={"limit": 1000}).json()["data"]]:
+            time.sleep(0.2)
+        versions = asyncio.run(_sealed_versions(dep, a.id))
+        assert versions == {2}, versions  # every sealed name, part, meta, attribute, chunk text and vector moved
+    assert _found(dep.live, a.member_key, store_id, secret)  # and still opens
+    assert secret.encode() in sdk.files.content(file_id).read()
+
+
+async def _sealed_versions(dep: Deployment, tenant_id: str) -> set[int]:
+    from tenantlm.crypto import aead
+
+    db = Database.from_url(dep.pg.app_url if dep.pg is not None else f"sqlite+aiosqlite:///{dep.data_dir}/tenantlm.db")
+    queries = ["SELECT sealed_name FROM files", "SELECT sealed FROM file_parts",
+               "SELECT sealed_meta FROM vector_stores", "SELECT sealed_attributes FROM vector_store_files WHERE sealed_attributes IS NOT NULL",
+               "SELECT sealed_text FROM chunks", "SELECT sealed_vector FROM chunks"]
+    try:
+        async with db.tenant_tx(tenant_id=tenant_id) as conn:
+            found: set[int] = set()
+            for q in queries:
+                rows = (await conn.execute(sa.text(f"{q} {'AND' if 'WHERE' in q else 'WHERE'} tenant_id = :t"),
+                                           {"t": tenant_id})).scalars()
+                found |= {aead.key_version(bytes(r)) for r in rows}
+        return found
+    finally:
+        await db.dispose()
+
+
 # --- audit ----------------------------------------------------------------------------------------------------
 def test_tenant_admins_see_only_their_own_audit(dep: Deployment, tenant: Callable[..., Tenant]) -> None:
     a, b = tenant("audit-a"), tenant("audit-b")

@@ -370,6 +370,27 @@ class VectorStoreStore:
                 c.file_id == claim.file_id, c.lease_token == claim.token).values(lease_until=retry_at,
                                                                                    lease_token=None))
 
+    # --- re-sealing after a key rotation -------------------------------------------------------------------------
+    async def all_stores(self, *, tenant_id: str) -> list[StoreRow]:
+        async with self.db.tenant_tx(tenant_id=tenant_id) as conn:
+            return [_store(r) for r in await conn.execute(
+                sa.select(vector_stores).where(vector_stores.c.tenant_id == tenant_id))]
+
+    async def tenant_chunks(self, *, tenant_id: str, after: int, limit: int) -> list[tuple[str, ChunkRow]]:
+        """(store id, chunk) of every chunk of the tenant, in id order from ``after``."""
+        q = sa.select(chunks).where(chunks.c.tenant_id == tenant_id, chunks.c.id > after).order_by(chunks.c.id) \
+            .limit(limit)
+        async with self.db.tenant_tx(tenant_id=tenant_id) as conn:
+            return [(r.vector_store_id, ChunkRow(id=int(r.id), file_id=r.file_id, seq=r.seq, tokens=r.tokens,
+                                                 sealed_text=bytes(r.sealed_text),
+                                                 sealed_vector=bytes(r.sealed_vector)))
+                    for r in await conn.execute(q)]
+
+    async def replace_chunk(self, *, tenant_id: str, chunk_id: int, sealed_text: bytes, sealed_vector: bytes) -> None:
+        async with self.db.tenant_tx(tenant_id=tenant_id) as conn:
+            await conn.execute(chunks.update().where(chunks.c.tenant_id == tenant_id, chunks.c.id == chunk_id)
+                               .values(sealed_text=sealed_text, sealed_vector=sealed_vector))
+
     async def forget_tenant(self, *, tenant_id: str) -> None:
         async with self.db.tenant_tx(tenant_id=tenant_id) as conn:
             for table in (chunks, vector_store_files, vector_store_file_batches, vector_stores):

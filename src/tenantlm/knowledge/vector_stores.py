@@ -46,6 +46,8 @@ DAY_S = 86400.0
 class Sealer(Protocol):
     async def seal(self, *, tenant_id: str, kind: str, record_id: str, plaintext: bytes) -> bytes: ...
     async def open(self, *, tenant_id: str, kind: str, record_id: str, ciphertext: bytes) -> bytes: ...
+    async def rewrap_record(self, *, tenant_id: str, kind: str, record_id: str,
+                            ciphertext: bytes) -> bytes | None: ...
 
 
 def new_id(prefix: str) -> str:
@@ -410,9 +412,48 @@ class VectorStoresService:
         return await self.list_files(tenant_id=tenant_id, store_id=store_id, status=status, after=after,
                                      before=before, limit=limit, order=order, batch_id=batch_id)
 
-    # --- erasure ----------------------------------------------------------------------------------------------
+    # --- erasure and re-sealing ---------------------------------------------------------------------------------
     async def forget_tenant(self, *, tenant_id: str) -> None:
         await self.store.forget_tenant(tenant_id=tenant_id)
+
+    async def rewrap(self, *, tenant_id: str) -> int:
+        """Re-seal the tenant's store names and metadata, file attributes, chunk texts and vectors under its active
+        data key (after a rotation); returns how many records moved."""
+        moved = 0
+        for row in await self.store.all_stores(tenant_id=tenant_id):
+            fresh = await self._rewrap(tenant_id, "vector_store_meta", row.id, row.sealed_meta)
+            if fresh is not None:
+                await self.store.update_store(tenant_id=tenant_id, store_id=row.id, values={"sealed_meta": fresh})
+                moved += 1
+            for attached in await self.store.all_files(tenant_id=tenant_id, store_id=row.id):
+                if attached.sealed_attributes is None:
+                    continue
+                fresh = await self._rewrap(tenant_id, "vector_store_file_attributes",
+                                           f"{row.id}:{attached.file_id}", attached.sealed_attributes)
+                if fresh is not None:
+                    await self.store.set_attributes(tenant_id=tenant_id, store_id=row.id, file_id=attached.file_id,
+                                                    sealed=fresh)
+                    moved += 1
+        return moved + await self._rewrap_chunks(tenant_id)
+
+    async def _rewrap_chunks(self, tenant_id: str) -> int:
+        moved, after = 0, 0
+        while page := await self.store.tenant_chunks(tenant_id=tenant_id, after=after, limit=500):
+            for store_id, chunk in page:
+                record = chunk_record(store_id, chunk.file_id, chunk.seq)
+                text = await self._rewrap(tenant_id, "chunk_text", record, chunk.sealed_text)
+                vector = await self._rewrap(tenant_id, "chunk_vector", record, chunk.sealed_vector)
+                if text is not None or vector is not None:
+                    await self.store.replace_chunk(tenant_id=tenant_id, chunk_id=chunk.id,
+                                                   sealed_text=text or chunk.sealed_text,
+                                                   sealed_vector=vector or chunk.sealed_vector)
+                    moved += 1
+            after = page[-1][1].id
+        return moved
+
+    async def _rewrap(self, tenant_id: str, kind: str, record_id: str, sealed: bytes) -> bytes | None:
+        return await self.sealer.rewrap_record(tenant_id=tenant_id, kind=kind, record_id=record_id,
+                                               ciphertext=sealed)
 
     async def _audit(self, actor: str, action: str, tenant_id: str, **details: Any) -> None:
         await self.audit.append(actor=actor, action=action, tenant_id=tenant_id, request_id=request_id_var.get(),
