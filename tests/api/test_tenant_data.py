@@ -484,7 +484,8 @@ async def _sealed_versions(dep: Deployment, tenant_id: str) -> set[int]:
 
     db = Database.from_url(dep.pg.app_url if dep.pg is not None else f"sqlite+aiosqlite:///{dep.data_dir}/tenantlm.db")
     queries = ["SELECT sealed_name FROM files", "SELECT sealed FROM file_parts",
-               "SELECT sealed_meta FROM vector_stores", "SELECT sealed_attributes FROM vector_store_files WHERE sealed_attributes IS NOT NULL",
+               "SELECT sealed_meta FROM vector_stores",
+               "SELECT sealed_attributes FROM vector_store_files WHERE sealed_attributes IS NOT NULL",
                "SELECT sealed_text FROM chunks", "SELECT sealed_vector FROM chunks"]
     try:
         async with db.tenant_tx(tenant_id=tenant_id) as conn:
