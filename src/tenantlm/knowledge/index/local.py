@@ -21,8 +21,8 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from usearch.index import Index, Matches
 
+from tenantlm.knowledge.index._usearch import Index, Matches
 from tenantlm.knowledge.index.port import Allowed, Hit, Ids, VectorIndex
 
 Kind = Literal["exact", "hnsw"]
