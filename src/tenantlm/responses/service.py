@@ -19,7 +19,7 @@ by its client is not stored.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -64,7 +64,7 @@ class Sealer(Protocol):
 class EventStream:
     """A response's SSE events, the model's first chunk already produced (setup errors are HTTP errors)."""
 
-    events: AsyncIterator[bytes]
+    events: AsyncGenerator[bytes, None]
     headers: dict[str, str]
 
 
@@ -179,7 +179,8 @@ class ResponsesService:
         await anext(events)  # into its try: from here on, closing it closes the model's stream (and its passage)
         return EventStream(events, stream.headers)
 
-    async def _events(self, tenant_id: str, draft: Draft, pieces: AsyncIterator[Piece]) -> AsyncIterator[bytes]:
+    async def _events(self, tenant_id: str, draft: Draft, pieces: AsyncIterator[Piece]
+                      ) -> AsyncGenerator[bytes, None]:
         emit = objects.EventWriter()
         try:
             yield b""
