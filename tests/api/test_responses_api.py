@@ -277,6 +277,7 @@ def test_input_items_page_and_order(dep: Deployment) -> None:
      "tools[0].type"),
     ({"model": "fake-chat"}, 400, "input"),
     ({"model": "gpt-17", "input": "x"}, 404, "model"),
+    ({"model": "fake-embed", "input": "x"}, 400, "model"),
     ({"model": "fake-chat", "input": "x", "previous_response_id": "resp_nope"}, 404, "previous_response_id"),
     ({"model": "fake-chat", "input": "x", "tools": [{"type": "file_search", "vector_store_ids": ["vs_nope"]}]},
      404, "vector_store_id"),

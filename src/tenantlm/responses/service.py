@@ -122,6 +122,9 @@ class ResponsesService:
     async def create(self, *, ctx: TenantContext, body: JSON, end_user_header: str | None) -> Reply | EventStream:
         request = parse_request(body)
         model = self.catalog.resolve(ctx.tenant, request.model)  # 404 before any search
+        if model.config.kind != "chat":
+            raise InvalidRequest(f"'{request.model}' is an {model.config.kind} model; responses need a chat model",
+                                 param="model")
         end_user = pick_end_user(header=end_user_header, body_user=request.user,
                                  body_safety_id=request.safety_identifier)
         if request.file_search is not None:
