@@ -30,6 +30,7 @@ from tenantlm.api.docs import install_docs
 from tenantlm.api.middleware import RequestContextMiddleware
 from tenantlm.api.openai.chat import ChatCompletions
 from tenantlm.api.openai.files_routes import router as files_router
+from tenantlm.api.openai.responses_routes import router as responses_router
 from tenantlm.api.openai.routes import router as openai_router
 from tenantlm.api.openai.vector_stores_routes import router as vector_stores_router
 from tenantlm.api.responses import JSONResponse
@@ -221,6 +222,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Tenan
     app.include_router(openai_router)
     app.include_router(files_router)
     app.include_router(vector_stores_router)
+    app.include_router(responses_router)
     app.include_router(admin_router)
     app.include_router(audit_router)
     app.include_router(compliance_router)

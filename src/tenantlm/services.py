@@ -36,6 +36,8 @@ from tenantlm.observability.metrics import Metrics
 from tenantlm.providers.registry import ProviderRegistry
 from tenantlm.requestlog.service import RequestLogService
 from tenantlm.requestlog.store import RequestLogStore
+from tenantlm.responses.service import ResponsesService
+from tenantlm.responses.store import ResponseStore
 from tenantlm.scheduling.registry import RedisReplicaCount, ReplicaCount, SchedulerRegistry, StaticReplicaCount
 from tenantlm.settings import Settings
 from tenantlm.storage.sql.engine import Database
@@ -67,6 +69,7 @@ class Services:
     vector_stores: VectorStoresService
     search: KnowledgeSearch
     ingestion: Ingestion
+    responses: ResponsesService
     eraser: TenantEraser
     rewrapper: TenantRewrapper
     exporter: TenantExporter
@@ -162,18 +165,21 @@ def build_services(settings: Settings) -> Services:
     vector_stores, search, ingestion = build_knowledge(settings, db=db, files=files, keyring=keyring, audit=audit,
                                                        catalog=catalog, providers=providers, gate=gate,
                                                        tenancy=tenancy)
+    inference = InferenceService(catalog=catalog, providers=providers, metrics=metrics, end_users=end_users,
+                                 request_log=request_log, gate=gate)
+    responses = ResponsesService(store=ResponseStore(db), sealer=keyring, inference=inference, catalog=catalog,
+                                 search=search, vector_stores=vector_stores)
     return Services(
         admission=admission, schedulers=schedulers, replicas=replicas, ledger=ledger, alerts=alerts, redis=redis,
         settings=settings, db=db, metrics=metrics, auth=auth, end_users=end_users, catalog=catalog,
         providers=providers, tenancy=tenancy, keyring=keyring, audit=audit, auth_failures=auth_failures,
         request_log=request_log, limits=limits,
-        inference=InferenceService(catalog=catalog, providers=providers, metrics=metrics, end_users=end_users,
-                                   request_log=request_log, gate=gate),
+        inference=inference, responses=responses,
         files=files, vector_stores=vector_stores, search=search, ingestion=ingestion,
         eraser=TenantEraser(tenancy=tenancy, keyring=keyring,
-                            contents=[search, vector_stores, files, request_log, end_users, ledger],
+                            contents=[responses, search, vector_stores, files, request_log, end_users, ledger],
                             audit=audit, auth=auth, data_dir=settings.data_dir, metrics=metrics),
-        rewrapper=TenantRewrapper(contents=[request_log, files, vector_stores], audit=audit),
+        rewrapper=TenantRewrapper(contents=[request_log, files, vector_stores, responses], audit=audit),
         exporter=TenantExporter(tenancy=tenancy, request_log=request_log, audit=audit, audit_reader=audit,
                                 files=files, flush=end_users.flush),
     )

@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -32,6 +32,71 @@ from tenantlm.tenancy.end_users import EndUserRecorder, pick_end_user
 from tenantlm.tenancy.models import TenantContext
 
 JSON = dict[str, Any]
+T = TypeVar("T")
+
+
+class Framing(Protocol[T]):
+    """How a chat stream is handed to its consumer: the first (empty) step, each chunk body, the end, an error.
+    Chat completions frame it as SSE bytes; a use case that builds its own events (the Responses API) takes the
+    pieces as they are (``PIECES``). The stream is metered before ``done`` or ``error`` is framed."""
+
+    start: T
+
+    def chunk(self, body: JSON) -> T: ...
+
+    def done(self) -> T: ...
+
+    def error(self, exc: TenantLMError) -> T: ...
+
+
+class _SseFraming:
+    start = b""
+    chunk = staticmethod(sse_event)
+
+    @staticmethod
+    def done() -> bytes:
+        return SSE_DONE
+
+    @staticmethod
+    def error(exc: TenantLMError) -> bytes:
+        return sse_event(exc.body())
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """One step of a chat stream, unframed: a ``chat.completion.chunk`` body (the usage chunk included), or the
+    end: complete (``chunk`` and ``error`` None) or ended by ``error``. The end is metered before it is seen."""
+
+    chunk: JSON | None = None
+    error: TenantLMError | None = None
+
+
+class _PieceFraming:
+    start = Piece()
+
+    @staticmethod
+    def chunk(body: JSON) -> Piece:
+        return Piece(chunk=body)
+
+    @staticmethod
+    def done() -> Piece:
+        return Piece()
+
+    @staticmethod
+    def error(exc: TenantLMError) -> Piece:
+        return Piece(error=exc)
+
+
+SSE: Framing[bytes] = _SseFraming()
+PIECES: Framing[Piece] = _PieceFraming()
+
+
+@dataclass(slots=True)
+class PieceStream:
+    """A chat stream as pieces (``stream_chat_pieces``), its first chunk already produced."""
+
+    pieces: AsyncIterator[Piece]
+    headers: dict[str, str]
 
 
 @dataclass(slots=True)
@@ -91,9 +156,11 @@ class InferenceService:
 
     # --- chat -------------------------------------------------------------------------------------------------
     async def chat(self, *, ctx: TenantContext, body: JSON, end_user_header: str | None,
-                   respond: Callable[[Reply], Awaitable[None]] | None = None) -> Reply:
+                   respond: Callable[[Reply], Awaitable[None]] | None = None,
+                   endpoint: str = "chat.completions") -> Reply:
         """A chat completion. ``respond``, when given, sends the reply to the client: it is called as soon as the
-        usage is on disk, and the admission is settled after it (see ``Passage.finish``)."""
+        usage is on disk, and the admission is settled after it (see ``Passage.finish``). ``endpoint`` names the
+        use case in the request log (the Responses API calls the model through here too)."""
         model = self._resolve(ctx, body["model"], "chat")
         passage = await self._enter(ctx, model, body, self._note_end_user(ctx, body, end_user_header))
         try:  # not finishing(): an async context manager costs a generator on the hot path
@@ -115,10 +182,24 @@ class InferenceService:
             raise
         await passage.finish(status="ok", respond=None if respond is None else functools.partial(respond, reply))
         self._count(ctx, model, result.usage)
-        self._capture(ctx, model, "chat.completions", body, out)
+        self._capture(ctx, model, endpoint, body, out)
         return reply
 
     async def stream_chat(self, *, ctx: TenantContext, body: JSON, end_user_header: str | None) -> ChatStream:
+        events, headers = await self._stream(ctx, body, end_user_header, SSE, "chat.completions")
+        return ChatStream(events, headers)
+
+    async def stream_chat_pieces(self, *, ctx: TenantContext, body: JSON, end_user_header: str | None,
+                                 endpoint: str) -> PieceStream:
+        """``stream_chat`` for a use case that frames the stream itself: the same path (admission, scheduler,
+        metering as tokens flow), the chunks as bodies, the usage chunk always included. Closing ``pieces``
+        finishes the passage."""
+        pieces, headers = await self._stream(ctx, {**body, "stream_options": {"include_usage": True}},
+                                             end_user_header, PIECES, endpoint)
+        return PieceStream(pieces, headers)
+
+    async def _stream(self, ctx: TenantContext, body: JSON, end_user_header: str | None, framing: Framing[T],
+                      endpoint: str) -> tuple[AsyncIterator[T], dict[str, str]]:
         model = self._resolve(ctx, body["model"], "chat")
         passage = await self._enter(ctx, model, body, self._note_end_user(ctx, body, end_user_header))
         options = body.get("stream_options") or {}
@@ -134,13 +215,13 @@ class InferenceService:
             await _aclose(chunks)
             await passage.finish(status="cancelled" if isinstance(exc, asyncio.CancelledError) else "error")
             raise
-        events = self._events(ctx, model, chunks, first, wants_usage, body, passage)
+        events = self._events(ctx, model, chunks, first, wants_usage, body, passage, framing, endpoint)
         await anext(events)  # step into its try: from here on, closing it finishes the passage (see _events)
-        return ChatStream(events, passage.headers)
+        return events, passage.headers
 
     async def _events(self, ctx: TenantContext, model: ResolvedModel, chunks: AsyncIterator[ChatChunk],
-                      first: ChatChunk | None, wants_usage: bool, request: JSON, passage: Passage
-                      ) -> AsyncIterator[bytes]:
+                      first: ChatChunk | None, wants_usage: bool, request: JSON, passage: Passage,
+                      framing: Framing[T], endpoint: str) -> AsyncIterator[T]:
         usage: Usage | None = None
         completion_id = _completion_id()
         transcript = _Transcript()
@@ -152,7 +233,7 @@ class InferenceService:
             # the reservation and the concurrency slot with it). Started, it is finished by whoever closes it: the
             # response (EventStreamResponse closes its body on every way out) or, failing that, the event loop's
             # finalizer for collected async generators.
-            yield b""
+            yield framing.start
             chunk = first
             while chunk is not None:
                 transcript.add(chunk.body)
@@ -162,24 +243,24 @@ class InferenceService:
                 if chunk.usage is None or chunk.body.get("choices") or wants_usage:
                     if chunk.usage is not None and not wants_usage:
                         body.pop("usage", None)
-                    yield sse_event(body)
+                    yield framing.chunk(body)
                 await passage.progress(len(transcript.parts))
                 chunk = await anext(chunks, None)
             await _aclose(chunks)
             status = "ok"
             await passage.finish(status="ok")  # metered durably before the client hears the stream is complete
-            yield SSE_DONE
+            yield framing.done()
         except TenantLMError as exc:
             status = "cut" if isinstance(exc, BudgetCut) else "error"
             transcript.error, transcript.status = exc.body()["error"], exc.status
             await _aclose(chunks)
             await passage.finish(status=status)
-            yield sse_event(exc.body())
+            yield framing.error(exc)
         finally:
             await _aclose(chunks)
             await passage.finish(status=status)
             self._count(ctx, model, usage)
-            self._capture(ctx, model, "chat.completions", request,
+            self._capture(ctx, model, endpoint, request,
                           transcript.summary(usage), transcript.status)
 
     # --- embeddings -------------------------------------------------------------------------------------------

@@ -314,3 +314,18 @@ chunks = sa.Table(
 
 TENANT_OWNED.update({"vector_stores": "tenant_id", "vector_store_files": "tenant_id",
                      "vector_store_file_batches": "tenant_id", "chunks": "tenant_id"})
+
+# A stored response: its own new input items and its output (both sealed JSON), and the response it continues. The
+# conversation is the chain of previous_response_id pointers (no FK: deleting a response leaves the later ones).
+responses = sa.Table(
+    "responses",
+    metadata,
+    sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("previous_response_id", sa.String(64), nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("sealed_input", sa.LargeBinary, nullable=False),
+    sa.Column("sealed_output", sa.LargeBinary, nullable=False),
+)
+
+TENANT_OWNED.update({"responses": "tenant_id"})
