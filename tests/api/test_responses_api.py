@@ -7,14 +7,17 @@ here is asked to rank lexically (the semantic side runs with the local models in
 
 from __future__ import annotations
 
+import io
 import time
 import uuid
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import openai
+import orjson
 import pytest
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
@@ -253,6 +256,30 @@ def test_another_tenants_ids_answer_like_missing_ones(dep: Deployment) -> None:
         assert foreign.status_code == absent.status_code == 404, foreign.text
         assert foreign.json() == _with_id(absent.json(), missing_store, dep.store_id)
     assert _sdk(dep).responses.retrieve(made.id).id == made.id  # untouched by the other tenant's delete
+
+
+def test_the_tenant_export_holds_its_stored_responses_and_vector_stores(dep: Deployment) -> None:
+    secret = f"export-{uuid.uuid4().hex[:12]}"
+    sdk = _sdk(dep)
+    first = sdk.responses.create(model="fake-chat", input=f"remember {secret}")
+    second = sdk.responses.create(model="fake-chat", input="and then", previous_response_id=first.id)
+    other = dep.live.new_tenant(f"resp-x-{uuid.uuid4().hex[:8]}")
+    _sdk(dep, other.member_key).responses.create(model="fake-chat", input=f"not in A's export {secret}")
+    with dep.live.admin() as c:
+        archive = c.post(f"/admin/v1/tenants/{dep.tenant.id}/export")
+        assert archive.status_code == 200, archive.text
+    zf = zipfile.ZipFile(io.BytesIO(archive.content))
+    records = {r["id"]: r for r in map(orjson.loads, zf.read("responses.jsonl").splitlines())}
+    assert {first.id, second.id} <= set(records)
+    assert records[first.id]["input"][0]["content"][0]["text"] == f"remember {secret}"
+    assert records[second.id]["previous_response_id"] == first.id
+    assert records[second.id]["response"]["output"][0]["content"][0]["text"] == second.output_text
+    assert b"not in A's export" not in archive.content
+    stores = {s["id"]: s for s in map(orjson.loads, zf.read("vector_stores.jsonl").splitlines())}
+    assert stores[dep.store_id]["name"] == "docs"
+    assert {f["id"] for f in stores[dep.store_id]["files"]} == set(dep.file_ids.values())
+    manifest = orjson.loads(zf.read("manifest.json"))
+    assert "responses.jsonl" in str(manifest) and "vector_stores.jsonl" in str(manifest)
 
 
 def test_input_items_page_and_order(dep: Deployment) -> None:

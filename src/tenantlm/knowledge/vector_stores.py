@@ -13,7 +13,7 @@ from __future__ import annotations
 import secrets
 import string
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -413,6 +413,15 @@ class VectorStoresService:
                                      before=before, limit=limit, order=order, batch_id=batch_id)
 
     # --- erasure and re-sealing ---------------------------------------------------------------------------------
+    export_name = "vector_stores"
+
+    async def export_items(self, *, tenant_id: str) -> AsyncIterator[dict[str, Any]]:
+        """Every vector store of the tenant as its API object with its attached files (objects and attributes);
+        the chunks are derived from the files, which the export holds."""
+        for row in await self.store.all_stores(tenant_id=tenant_id):
+            attached = await self.store.all_files(tenant_id=tenant_id, store_id=row.id)
+            yield {**await self._public(row), "files": [await self._file_public(f) for f in attached]}
+
     async def forget_tenant(self, *, tenant_id: str) -> None:
         await self.store.forget_tenant(tenant_id=tenant_id)
 

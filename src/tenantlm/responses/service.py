@@ -312,7 +312,17 @@ class ResponsesService:
         return {"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
                 "last_id": page[-1]["id"] if page else None, "has_more": len(items) > limit}
 
-    # --- erasure, key rotation --------------------------------------------------------------------------------
+    # --- export, erasure, key rotation ------------------------------------------------------------------------
+    export_name = "responses"
+
+    async def export_items(self, *, tenant_id: str) -> AsyncIterator[JSON]:
+        """Every stored response of the tenant, decrypted: the response object and its own input items."""
+        async for page in self.store.pages(tenant_id=tenant_id):
+            for row in page:
+                record = await self._open(row, OUTPUT_KIND)
+                yield {"id": row.id, "previous_response_id": row.previous_response_id,
+                       "input": await self._open(row, INPUT_KIND), "response": record["response"]}
+
     async def forget_tenant(self, *, tenant_id: str) -> None:
         await self.store.forget_tenant(tenant_id=tenant_id)
 
