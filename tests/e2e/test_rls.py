@@ -12,6 +12,7 @@ from services import PostgresDatabase
 from tenantlm.knowledge.file_store import FileRow, FileStore
 from tenantlm.knowledge.vector_store_store import FileRow as AttachedFile
 from tenantlm.knowledge.vector_store_store import NewChunk, StoreRow, VectorStoreStore
+from tenantlm.responses.store import ResponseRow, ResponseStore
 from tenantlm.storage.sql.engine import Database
 from tenantlm.storage.sql.migrate import UnsafeDatabaseRole, check_app_role, migrate
 from tenantlm.storage.sql.tables import TENANT_OWNED, api_keys, chunks, end_users
@@ -19,7 +20,8 @@ from tenantlm.tenancy import keys
 from tenantlm.tenancy.models import ApiKey, Role, Tenant, TenantStatus
 from tenantlm.tenancy.store import TenancyStore, _key
 
-SEEDED = ("tenants", "api_keys", "end_users", "files", "file_parts", "vector_stores", "vector_store_files", "chunks")
+SEEDED = ("tenants", "api_keys", "end_users", "files", "file_parts", "vector_stores", "vector_store_files", "chunks",
+          "responses")
 
 
 class UnfilteredStore(TenancyStore):
@@ -50,6 +52,9 @@ async def _seed(db: Database) -> None:
             await store.insert_key(tenant_id=tid, key=_key_for(tid, n))
         await store.upsert_end_users(tenant_id=tid, seen=[(f"user-of-{tid}", 1, 1.0, 1.0)])
         await _seed_knowledge(db, tid)
+        await ResponseStore(db).insert(tenant_id=tid, row=ResponseRow(
+            tenant_id=tid, id=f"resp_{tid}", previous_response_id=None, created_at=1.0, sealed_input=b"i",
+            sealed_output=b"o"))
 
 
 async def _seed_knowledge(db: Database, tid: str) -> None:
