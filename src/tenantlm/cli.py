@@ -2,7 +2,8 @@
 
 Management commands talk HTTP to a running server (``--url`` / ``TENANTLM_URL``, default http://127.0.0.1:8080) with a
 platform admin key or a tenant admin key (``--admin-key`` / ``TENANTLM_ADMIN_KEY``), so the CLI obeys exactly the rules
-the API enforces.
+the API enforces. ``tenantlm files`` and ``tenantlm vector-stores`` use a tenant API key instead (``--api-key`` /
+``TENANTLM_API_KEY``) on the tenant-facing API (``cli_knowledge``).
 Every read command takes ``--json``.
 """
 
@@ -12,20 +13,29 @@ import json
 import socket
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import quote
 
-import httpx
 import typer
 
 from tenantlm import __version__
+from tenantlm.cli_knowledge import files_app, stores_app
+from tenantlm.cli_support import (
+    DEFAULT_URL,
+    URL_HELP,
+    JsonOpt,
+    KeyOpt,
+    UrlOpt,
+    _call,
+    _download,
+    _fail,
+    _json_arg,
+    _show,
+)
 
 if TYPE_CHECKING:
     from tenantlm.settings import Settings
 
-DEFAULT_URL = "http://127.0.0.1:8080"
-URL_HELP = (f"Commands that manage a running server talk to it at {DEFAULT_URL} unless --url or the TENANTLM_URL "
-            "environment variable names another; they authenticate with --admin-key or TENANTLM_ADMIN_KEY.")
 app = typer.Typer(help=f"TenantLM: a self-hosted, multi-tenant AI platform server.\n\n{URL_HELP}",
                   no_args_is_help=True, add_completion=False)
 tenants_app = typer.Typer(help="Create, inspect, change and delete tenants.", no_args_is_help=True)
@@ -41,90 +51,8 @@ app.add_typer(encryption_app, name="encryption")
 platform_keys_app = typer.Typer(help="Issue, list and revoke platform keys (roles: admin, auditor, billing).",
                                 no_args_is_help=True)
 app.add_typer(platform_keys_app, name="platform-keys")
-
-UrlOpt = Annotated[str, typer.Option("--url", envvar="TENANTLM_URL",
-                                     help="Base URL of the server to manage (else TENANTLM_URL, else the default).")]
-KeyOpt = Annotated[str | None, typer.Option("--admin-key", envvar="TENANTLM_ADMIN_KEY", show_default=False,
-                                            help="Platform admin key (or a tenant admin key).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the raw JSON response.")]
-
-
-def _fail(message: str, code: int = 1) -> NoReturn:
-    typer.echo(f"tenantlm: error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def _call(method: str, url: str, key: str | None, path: str, body: dict[str, Any] | None = None) -> Any:
-    if not key:
-        _fail("no admin key: pass --admin-key or set TENANTLM_ADMIN_KEY")
-    try:
-        resp = httpx.request(method, url.rstrip("/") + path, json=body, timeout=30,
-                             headers={"authorization": f"Bearer {key}"})
-    except httpx.HTTPError as exc:
-        _fail(f"cannot reach {url}: {exc.__class__.__name__}")
-    try:
-        data = resp.json()
-    except ValueError:
-        _fail(f"HTTP {resp.status_code} with a non-JSON body")
-    if resp.status_code >= 400:
-        err = data.get("error", {}) if isinstance(data, dict) else {}
-        _fail(f"HTTP {resp.status_code}: {err.get('message', data)}", 2 if resp.status_code < 500 else 1)
-    return data
-
-
-def _download(url: str, key: str | None, method: str, path: str, out: Path) -> int:
-    """Stream a binary response to ``out`` (written to a temp file, renamed when complete); returns its size."""
-    if not key:
-        _fail("no admin key: pass --admin-key or set TENANTLM_ADMIN_KEY")
-    tmp = out.with_name(out.name + ".part")
-    try:
-        with httpx.stream(method, url.rstrip("/") + path, timeout=300,
-                          headers={"authorization": f"Bearer {key}"}) as resp:
-            if resp.status_code >= 400:
-                resp.read()
-                try:
-                    message = resp.json().get("error", {}).get("message", resp.text)
-                except ValueError:
-                    message = resp.text[:200]
-                _fail(f"HTTP {resp.status_code}: {message}", 2 if resp.status_code < 500 else 1)
-            size = 0
-            with tmp.open("wb") as fh:
-                for chunk in resp.iter_bytes():
-                    fh.write(chunk)
-                    size += len(chunk)
-    except httpx.HTTPError as exc:
-        tmp.unlink(missing_ok=True)
-        _fail(f"cannot reach {url}: {exc.__class__.__name__}")
-    tmp.replace(out)
-    return size
-
-
-def _show(data: Any, as_json: bool, columns: list[str] | None = None) -> None:
-    if as_json:
-        typer.echo(json.dumps(data, indent=2, sort_keys=True))
-        return
-    if isinstance(data, list):
-        rows = data
-    else:
-        rows = data["data"] if isinstance(data, dict) and data.get("object") == "list" else [data]
-    if not rows:
-        typer.echo("(none)")
-        return
-    cols = columns or list(rows[0])
-    widths = [max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols]
-    typer.echo("  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True)))
-    for r in rows:
-        typer.echo("  ".join(str(r.get(c, "")).ljust(w) for c, w in zip(cols, widths, strict=True)))
-
-
-def _json_arg(value: str | None, name: str) -> Any:
-    if value is None:
-        return None
-    try:
-        return json.loads(value)
-    except json.JSONDecodeError:
-        _fail(f"{name} must be JSON")
-
+app.add_typer(files_app, name="files")
+app.add_typer(stores_app, name="vector-stores")
 
 @app.command()
 def serve(
