@@ -73,6 +73,17 @@ async def _sweep_loop(svc: Services) -> None:
             log.warning("retention sweep failed; will retry", exc_info=True)
 
 
+async def _storage_loop(svc: Services) -> None:
+    """Sample every tenant's stored bytes into the storage ledger, at start and then every ``storage_sample_s``."""
+    while True:
+        try:
+            sampled = await svc.storage.sample_all()
+            log.debug("storage meter sampled %d tenants", sampled)
+        except Exception:
+            log.warning("storage sampling failed; will retry", exc_info=True)
+        await asyncio.sleep(svc.settings.storage_sample_s)
+
+
 async def _start_metering(svc: Services) -> None:
     """Replay the ledger's journal (events acknowledged before a crash), then seed today's and this month's usage
     into the limiter so budgets survive restarts, then start the flusher."""
@@ -150,6 +161,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         _announce_admin_key(token)
     svc.tasks.append(asyncio.create_task(_flush_loop(svc), name="tenantlm-flush"))
     svc.tasks.append(asyncio.create_task(_sweep_loop(svc), name="tenantlm-retention"))
+    svc.tasks.append(asyncio.create_task(_storage_loop(svc), name="tenantlm-storage-meter"))
     svc.tasks.append(asyncio.create_task(svc.ingestion.run(), name="tenantlm-ingestion"))
     svc.tasks.append(asyncio.create_task(svc.audit.background_loop(
         aggregator=svc.auth_failures, every_s=min(5.0, settings.audit_auth_failure_window_s)),

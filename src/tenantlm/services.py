@@ -31,6 +31,7 @@ from tenantlm.knowledge.vector_store_store import VectorStoreStore
 from tenantlm.knowledge.vector_stores import VectorStoresService
 from tenantlm.metering.alerts import AlertSettings, BudgetAlerts
 from tenantlm.metering.ledger import Ledger
+from tenantlm.metering.storage import StorageMeter, StorageUsageStore
 from tenantlm.observability.auth_metrics import AuthReads
 from tenantlm.observability.metrics import Metrics
 from tenantlm.providers.registry import ProviderRegistry
@@ -70,6 +71,7 @@ class Services:
     search: KnowledgeSearch
     ingestion: Ingestion
     responses: ResponsesService
+    storage: StorageMeter
     eraser: TenantEraser
     rewrapper: TenantRewrapper
     exporter: TenantExporter
@@ -169,15 +171,18 @@ def build_services(settings: Settings) -> Services:
                                  request_log=request_log, gate=gate)
     responses = ResponsesService(store=ResponseStore(db), sealer=keyring, inference=inference, catalog=catalog,
                                  search=search, vector_stores=vector_stores)
+    storage = StorageMeter(store=StorageUsageStore(db), sources=(files, vector_stores, responses),
+                           tenants=tenancy.store, price_per_gb_day=settings.storage_price_per_gb_day)
     return Services(
         admission=admission, schedulers=schedulers, replicas=replicas, ledger=ledger, alerts=alerts, redis=redis,
         settings=settings, db=db, metrics=metrics, auth=auth, end_users=end_users, catalog=catalog,
         providers=providers, tenancy=tenancy, keyring=keyring, audit=audit, auth_failures=auth_failures,
         request_log=request_log, limits=limits,
         inference=inference, responses=responses,
-        files=files, vector_stores=vector_stores, search=search, ingestion=ingestion,
+        files=files, vector_stores=vector_stores, search=search, ingestion=ingestion, storage=storage,
         eraser=TenantEraser(tenancy=tenancy, keyring=keyring,
-                            contents=[responses, search, vector_stores, files, request_log, end_users, ledger],
+                            contents=[responses, search, vector_stores, files, request_log, end_users, ledger,
+                                      storage],
                             audit=audit, auth=auth, data_dir=settings.data_dir, metrics=metrics),
         rewrapper=TenantRewrapper(contents=[request_log, files, vector_stores, responses], audit=audit),
         exporter=TenantExporter(tenancy=tenancy, request_log=request_log, audit=audit, audit_reader=audit,

@@ -172,6 +172,10 @@ class Settings(BaseSettings):
     audit_auth_failure_window_s: float = Field(default=60.0, gt=0)
     # How often expired request-log entries are deleted.
     retention_sweep_s: float = Field(default=60.0, gt=0)
+    # Storage metering: how often every tenant's stored bytes are sampled into the daily storage ledger (the bill's
+    # resolution), and the price of a GB-day (10^9 bytes kept for a day; 0: storage is reported, not charged).
+    storage_sample_s: float = Field(default=3600.0, gt=0)
+    storage_price_per_gb_day: float = Field(default=0.0, ge=0)
     # Plans created at first start when absent (name -> {"description", "limits"}); default: free, pro, enterprise.
     plans: dict[str, dict[str, Any]] | None = None
     # Shared state for several replicas (limits, scheduler share). Unset: in-process, exact for one process.

@@ -264,6 +264,12 @@ class FilesService:
                 await hook(tenant_id, file_id)
         return len(doomed)
 
+    storage_kind = "files"
+
+    async def stored_bytes(self, *, tenant_id: str) -> int:
+        """The bytes of the tenant's uploaded files (as uploaded; what ``storage_bytes`` limits)."""
+        return await self.store.used_bytes(tenant_id=tenant_id)
+
     async def forget_tenant(self, *, tenant_id: str) -> None:
         await self.store.forget_tenant(tenant_id=tenant_id)
 

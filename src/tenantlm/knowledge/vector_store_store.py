@@ -171,6 +171,13 @@ class VectorStoreStore:
             rows = (await conn.execute(q.group_by(c.status))).all()
         return {r[0]: int(r[1]) for r in rows}, sum(int(r[2]) for r in rows)
 
+    async def stored_bytes(self, *, tenant_id: str) -> int:
+        """The bytes all of the tenant's stores use (their files' ``usage_bytes``: sealed chunk texts and vectors)."""
+        c = vector_store_files.c
+        q = sa.select(sa.func.coalesce(sa.func.sum(c.usage_bytes), 0)).where(c.tenant_id == tenant_id)
+        async with self.db.tenant_tx(tenant_id=tenant_id) as conn:
+            return int((await conn.execute(q)).scalar_one())
+
     # --- attached files ---------------------------------------------------------------------------------------
     async def attach(self, *, tenant_id: str, row: FileRow) -> FileRow:
         """Attach a file (a new ingestion job), or return the attachment that exists already."""

@@ -413,7 +413,10 @@ class VectorStoresService:
                                      before=before, limit=limit, order=order, batch_id=batch_id)
 
     # --- erasure and re-sealing ---------------------------------------------------------------------------------
-    export_name = "vector_stores"
+    export_name = storage_kind = "vector_stores"
+
+    async def stored_bytes(self, *, tenant_id: str) -> int:
+        return await self.store.stored_bytes(tenant_id=tenant_id)
 
     async def export_items(self, *, tenant_id: str) -> AsyncIterator[dict[str, Any]]:
         """Every vector store of the tenant as its API object with its attached files (objects and attributes);

@@ -313,7 +313,10 @@ class ResponsesService:
                 "last_id": page[-1]["id"] if page else None, "has_more": len(items) > limit}
 
     # --- export, erasure, key rotation ------------------------------------------------------------------------
-    export_name = "responses"
+    export_name = storage_kind = "responses"
+
+    async def stored_bytes(self, *, tenant_id: str) -> int:
+        return await self.store.stored_bytes(tenant_id=tenant_id)
 
     async def export_items(self, *, tenant_id: str) -> AsyncIterator[JSON]:
         """Every stored response of the tenant, decrypted: the response object and its own input items."""

@@ -1,7 +1,8 @@
 """Admin API for usage (``/admin/v1``): totals grouped as asked, exports, and the month-end forecast.
 
-``GET /usage`` covers every tenant and is for platform admin keys only. ``GET /tenants/{id}/usage`` and
-``.../usage/forecast`` are for the platform or that tenant's admin keys (members and viewers 403, other tenants 404).
+``GET /usage`` covers every tenant and is for platform admin keys only. ``GET /tenants/{id}/usage``,
+``.../usage/storage`` (the storage ledger, ``metering/storage.py``) and ``.../usage/forecast`` are for the platform
+or that tenant's admin keys (members and viewers 403, other tenants 404).
 
 Query: ``start`` / ``end`` as unix seconds or ISO 8601 (a bare date as ``end`` includes that whole day; the range is
 [start, end)); defaults are the current UTC month up to the end of today. ``group_by`` is a comma list of day, model,
@@ -164,6 +165,19 @@ async def tenant_usage(tenant_id: str, request: Request, who: PrincipalDep, star
     access.on_tenant(who, tenant_id, USAGE_PERMISSION)
     q = parse_query(start=start, end=end, group_by=group_by, fmt=format, now=_ledger(request).clock())
     return await _answer(request, q, tenant_id=tenant_id, stripe_value=stripe_value)
+
+
+@router.get("/tenants/{tenant_id}/usage/storage")
+async def tenant_storage(tenant_id: str, request: Request, who: PrincipalDep, start: TimeQ = None,
+                         end: TimeQ = None) -> Any:
+    """The tenant's storage ledger: per UTC day the most bytes it kept of each kind (sampled; today sampled now),
+    the GB-days and their cost at the operator's price."""
+    access.on_tenant(who, tenant_id, USAGE_PERMISSION)
+    q = parse_query(start=start, end=end, group_by=None, fmt="json", now=_ledger(request).clock())
+    await request.app.state.services.tenancy.get_tenant(tenant_id=tenant_id)  # a deleted tenant is a 404
+    report: dict[str, Any] = await request.app.state.services.storage.report(tenant_id=tenant_id, start=q.start,
+                                                                              end=q.end)
+    return report
 
 
 @router.get("/tenants/{tenant_id}/usage/forecast")

@@ -329,3 +329,18 @@ responses = sa.Table(
 )
 
 TENANT_OWNED.update({"responses": "tenant_id"})
+
+# Storage metering (migration 0018): the most bytes a tenant kept of each kind of content on each UTC day, sampled
+# by the storage meter; a bill is the sum over days of the day's peak (byte-days). No foreign key, like the ledger:
+# a bill can outlive its tenant's content.
+storage_usage = sa.Table(
+    "storage_usage",
+    metadata,
+    sa.Column("tenant_id", sa.String(40), primary_key=True),
+    sa.Column("day", sa.String(10), primary_key=True),  # YYYY-MM-DD, UTC
+    sa.Column("kind", sa.String(32), primary_key=True),  # files, vector_stores, responses, ...
+    sa.Column("peak_bytes", sa.BigInteger, nullable=False),
+    sa.Column("sampled_at", sa.Float, nullable=False),
+)
+
+TENANT_OWNED.update({"storage_usage": "tenant_id"})
