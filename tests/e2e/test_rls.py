@@ -12,6 +12,7 @@ from services import PostgresDatabase
 from tenantlm.knowledge.file_store import FileRow, FileStore
 from tenantlm.knowledge.vector_store_store import FileRow as AttachedFile
 from tenantlm.knowledge.vector_store_store import NewChunk, StoreRow, VectorStoreStore
+from tenantlm.metering.storage import StorageUsageStore
 from tenantlm.responses.store import ResponseRow, ResponseStore
 from tenantlm.storage.sql.engine import Database
 from tenantlm.storage.sql.migrate import UnsafeDatabaseRole, check_app_role, migrate
@@ -21,7 +22,7 @@ from tenantlm.tenancy.models import ApiKey, Role, Tenant, TenantStatus
 from tenantlm.tenancy.store import TenancyStore, _key
 
 SEEDED = ("tenants", "api_keys", "end_users", "files", "file_parts", "vector_stores", "vector_store_files", "chunks",
-          "responses")
+          "responses", "storage_usage")
 
 
 class UnfilteredStore(TenancyStore):
@@ -55,6 +56,7 @@ async def _seed(db: Database) -> None:
         await ResponseStore(db).insert(tenant_id=tid, row=ResponseRow(
             tenant_id=tid, id=f"resp_{tid}", previous_response_id=None, created_at=1.0, sealed_input=b"i",
             sealed_output=b"o"))
+        await StorageUsageStore(db).record(tenant_id=tid, day="2026-12-04", sizes={"files": 1}, now=1.0)
 
 
 async def _seed_knowledge(db: Database, tid: str) -> None:
