@@ -147,9 +147,14 @@ class LongTermMemory:
                              permissions=frozenset())
 
     async def _embed(self, ctx: TenantContext, end_user: str, text: str) -> npt.NDArray[np.float32] | None:
+        """The text's unit vector, or None without an embedding model (none wired, or the knowledge embedding model
+        is not in the catalog or not allowed to the tenant): memory then works on keywords alone."""
         if self.embedder is None:
             return None
-        vectors = await self.embedder.embed(ctx=ctx, texts=[text], end_user=end_user)
+        try:
+            vectors = await self.embedder.embed(ctx=ctx, texts=[text], end_user=end_user)
+        except NotFound:
+            return None
         return np.asarray(vectors[0], dtype=np.float32)
 
     # --- remember ---------------------------------------------------------------------------------------------
