@@ -188,7 +188,7 @@ def build_services(settings: Settings) -> Services:
                                       ledger],
                             audit=audit, auth=auth, data_dir=settings.data_dir, metrics=metrics),
         end_user_eraser=EndUserEraser(tenancy=tenancy, audit=audit, after_erase=db.reclaim, contents={
-            "memories": memories, "responses": responses, "request_log": request_log, "end_user": end_users}),
+            "memories": memories, "responses": responses, "request_log": request_log, "record": end_users}),
         rewrapper=TenantRewrapper(contents=[request_log, files, vector_stores, responses, memories], audit=audit),
         exporter=TenantExporter(tenancy=tenancy, request_log=request_log, audit=audit, audit_reader=audit,
                                 files=files, flush=end_users.flush, memories=memories),

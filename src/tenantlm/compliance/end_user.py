@@ -2,9 +2,9 @@
 
 An end user's content lives in several capabilities; each one that holds some is an :class:`EndUserContent`
 (``erase_end_user`` deletes it and says how many records went, ``export_end_user`` returns it decrypted), registered
-here under a name: ``memories``, ``responses``, ``request_log``, ``end_user`` (the first/last-seen row), and whatever
-a later capability adds (conversations). Erasure runs them all, audits the start and the end with the counts, and
-leaves the tenant, its keys and its other end users untouched.
+here under a name: ``memories``, ``responses``, ``request_log``, ``record`` (the end user's first/last-seen row),
+and whatever a later capability adds (conversations). Erasure runs them all, audits the start and the end with the
+counts, and leaves the tenant, its keys and its other end users untouched.
 
 How erased bytes leave the disk (rewritten, not shredded with a key of the person's own): the rows are deleted; on
 SQLite the server then checkpoints the write-ahead log and the database runs with ``secure_delete`` (a deleted

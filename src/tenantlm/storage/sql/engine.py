@@ -30,7 +30,8 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=5000")
     cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA secure_delete=ON")  # a deleted record's bytes are overwritten, not left in free space
+    # a deleted record's bytes are overwritten, not left in free space (many builds default to it; not all do)
+    cur.execute("PRAGMA secure_delete=ON")
     cur.close()
 
 
