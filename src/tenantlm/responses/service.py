@@ -183,7 +183,7 @@ class ResponsesService:
         draft.memories = await self.memory.before_turn(ctx=ctx, end_user=draft.end_user, query=query)
 
     async def _remember(self, ctx: TenantContext, draft: Draft) -> None:
-        if self.memory is None:
+        if self.memory is None or not draft.request.store:  # store: false persists nothing, memories included
             return
         said = [m["content"] for m in chat_messages(draft.request.input) if m["role"] == "user" and m["content"]]
         await self.memory.after_turn(ctx=ctx, end_user=draft.end_user, texts=said, source=draft.id)

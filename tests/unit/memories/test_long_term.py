@@ -215,6 +215,14 @@ async def test_memory_is_opt_in(app: TenantLMApp) -> None:
     assert await svc.memories.list_memories(tenant_id=ctx.tenant_id, end_user="u1") == []
 
 
+async def test_store_false_remembers_nothing(app: TenantLMApp) -> None:
+    svc = services(app)
+    ctx = await member(app)
+    await svc.responses.create(ctx=ctx, body={"model": "chat", "input": "My name is Ephemera.", "store": False},
+                               end_user_header="u1")
+    assert await svc.memories.list_memories(tenant_id=ctx.tenant_id, end_user="u1") == []
+
+
 async def test_a_streamed_turn_remembers_too(app: TenantLMApp) -> None:
     svc = services(app)
     ctx = await member(app)
