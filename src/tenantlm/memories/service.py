@@ -261,6 +261,15 @@ class LongTermMemory:
         return created
 
     # --- erasure, export, key rotation ------------------------------------------------------------------------
+    async def forget_sources(self, *, tenant_id: str, sources: Sequence[str]) -> int:
+        """Delete the memories written by the given turns (response ids), e.g. when the session they belonged to
+        ends; returns how many went."""
+        counts = await self.store.delete_sources(tenant_id=tenant_id, sources=sources)
+        for end_user in counts:
+            self._changed(tenant_id, end_user)
+            self.dense.invalidate(tenant_id=tenant_id, store_id=end_user)
+        return sum(counts.values())
+
     async def erase_end_user(self, *, tenant_id: str, end_user: str) -> int:
         removed = await self.store.delete_end_user(tenant_id=tenant_id, end_user=end_user)
         self._changed(tenant_id, end_user)

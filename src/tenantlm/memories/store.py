@@ -70,6 +70,19 @@ class MemoryStore:
             res = await conn.execute(memories.delete().where(_of(tenant_id, end_user)))
         return int(res.rowcount or 0)
 
+    async def delete_sources(self, *, tenant_id: str, sources: Sequence[str]) -> dict[str, int]:
+        """Delete the memories written from any of ``sources`` (response ids); returns the count per end user."""
+        if not sources:
+            return {}
+        cond = sa.and_(memories.c.tenant_id == tenant_id, memories.c.source.in_(list(sources)))
+        async with self.db.tenant_tx(tenant_id=tenant_id) as conn:
+            users = [r.end_user for r in await conn.execute(sa.select(memories.c.end_user).where(cond))]
+            await conn.execute(memories.delete().where(cond))
+        counts: dict[str, int] = {}
+        for user in users:
+            counts[user] = counts.get(user, 0) + 1
+        return counts
+
     async def replace_sealed(self, *, tenant_id: str, end_user: str, memory_id: str, sealed_text: bytes,
                              sealed_vector: bytes | None) -> None:
         async with self.db.tenant_tx(tenant_id=tenant_id) as conn:

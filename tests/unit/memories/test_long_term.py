@@ -234,6 +234,20 @@ async def test_a_streamed_turn_remembers_too(app: TenantLMApp) -> None:
         == ["The user lives in Tromso."]
 
 
+async def test_the_memories_of_given_turns_can_be_forgotten(app: TenantLMApp) -> None:
+    """What a session wipe uses: the memories its turns wrote go, the others stay (and leave the indexes)."""
+    svc = services(app)
+    ctx = await member(app)
+    first = await turn(svc, ctx, "u1", "I live in Narvik.")
+    await turn(svc, ctx, "u1", "I like herring.")
+    await turn(svc, ctx, "u2", "I live in Narvik.")
+    assert len(await svc.memories.recall(tenant_id=ctx.tenant_id, end_user="u1", query="Narvik", k=5)) == 2
+    assert await svc.memories.forget_sources(tenant_id=ctx.tenant_id, sources=[first["id"], "resp_unknown"]) == 1
+    left = await svc.memories.recall(tenant_id=ctx.tenant_id, end_user="u1", query="Narvik", k=5)
+    assert [m.text for m in left] == ["The user likes herring."]
+    assert len(await svc.memories.list_memories(tenant_id=ctx.tenant_id, end_user="u2")) == 1
+
+
 # --- erasure, export, rotation ---------------------------------------------------------------------------------
 async def test_erasing_an_end_user_leaves_the_others(app: TenantLMApp) -> None:
     svc = services(app)
