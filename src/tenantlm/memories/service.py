@@ -15,7 +15,11 @@ tenant (through the gate: admitted, scheduled, metered; under the asking key in 
 
 Recall: the query's dense ranking (the person's vector index) and its BM25 ranking are fused by weighted reciprocal
 rank (``knowledge.fusion``, the weights file search uses by default), the best ``k`` opened and returned. A person
-without memories costs one cached lookup and no embedding call.
+without memories costs one small query and no embedding call.
+
+Replicas: each holds its own indexes; before using one it compares the person's row count and newest time with what
+the index was built from (one small query), so a memory added or deleted through another replica is seen at once.
+The answer's texts are always read from the database, so an index that is behind can never show a deleted memory.
 """
 
 from __future__ import annotations
@@ -73,6 +77,7 @@ class _People:
     """The keyword side of one person's memories, and each one's normalised text (for deduplication)."""
 
     bm25: BM25Index[int]
+    signature: tuple[int, float]  # of the rows it was built from (``MemoryStore.signature``)
     normalised: dict[str, str] = field(default_factory=dict)  # normalised text -> memory id
 
     def __len__(self) -> int:
@@ -119,15 +124,23 @@ class LongTermMemory:
         return ids, (np.vstack(rows) if rows else np.zeros((0, 0), dtype=np.float32))
 
     async def _load_people(self, tenant_id: str, end_user: str) -> _People:
-        people = _People(BM25Index())
-        for row in await self.store.of_end_user(tenant_id=tenant_id, end_user=end_user):
+        rows = await self.store.of_end_user(tenant_id=tenant_id, end_user=end_user)
+        people = _People(BM25Index(), (len(rows), max((r.created_at for r in rows), default=0.0)))
+        for row in rows:
             text = await self._open_text(row)
             people.bm25.add(index_key(row.id), text)
             people.normalised[normalise(text)] = row.id
         return people
 
     async def _people(self, tenant_id: str, end_user: str) -> _People:
-        return await self.lexical.get_or_load((tenant_id, end_user), lambda: self._load_people(tenant_id, end_user))
+        """The person's keyword index, rebuilt (with their vector index) when their rows changed since it was built,
+        on this replica or another one (one small query: ``MemoryStore.signature``)."""
+        key = (tenant_id, end_user)
+        held = self.lexical.get(key)
+        if held is not None and held.signature != await self.store.signature(tenant_id=tenant_id, end_user=end_user):
+            self._changed(tenant_id, end_user)
+            self.dense.invalidate(tenant_id=tenant_id, store_id=end_user)
+        return await self.lexical.get_or_load(key, lambda: self._load_people(tenant_id, end_user))
 
     def _changed(self, tenant_id: str, end_user: str) -> None:
         self.lexical.evict(lambda key, _p: key == (tenant_id, end_user))

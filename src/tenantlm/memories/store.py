@@ -53,6 +53,14 @@ class MemoryStore:
         async with self.db.tenant_tx(tenant_id=tenant_id) as conn:
             return [_row(r) for r in await conn.execute(q)]
 
+    async def signature(self, *, tenant_id: str, end_user: str) -> tuple[int, float]:
+        """(how many memories, the newest one's time): changes whenever any replica adds or deletes one."""
+        q = sa.select(sa.func.count(), sa.func.coalesce(sa.func.max(memories.c.created_at), 0.0)) \
+            .where(_of(tenant_id, end_user))
+        async with self.db.tenant_tx(tenant_id=tenant_id) as conn:
+            count, newest = (await conn.execute(q)).one()
+        return int(count), float(newest)
+
     async def some(self, *, tenant_id: str, end_user: str, ids: Sequence[str]) -> dict[str, MemoryRow]:
         if not ids:
             return {}

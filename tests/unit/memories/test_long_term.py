@@ -172,6 +172,28 @@ async def test_a_near_identical_fact_is_not_stored_twice(app: TenantLMApp) -> No
     assert not near.created and near.memory.id == first.memory.id
 
 
+async def test_a_change_made_by_another_replica_is_seen(app: TenantLMApp) -> None:
+    """Two LongTermMemory objects on one database stand for two replicas: each sees what the other added and
+    deleted, though both hold indexes of the person."""
+    svc = services(app)
+    ctx = await member(app)
+    other = LongTermMemory(store=MemoryStore(svc.db), sealer=svc.keyring, embedder=svc.search.embedder,
+                           tenant=lambda tid: svc.tenancy.get_tenant(tenant_id=tid))
+    here = await svc.memories.remember(tenant_id=ctx.tenant_id, end_user="u", text="The user likes plums.", source="s")
+    assert [m.id for m in await other.recall(tenant_id=ctx.tenant_id, end_user="u", query="plums", k=5)] \
+        == [here.memory.id]
+    there = await other.remember(tenant_id=ctx.tenant_id, end_user="u", text="The user likes pears.", source="s")
+    found = await svc.memories.recall(tenant_id=ctx.tenant_id, end_user="u", query="pears", k=5)
+    assert found[0].id == there.memory.id
+    again = await svc.memories.remember(tenant_id=ctx.tenant_id, end_user="u", text="The user likes pears!",
+                                        source="s")
+    assert not again.created  # deduplicated against the other replica's memory
+    await other.delete(tenant_id=ctx.tenant_id, end_user="u", memory_id=there.memory.id)
+    assert [m.id for m in await svc.memories.recall(tenant_id=ctx.tenant_id, end_user="u", query="pears", k=5)] \
+        == [here.memory.id]
+    await other.dense.aclose()
+
+
 async def test_delete_removes_a_memory_from_both_indexes(app: TenantLMApp) -> None:
     svc = services(app)
     ctx = await member(app)
