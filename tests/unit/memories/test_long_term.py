@@ -320,3 +320,27 @@ async def test_rotation_rewraps_memories_and_tenant_erasure_forgets_them(app: Te
     await svc.memories.forget_tenant(tenant_id=ctx.tenant_id)
     assert [m async for m in svc.memories.export_tenant(tenant_id=ctx.tenant_id)] == []
     assert not svc.memories.dense.held(tenant_id=ctx.tenant_id, store_id="u")
+
+
+@pytest.fixture
+async def minilm_app(tmp_path: Path) -> AsyncIterator[TenantLMApp]:
+    settings = Settings(
+        data_dir=tmp_path, warmup=False, access_log=False, knowledge_embedding_model="all-minilm-l6-v2",
+        providers=[ProviderConfig(name="fake", type="fake", tokens=4), ProviderConfig(name="local", type="local")],
+        models=[ModelConfig(name="chat", provider="fake"),
+                ModelConfig(name="all-minilm-l6-v2", provider="local", kind="embedding", dimensions=384)])
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.mark.local_models
+async def test_a_paraphrased_question_finds_its_fact_with_the_embedded_model(minilm_app: TenantLMApp) -> None:
+    """With the embedded MiniLM, the dense side finds a fact that shares no keyword with the question."""
+    svc = services(minilm_app)
+    ctx = await member(minilm_app)
+    for said in ("I work as a pharmacist.", "I live in Lisbon.", "I have a grey parrot.", "I'm tired today."):
+        await svc.memories.after_turn(ctx=ctx, end_user="u1", texts=[said], source="s")
+    found = await svc.memories.recall(tenant_id=ctx.tenant_id, end_user="u1", query="Which city is my home?", k=1)
+    assert [m.text for m in found] == ["The user lives in Lisbon."]
+    assert (await svc.memories._people(ctx.tenant_id, "u1")).bm25.search("Which city is my home?", 5) == []
