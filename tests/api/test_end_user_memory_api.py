@@ -159,6 +159,7 @@ def test_the_memories_admin_api(dep: Deployment) -> None:
         assert memory["object"] == "memory" and memory["id"].startswith("mem_") and memory["source"] == "admin"
         again = platform.post(base, json={"text": "the user keeps BEES"})
         assert again.status_code == 200 and again.json()["id"] == memory["id"]
+        assert [m["id"] for m in platform.get(base).json()["data"]] == [memory["id"]]
     with dep.live.admin(t.admin_key) as admin:
         assert admin.post(base, json={"text": "The user drives a tram."}).status_code == 201
         listed = admin.get(base).json()
@@ -178,6 +179,12 @@ def test_the_memories_admin_api(dep: Deployment) -> None:
                                                            "deleted": True}
         assert admin.delete(f"{base}/{memory['id']}").status_code == 404
         assert [m["text"] for m in admin.get(base).json()["data"]] == ["The user drives a tram."]
+        audit = admin.get(f"/admin/v1/tenants/{t.id}/audit", params={"limit": 100}).json()["data"]
+    actions = [(e["action"], e["actor"].split(":")[0]) for e in audit]
+    assert actions.count(("memory.added", "platform")) == 1 and actions.count(("memory.added", "tenant")) == 1
+    assert ("memories.read", "platform") in actions  # the operator reading a tenant's content is an event
+    assert ("memories.read", "tenant") not in actions  # the tenant reading its own is not
+    assert ("memory.deleted", "tenant") in actions
 
 
 @pytest.mark.parametrize("role", ["member", "viewer", "other_admin"])

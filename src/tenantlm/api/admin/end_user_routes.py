@@ -2,7 +2,8 @@
 
 Who may: a platform admin key, or the tenant's own admin key (``end_users:data``); member and viewer keys 403;
 another tenant's key 404 (as a missing tenant). The end user is whatever id the tenant's requests name
-(``X-TenantLM-User``, ``safety_identifier``, ``user``); one never seen simply has nothing.
+(``X-TenantLM-User``, ``safety_identifier``, ``user``); one never seen simply has nothing. Adding and deleting a
+memory are audited, and so is an operator (a platform key) reading an end user's memories: tenant content.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from fastapi import APIRouter, Depends, Request
 from tenantlm.api.admin.protocol import MemoryCreate, MemorySearch
 from tenantlm.api.deps import principal, services
 from tenantlm.api.responses import JSONResponse
+from tenantlm.observability.logging import request_id_var
 from tenantlm.tenancy import access
-from tenantlm.tenancy.models import Permission, Principal
+from tenantlm.tenancy.models import Permission, PlatformPrincipal, Principal
 
 if TYPE_CHECKING:
     from tenantlm.services import Services
@@ -32,10 +34,17 @@ async def _allowed(request: Request, who: Principal, tenant_id: str) -> Services
     return svc
 
 
+async def _audit(svc: Services, who: Principal, action: str, tenant_id: str, **details: Any) -> None:
+    await svc.audit.append(actor=access.actor(who), action=action, tenant_id=tenant_id,
+                           request_id=request_id_var.get(), details=details)
+
+
 @router.get("/memories")
 async def list_memories(tenant_id: str, end_user: str, request: Request, who: PrincipalDep) -> Any:
     svc = await _allowed(request, who, tenant_id)
     found = await svc.memories.list_memories(tenant_id=tenant_id, end_user=end_user)
+    if isinstance(who, PlatformPrincipal):
+        await _audit(svc, who, "memories.read", tenant_id, end_user=end_user, count=len(found))
     return {"object": "list", "data": [m.public() for m in found], "has_more": False}
 
 
@@ -46,6 +55,8 @@ async def add_memory(tenant_id: str, end_user: str, body: MemoryCreate, request:
     svc = await _allowed(request, who, tenant_id)
     done = await svc.memories.remember(tenant_id=tenant_id, end_user=end_user, text=body.text,
                                        source=body.source or "admin")
+    if done.created:
+        await _audit(svc, who, "memory.added", tenant_id, end_user=end_user, memory_id=done.memory.id)
     return JSONResponse(done.memory.public(), status_code=201 if done.created else 200)
 
 
@@ -54,6 +65,8 @@ async def search_memories(tenant_id: str, end_user: str, body: MemorySearch, req
                           who: PrincipalDep) -> Any:
     svc = await _allowed(request, who, tenant_id)
     found = await svc.memories.recall(tenant_id=tenant_id, end_user=end_user, query=body.query, k=body.k)
+    if isinstance(who, PlatformPrincipal):
+        await _audit(svc, who, "memories.read", tenant_id, end_user=end_user, count=len(found))
     return {"object": "list", "data": [m.public() for m in found], "has_more": False}
 
 
@@ -61,6 +74,7 @@ async def search_memories(tenant_id: str, end_user: str, body: MemorySearch, req
 async def delete_memory(tenant_id: str, end_user: str, memory_id: str, request: Request, who: PrincipalDep) -> Any:
     svc = await _allowed(request, who, tenant_id)
     await svc.memories.delete(tenant_id=tenant_id, end_user=end_user, memory_id=memory_id)
+    await _audit(svc, who, "memory.deleted", tenant_id, end_user=end_user, memory_id=memory_id)
     return {"id": memory_id, "object": "memory.deleted", "deleted": True}
 
 
