@@ -43,6 +43,11 @@ def index_key(memory_id: str) -> int:
     return int(memory_id.removeprefix("mem_"), 16)
 
 
+def memory_id_of(key: int) -> str:
+    """The memory id held under ``key`` (the inverse of :func:`index_key`)."""
+    return f"mem_{key:016x}"
+
+
 def check_memory_setting(value: Any) -> dict[str, Any]:
     """``settings.memory``: ``{"policy": "window"|"summary", "long_term": bool}``, both optional."""
     param = f"settings.{SETTING}"

@@ -41,7 +41,14 @@ from tenantlm.knowledge.fusion import CANDIDATE_DEPTH, HybridWeights, fuse
 from tenantlm.knowledge.index.cache import IndexCache
 from tenantlm.knowledge.lexical import BM25Index
 from tenantlm.memories.extract import extract_facts
-from tenantlm.memories.models import Memory, check_text, index_key, long_term_enabled, new_memory_id
+from tenantlm.memories.models import (
+    Memory,
+    check_text,
+    index_key,
+    long_term_enabled,
+    memory_id_of,
+    new_memory_id,
+)
 from tenantlm.memories.store import MemoryRow, MemoryStore
 from tenantlm.tenancy.models import Role, Tenant, TenantContext
 
@@ -170,6 +177,16 @@ class LongTermMemory:
             return None
         return np.asarray(vectors[0], dtype=np.float32)
 
+    async def _nearest(self, tenant_id: str, end_user: str, vector: npt.NDArray[np.float32], k: int
+                       ) -> list[tuple[int, float]]:
+        """The person's ``k`` nearest memories; none when the index holds vectors of another embedding model (the
+        operator changed it: the index is dropped, and rebuilt from the newest model's vectors on the next use)."""
+        try:
+            return await self.dense.search(tenant_id=tenant_id, store_id=end_user, query=vector, k=k)
+        except ValueError:
+            self.dense.invalidate(tenant_id=tenant_id, store_id=end_user)
+            return []
+
     # --- remember ---------------------------------------------------------------------------------------------
     async def remember(self, *, tenant_id: str, end_user: str, text: str, source: str | None,
                        ctx: TenantContext | None = None) -> Remembered:
@@ -187,7 +204,7 @@ class LongTermMemory:
         ctx = ctx or await self._context(tenant_id)
         vector = await self._embed(ctx, end_user, text)
         if vector is not None and len(people):
-            near = await self.dense.search(tenant_id=tenant_id, store_id=end_user, query=vector, k=1)
+            near = await self._nearest(tenant_id, end_user, vector, 1)
             if near and near[0][1] >= DUPLICATE_SIMILARITY:
                 twin = await self._by_key(tenant_id, end_user, near[0][0])
                 if twin is not None:
@@ -195,7 +212,7 @@ class LongTermMemory:
         return Remembered(await self._insert(tenant_id, end_user, text, source, vector), created=True)
 
     async def _by_key(self, tenant_id: str, end_user: str, key: int) -> Memory | None:
-        memory_id = f"mem_{key:016x}"
+        memory_id = memory_id_of(key)
         found = await self.store.some(tenant_id=tenant_id, end_user=end_user, ids=[memory_id])
         return await self._memory(found[memory_id]) if memory_id in found else None
 
@@ -212,8 +229,11 @@ class LongTermMemory:
         await self.store.insert(tenant_id=tenant_id, row=row)  # storage first, then the indexes
         self._changed(tenant_id, end_user)
         if vector is not None:
-            await self.dense.add(tenant_id=tenant_id, store_id=end_user, ids=[index_key(memory_id)],
-                                 vectors=vector[None, :])
+            try:
+                await self.dense.add(tenant_id=tenant_id, store_id=end_user, ids=[index_key(memory_id)],
+                                     vectors=vector[None, :])
+            except ValueError:  # another embedding model's index: rebuilt from storage on the next use
+                self.dense.invalidate(tenant_id=tenant_id, store_id=end_user)
         return Memory(id=memory_id, end_user=end_user, text=text, source=source, created_at=row.created_at)
 
     # --- recall -----------------------------------------------------------------------------------------------
@@ -227,11 +247,10 @@ class LongTermMemory:
         dense: list[int] = []
         vector = await self._embed(ctx or await self._context(tenant_id), end_user, query)
         if vector is not None:
-            hits = await self.dense.search(tenant_id=tenant_id, store_id=end_user, query=vector, k=CANDIDATE_DEPTH)
-            dense = [key for key, _ in hits]
+            dense = [key for key, _ in await self._nearest(tenant_id, end_user, vector, CANDIDATE_DEPTH)]
         weights = HybridWeights() if vector is not None else HybridWeights.lexical_only()
         fused = fuse(dense=[dense], lexical=[lexical], weights=weights)[:k]
-        ids = [f"mem_{r.id:016x}" for r in fused]
+        ids = [memory_id_of(r.id) for r in fused]
         rows = await self.store.some(tenant_id=tenant_id, end_user=end_user, ids=ids)
         return [await self._memory(rows[i], r.score) for i, r in zip(ids, fused, strict=True) if i in rows]
 

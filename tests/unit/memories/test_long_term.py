@@ -17,7 +17,7 @@ from tenantlm.app import TenantLMApp, create_app
 from tenantlm.errors import InvalidRequest, NotFound
 from tenantlm.inference.service import Reply
 from tenantlm.memories.extract import extract_facts
-from tenantlm.memories.models import check_memory_setting
+from tenantlm.memories.models import check_memory_setting, memory_id_of
 from tenantlm.memories.service import LongTermMemory
 from tenantlm.memories.store import MemoryStore
 from tenantlm.services import Services
@@ -128,10 +128,10 @@ async def test_recall_sees_one_person_on_the_dense_and_the_keyword_path(app: Ten
         assert len(people_index) == 3
         hits = await mem.dense.search(tenant_id=tenant_id, store_id=user,
                                       query=np.ones(8, dtype=np.float32), k=50)
-        assert {f"mem_{key:016x}" for key, _ in hits} == planted[(tenant_id, user)]
+        assert {memory_id_of(key) for key, _ in hits} == planted[(tenant_id, user)]
     # the keyword path alone: another person's code word matches nothing here
     only_mine = (await mem._people(a.tenant_id, "u1")).bm25.search(f"{b.tenant_id}-u1-kiwi", 10)
-    assert all(f"mem_{key:016x}" in planted[(a.tenant_id, "u1")] for key, _ in only_mine)
+    assert all(memory_id_of(key) in planted[(a.tenant_id, "u1")] for key, _ in only_mine)
     assert await mem.recall(tenant_id=a.tenant_id, end_user="nobody", query="sailing", k=5) == []
 
 
