@@ -24,6 +24,7 @@ The answer's texts are always read from the database, so an index that is behind
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -59,6 +60,7 @@ DUPLICATE_SIMILARITY = 0.95
 LEXICAL_PEOPLE = 1024
 RECALL_K = 5
 MAX_PER_END_USER = 10_000
+LOCK_STRIPES = 64
 
 
 class Sealer(Protocol):
@@ -111,6 +113,9 @@ class LongTermMemory:
         self.clock = clock
         self.dense = IndexCache(load=self._load_vectors, budget_bytes=index_budget_bytes)
         self.lexical: TtlCache[tuple[str, str], _People] = TtlCache(ttl_s=float("inf"), max_entries=LEXICAL_PEOPLE)
+        # striped locks: one person's remembers run one at a time (two turns saying the same thing store it once),
+        # in a fixed number of locks whatever the number of people
+        self._stripes = [asyncio.Lock() for _ in range(LOCK_STRIPES)]
 
     # --- the indexes ------------------------------------------------------------------------------------------
     async def _load_vectors(self, *, tenant_id: str, store_id: str) -> tuple[list[int], npt.NDArray[np.float32]]:
@@ -192,6 +197,11 @@ class LongTermMemory:
                        ctx: TenantContext | None = None) -> Remembered:
         """Store one fact about ``end_user`` (or find the one already stored that says the same)."""
         text = check_text(text)
+        async with self._stripes[hash((tenant_id, end_user)) % LOCK_STRIPES]:
+            return await self._remember(tenant_id, end_user, text, source, ctx)
+
+    async def _remember(self, tenant_id: str, end_user: str, text: str, source: str | None,
+                        ctx: TenantContext | None) -> Remembered:
         people = await self._people(tenant_id, end_user)
         same = people.normalised.get(normalise(text))
         if same is not None:

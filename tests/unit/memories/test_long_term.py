@@ -4,6 +4,7 @@ Responses hook (opt-in, injected into what the model is sent), end-user erasure 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -145,6 +146,15 @@ async def test_duplicates_are_found_by_text_and_by_embedding(app: TenantLMApp) -
     other = await mem.remember(tenant_id=ctx.tenant_id, end_user="v", text="The user lives in Oslo.", source="s")
     assert other.created  # another person's identical fact is theirs
     assert len(await mem.list_memories(tenant_id=ctx.tenant_id, end_user="u")) == 1
+
+
+async def test_the_same_fact_said_twice_at_once_is_stored_once(app: TenantLMApp) -> None:
+    svc = services(app)
+    ctx = await member(app)
+    done = await asyncio.gather(*(svc.memories.remember(tenant_id=ctx.tenant_id, end_user="u",
+                                                        text="The user rows a boat.", source=f"s{i}")
+                                  for i in range(4)))
+    assert sum(d.created for d in done) == 1 and len({d.memory.id for d in done}) == 1
 
 
 class NearEmbedder:
