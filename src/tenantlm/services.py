@@ -14,6 +14,7 @@ from tenantlm.admission.memory import MemoryLimitStore
 from tenantlm.admission.port import LimitStore
 from tenantlm.admission.service import AdmissionService
 from tenantlm.audit import AuditLog, AuditSigner, AuthFailureAggregator
+from tenantlm.compliance.end_user import EndUserEraser
 from tenantlm.compliance.erasure import TenantEraser
 from tenantlm.compliance.export import TenantExporter
 from tenantlm.compliance.rewrap import TenantRewrapper
@@ -29,6 +30,8 @@ from tenantlm.knowledge.parsing import IsolatedParser
 from tenantlm.knowledge.search import KnowledgeSearch
 from tenantlm.knowledge.vector_store_store import VectorStoreStore
 from tenantlm.knowledge.vector_stores import VectorStoresService
+from tenantlm.memories.service import LongTermMemory
+from tenantlm.memories.store import MemoryStore
 from tenantlm.metering.alerts import AlertSettings, BudgetAlerts
 from tenantlm.metering.ledger import Ledger
 from tenantlm.metering.storage import StorageMeter, StorageUsageStore
@@ -72,7 +75,9 @@ class Services:
     ingestion: Ingestion
     responses: ResponsesService
     storage: StorageMeter
+    memories: LongTermMemory
     eraser: TenantEraser
+    end_user_eraser: EndUserEraser
     rewrapper: TenantRewrapper
     exporter: TenantExporter
     limits: LimitsService
@@ -169,8 +174,10 @@ def build_services(settings: Settings) -> Services:
                                                        tenancy=tenancy)
     inference = InferenceService(catalog=catalog, providers=providers, metrics=metrics, end_users=end_users,
                                  request_log=request_log, gate=gate)
+    memories = LongTermMemory(store=MemoryStore(db), sealer=keyring, embedder=search.embedder,
+                              tenant=lambda tenant_id: tenancy.get_tenant(tenant_id=tenant_id))
     responses = ResponsesService(store=ResponseStore(db), sealer=keyring, inference=inference, catalog=catalog,
-                                 search=search, vector_stores=vector_stores)
+                                 search=search, vector_stores=vector_stores, memory=memories)
     storage = StorageMeter(store=StorageUsageStore(db), sources=(files, vector_stores, responses),
                            tenants=tenancy.store, price_per_gb_day=settings.storage_price_per_gb_day)
     return Services(
@@ -178,15 +185,18 @@ def build_services(settings: Settings) -> Services:
         settings=settings, db=db, metrics=metrics, auth=auth, end_users=end_users, catalog=catalog,
         providers=providers, tenancy=tenancy, keyring=keyring, audit=audit, auth_failures=auth_failures,
         request_log=request_log, limits=limits,
-        inference=inference, responses=responses,
+        inference=inference, responses=responses, memories=memories,
         files=files, vector_stores=vector_stores, search=search, ingestion=ingestion, storage=storage,
         eraser=TenantEraser(tenancy=tenancy, keyring=keyring,
-                            contents=[responses, search, vector_stores, files, request_log, end_users, ledger,
-                                      storage],
+                            contents=[responses, memories, search, vector_stores, files, request_log, end_users,
+                                      ledger, storage],
                             audit=audit, auth=auth, data_dir=settings.data_dir, metrics=metrics),
-        rewrapper=TenantRewrapper(contents=[request_log, files, vector_stores, responses], audit=audit),
+        end_user_eraser=EndUserEraser(tenancy=tenancy, audit=audit, after_erase=db.reclaim, contents={
+            "memories": memories, "responses": responses, "request_log": request_log, "record": end_users}),
+        rewrapper=TenantRewrapper(contents=[request_log, files, vector_stores, responses, memories], audit=audit),
         exporter=TenantExporter(tenancy=tenancy, request_log=request_log, audit=audit, audit_reader=audit,
-                                files=files, sections=(vector_stores, responses), flush=end_users.flush),
+                                files=files, sections=(vector_stores, responses), flush=end_users.flush,
+                                memories=memories),
     )
 
 

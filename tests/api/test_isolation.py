@@ -35,6 +35,12 @@ def _attempts(a_id: str, b_id: str, a_key: str) -> list[tuple[str, str, dict[str
         ("GET", f"/admin/v1/tenants/{a_id}/keys/{a_key}", None),
         ("DELETE", f"/admin/v1/tenants/{a_id}/keys/{a_key}", None),
         ("GET", f"/admin/v1/tenants/{a_id}/end_users", None),
+        ("GET", f"/admin/v1/tenants/{a_id}/end_users/a-private-user/memories", None),
+        ("POST", f"/admin/v1/tenants/{a_id}/end_users/a-private-user/memories", {"text": "pwned"}),
+        ("POST", f"/admin/v1/tenants/{a_id}/end_users/a-private-user/memories/search", {"query": "x"}),
+        ("DELETE", f"/admin/v1/tenants/{a_id}/end_users/a-private-user/memories/mem_0000000000000000", None),
+        ("POST", f"/admin/v1/tenants/{a_id}/end_users/a-private-user/export", None),
+        ("DELETE", f"/admin/v1/tenants/{a_id}/end_users/a-private-user", None),
         # A's key id smuggled under B's own tenant path
         ("GET", f"/admin/v1/tenants/{b_id}/keys/{a_key}", None),
         ("DELETE", f"/admin/v1/tenants/{b_id}/keys/{a_key}", None),
@@ -70,6 +76,8 @@ def test_a_is_untouched_after_the_attempts(server: Live, pair: tuple[Tenant, Ten
         names = [k["name"] for k in c.get(f"/admin/v1/tenants/{a.id}/keys").json()["data"]]
         assert "backdoor" not in names
         assert c.get(f"/admin/v1/tenants/{a.id}/keys/{a_key_id}").json()["revoked_at"] is None
+        assert c.get(f"/admin/v1/tenants/{a.id}/end_users/a-private-user/memories").json()["data"] == []
+        assert "a-private-user" in c.get(f"/admin/v1/tenants/{a.id}/end_users").text  # not erased by B
     assert server.sdk(a.member_key).models.list().data
 
 

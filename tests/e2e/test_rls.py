@@ -12,17 +12,18 @@ from services import PostgresDatabase
 from tenantlm.knowledge.file_store import FileRow, FileStore
 from tenantlm.knowledge.vector_store_store import FileRow as AttachedFile
 from tenantlm.knowledge.vector_store_store import NewChunk, StoreRow, VectorStoreStore
+from tenantlm.memories.store import MemoryRow, MemoryStore
 from tenantlm.metering.storage import StorageUsageStore
 from tenantlm.responses.store import ResponseRow, ResponseStore
 from tenantlm.storage.sql.engine import Database
 from tenantlm.storage.sql.migrate import UnsafeDatabaseRole, check_app_role, migrate
-from tenantlm.storage.sql.tables import TENANT_OWNED, api_keys, chunks, end_users
+from tenantlm.storage.sql.tables import TENANT_OWNED, api_keys, chunks, end_users, memories
 from tenantlm.tenancy import keys
 from tenantlm.tenancy.models import ApiKey, Role, Tenant, TenantStatus
 from tenantlm.tenancy.store import TenancyStore, _key
 
 SEEDED = ("tenants", "api_keys", "end_users", "files", "file_parts", "vector_stores", "vector_store_files", "chunks",
-          "responses", "storage_usage")
+          "responses", "storage_usage", "memories")
 
 
 class UnfilteredStore(TenancyStore):
@@ -57,6 +58,16 @@ async def _seed(db: Database) -> None:
             tenant_id=tid, id=f"resp_{tid}", previous_response_id=None, created_at=1.0, sealed_input=b"i",
             sealed_output=b"o"))
         await StorageUsageStore(db).record(tenant_id=tid, day="2026-12-04", sizes={"files": 1}, now=1.0)
+        await _seed_memories(db, tid)
+
+
+async def _seed_memories(db: Database, tid: str) -> None:
+    """Two end users' memories per tenant, with the same end user ids in both tenants."""
+    store = MemoryStore(db)
+    for user in ("u1", "u2"):
+        await store.insert(tenant_id=tid, row=MemoryRow(tenant_id=tid, end_user=user, id=f"mem_{tid}_{user}",
+                                                        created_at=1.0, source=None, sealed_text=b"t",
+                                                        sealed_vector=b"v"))
 
 
 async def _seed_knowledge(db: Database, tid: str) -> None:
@@ -161,6 +172,22 @@ async def test_server_refuses_owner_and_superuser_roles(pg_database: PostgresDat
 async def test_without_migrate_url_an_unmigrated_database_is_refused(pg_database: PostgresDatabase) -> None:
     with pytest.raises(UnsafeDatabaseRole, match="MIGRATE_URL"):
         await migrate(url=pg_database.app_url, migrate_url=None)
+
+
+async def test_an_unfiltered_memory_query_sees_only_its_own_tenant(app_db: Database) -> None:
+    """A memory read that forgot both its tenant and its end-user filter still sees one tenant (the end user is the
+    store's own predicate: ``MemoryStore`` puts it in every query), and a foreign memory cannot be written."""
+    for tid in ("ten_a", "ten_b"):
+        async with app_db.tenant_tx(tenant_id=tid) as conn:
+            rows = (await conn.execute(sa.select(memories.c.tenant_id, memories.c.end_user))).all()
+        assert sorted(rows) == [(tid, "u1"), (tid, "u2")]
+        mine = await MemoryStore(app_db).of_end_user(tenant_id=tid, end_user="u1")
+        assert [(r.tenant_id, r.end_user) for r in mine] == [(tid, "u1")]
+    with pytest.raises(sa.exc.DBAPIError):
+        async with app_db.tenant_tx(tenant_id="ten_a") as conn:
+            await conn.execute(memories.insert().values(tenant_id="ten_b", end_user="u1", id="mem_x", created_at=1.0,
+                                                        sealed_text=b"t"))
+    await app_db.dispose()
 
 
 async def test_an_unfiltered_chunk_query_sees_only_its_own_tenant(app_db: Database) -> None:

@@ -11,7 +11,8 @@ from tenantlm.app import create_app
 from tenantlm.settings import Settings
 from tenantlm.tenancy.limits import SUB_FIELDS, TENANT_FIELDS
 
-BODILESS = {("post", "/admin/v1/tenants/{tenant_id}/export")}  # an action with nothing to send
+BODILESS = {("post", "/admin/v1/tenants/{tenant_id}/export"),  # actions with nothing to send
+            ("post", "/admin/v1/tenants/{tenant_id}/end_users/{end_user}/export")}
 
 
 def _openapi(tmp_path: Path) -> dict[str, Any]:

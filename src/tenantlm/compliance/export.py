@@ -2,10 +2,11 @@
 
 The archive holds ``tenant.json``, ``keys.json`` (metadata only: secrets are never stored, hashes are left out),
 ``end_users.json``, ``request_log.jsonl`` (decrypted), ``audit.jsonl`` (the tenant's own entries), ``files.json``
-(the uploaded files' objects) with each file's content, decrypted, under ``files/<file id>``, one JSON-lines file
-per further section of content (``vector_stores.jsonl``: each store with its attached files and their attributes;
-``responses.jsonl``: each stored response with its own input items, decrypted), and ``manifest.json`` (format
-version, tenant id, creation time, and per file its entry count and SHA-256).
+(the uploaded files' objects) with each file's content, decrypted, under ``files/<file id>``, ``memories.jsonl``
+(every end user's long-term memories, decrypted, each naming its end user), one JSON-lines file per further section
+of content (``vector_stores.jsonl``: each store with its attached files and their attributes; ``responses.jsonl``:
+each stored response with its own input items, decrypted), and ``manifest.json`` (format version, tenant id,
+creation time, and per file its entry count and SHA-256).
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ class AuditReader(Protocol):
     def export_jsonl(self, *, tenant_id: str | None) -> AsyncIterator[bytes]: ...
 
 
+class TenantMemories(Protocol):
+    def export_tenant(self, *, tenant_id: str) -> AsyncIterator[dict[str, Any]]: ...
+
+
 class StoredFiles(Protocol):
     def export(self, *, tenant_id: str) -> AsyncIterator[tuple[Any, bytes]]: ...
 
@@ -46,13 +51,15 @@ class TenantExporter:
     def __init__(self, *, tenancy: TenancyService, request_log: RequestLogService, audit: AuditSink,
                  audit_reader: AuditReader, files: StoredFiles | None = None,
                  sections: tuple[ExportSection, ...] = (),
-                 flush: Callable[[], Awaitable[None]] | None = None) -> None:
+                 flush: Callable[[], Awaitable[None]] | None = None,
+                 memories: TenantMemories | None = None) -> None:
         self.tenancy = tenancy
         self.files = files
         self.sections = sections
         self.request_log = request_log
         self.audit = audit
         self.audit_reader = audit_reader
+        self.memories = memories
         self.flush = flush  # writes what is still buffered in memory (end users), so the archive is complete
 
     async def export(self, *, tenant_id: str, actor: str) -> bytes:
@@ -67,6 +74,8 @@ class TenantExporter:
         files["end_users.json"] = (orjson.dumps(users, option=orjson.OPT_INDENT_2), len(users))
         files["request_log.jsonl"] = await _jsonl(self.request_log.export(tenant_id=tenant_id))
         files["audit.jsonl"] = await _lines(self.audit_reader.export_jsonl(tenant_id=tenant_id))
+        if self.memories is not None:
+            files["memories.jsonl"] = await _jsonl(self.memories.export_tenant(tenant_id=tenant_id))
         if self.files is not None:
             listed = []
             async for stored, content in self.files.export(tenant_id=tenant_id):

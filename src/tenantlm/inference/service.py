@@ -126,10 +126,10 @@ class InferenceService:
         self.gate = gate
 
     def _capture(self, ctx: TenantContext, model: ResolvedModel, endpoint: str, request: JSON,
-                 response: JSON | None, status: int = 200) -> None:
+                 response: JSON | None, status: int = 200, *, end_user: str | None) -> None:
         self.request_log.capture(tenant=ctx.tenant, key_id=ctx.key_id, request_id=request_id_var.get(),
                                  model=model.name, endpoint=endpoint, status=status, request=request,
-                                 response=response)
+                                 response=response, end_user=end_user)
 
     def _note_end_user(self, ctx: TenantContext, body: JSON, header: str | None) -> str | None:
         user = pick_end_user(header=header, body_user=body.get("user"), body_safety_id=body.get("safety_identifier"))
@@ -182,7 +182,7 @@ class InferenceService:
             raise
         await passage.finish(status="ok", respond=None if respond is None else functools.partial(respond, reply))
         self._count(ctx, model, result.usage)
-        self._capture(ctx, model, endpoint, body, out)
+        self._capture(ctx, model, endpoint, body, out, end_user=passage.end_user)
         return reply
 
     async def stream_chat(self, *, ctx: TenantContext, body: JSON, end_user_header: str | None) -> ChatStream:
@@ -261,7 +261,7 @@ class InferenceService:
             await passage.finish(status=status)
             self._count(ctx, model, usage)
             self._capture(ctx, model, endpoint, request,
-                          transcript.summary(usage), transcript.status)
+                          transcript.summary(usage), transcript.status, end_user=passage.end_user)
 
     # --- embeddings -------------------------------------------------------------------------------------------
     async def embed(self, *, ctx: TenantContext, body: JSON, end_user_header: str | None) -> Reply:
@@ -284,7 +284,7 @@ class InferenceService:
                                                   prompt_estimate=passage.prompt_estimate)
         self._count(ctx, model, result.usage)
         self._capture(ctx, model, "embeddings", body,
-                      {"vectors": len(result.vectors), "usage": result.usage.as_dict()})
+                      {"vectors": len(result.vectors), "usage": result.usage.as_dict()}, end_user=user)
         as_b64 = body.get("encoding_format") == "base64"
         data = [{"object": "embedding", "index": i, "embedding": _encode(v, as_b64)}
                 for i, v in enumerate(result.vectors)]

@@ -7,6 +7,7 @@ process dies are lost: this is a debugging and compliance aid, not the billing l
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import logging
 import time
@@ -65,7 +66,8 @@ class RequestLogService:
         self._pending: list[_Pending] = []
 
     def capture(self, *, tenant: Tenant, key_id: str | None, request_id: str | None, model: str, endpoint: str,
-                status: int, request: dict[str, Any], response: dict[str, Any] | None) -> None:
+                status: int, request: dict[str, Any], response: dict[str, Any] | None,
+                end_user: str | None = None) -> None:
         days = retention_days(tenant)
         if days <= 0:
             return
@@ -74,7 +76,7 @@ class RequestLogService:
             return
         now = self.clock()
         row = LogRow(tenant_id=tenant.id, id="rl_" + uuid.uuid4().hex, created_at=now, expires_at=now + days * 86400.0,
-                     key_id=key_id, model=model, endpoint=endpoint, status=status, sealed=b"")
+                     key_id=key_id, model=model, endpoint=endpoint, status=status, sealed=b"", end_user=end_user)
         self._pending.append(_Pending(row, {"request_id": request_id, "request": request, "response": response}))
 
     async def flush(self) -> None:
@@ -138,6 +140,17 @@ class RequestLogService:
     async def retention_changed(self, *, tenant_id: str, days: int) -> None:
         self._pending = [p for p in self._pending if p.row.tenant_id != tenant_id or days > 0]
         await self.store.clamp_retention(tenant_id=tenant_id, days=days)
+
+    async def erase_end_user(self, *, tenant_id: str, end_user: str) -> int:
+        """Delete every entry of one end user of the tenant (buffered ones included)."""
+        self._pending = [p for p in self._pending
+                         if p.row.tenant_id != tenant_id or p.row.end_user != end_user]
+        return await self.store.delete_end_user(tenant_id=tenant_id, end_user=end_user)
+
+    async def export_end_user(self, *, tenant_id: str, end_user: str) -> builtins.list[dict[str, Any]]:
+        await self.flush()
+        rows = await self.store.end_user_entries(tenant_id=tenant_id, end_user=end_user)
+        return [{**row.meta(), **await self._open(row)} for row in rows]
 
     async def forget_tenant(self, *, tenant_id: str) -> None:
         self._pending = [p for p in self._pending if p.row.tenant_id != tenant_id]

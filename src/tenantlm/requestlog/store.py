@@ -24,6 +24,7 @@ class LogRow:
     endpoint: str
     status: int
     sealed: bytes
+    end_user: str | None = None
 
     def meta(self) -> dict[str, Any]:
         return {"id": self.id, "object": "request_log.entry", "created_at": round(self.created_at, 3),
@@ -33,7 +34,8 @@ class LogRow:
 
 def _row(r: Any) -> LogRow:
     return LogRow(tenant_id=r.tenant_id, id=r.id, created_at=r.created_at, expires_at=r.expires_at, key_id=r.key_id,
-                  model=r.model, endpoint=r.endpoint, status=r.status, sealed=bytes(r.sealed))
+                  model=r.model, endpoint=r.endpoint, status=r.status, sealed=bytes(r.sealed),
+                  end_user=r.end_user)
 
 
 class RequestLogStore:
@@ -43,7 +45,7 @@ class RequestLogStore:
     async def insert(self, *, tenant_id: str, rows: list[LogRow]) -> None:
         values = [{"tenant_id": tenant_id, "id": r.id, "created_at": r.created_at, "expires_at": r.expires_at,
                    "key_id": r.key_id, "model": r.model, "endpoint": r.endpoint, "status": r.status,
-                   "sealed": r.sealed} for r in rows if r.tenant_id == tenant_id]
+                   "sealed": r.sealed, "end_user": r.end_user} for r in rows if r.tenant_id == tenant_id]
         if values:
             async with self.db.tenant_tx(tenant_id=tenant_id) as conn:
                 await conn.execute(request_log.insert(), values)
@@ -83,6 +85,17 @@ class RequestLogStore:
                 limit = request_log.c.created_at + days * 86400.0
                 res = await conn.execute(request_log.update().where(
                     request_log.c.tenant_id == tenant_id, request_log.c.expires_at > limit).values(expires_at=limit))
+        return int(res.rowcount or 0)
+
+    async def end_user_entries(self, *, tenant_id: str, end_user: str) -> builtins.list[LogRow]:
+        q = sa.select(request_log).where(request_log.c.tenant_id == tenant_id, request_log.c.end_user == end_user)
+        async with self.db.tenant_tx(tenant_id=tenant_id) as conn:
+            return [_row(r) for r in await conn.execute(q.order_by(request_log.c.created_at))]
+
+    async def delete_end_user(self, *, tenant_id: str, end_user: str) -> int:
+        cond = sa.and_(request_log.c.tenant_id == tenant_id, request_log.c.end_user == end_user)
+        async with self.db.tenant_tx(tenant_id=tenant_id) as conn:
+            res = await conn.execute(request_log.delete().where(cond))
         return int(res.rowcount or 0)
 
     async def delete_tenant(self, *, tenant_id: str) -> None:

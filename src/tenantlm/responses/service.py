@@ -60,6 +60,18 @@ class Sealer(Protocol):
                             ciphertext: bytes) -> bytes | None: ...
 
 
+class TurnMemory(Protocol):
+    """Long-term memory of the end user a turn names (``memories.LongTermMemory``): what to tell the model before the
+    turn, what to remember after it. Both do nothing unless the tenant turned long-term memory on."""
+
+    async def before_turn(self, *, ctx: TenantContext, end_user: str | None, query: str | None) -> list[str]: ...
+    async def after_turn(self, *, ctx: TenantContext, end_user: str | None, texts: list[str],
+                         source: str) -> int: ...
+
+
+MEMORY_HEADER = "What you know about the user from earlier conversations:"
+
+
 @dataclass(slots=True)
 class EventStream:
     """A response's SSE events, the model's first chunk already produced (setup errors are HTTP errors)."""
@@ -78,8 +90,18 @@ class Draft:
     message_id: str
     search_id: str | None
     query: str | None
+    end_user: str | None = None
     results: list[JSON] = field(default_factory=list)
     sources: list[Source] = field(default_factory=list)
+    memories: list[str] = field(default_factory=list)  # the end user's long-term memories given to the model
+
+    @property
+    def instructions(self) -> str | None:
+        """The request's instructions, then the end user's memories (the response echoes the request's alone)."""
+        if not self.memories:
+            return self.request.instructions
+        notes = MEMORY_HEADER + "\n" + "\n".join(f"- {m}" for m in self.memories)
+        return "\n\n".join(p for p in (self.request.instructions, notes) if p)
 
     def search_item(self, status: str) -> JSON | None:
         if self.search_id is None or self.query is None:
@@ -109,7 +131,7 @@ def shown(response: JSON, *, include_results: bool) -> JSON:
 class ResponsesService:
     def __init__(self, *, store: ResponseStore, sealer: Sealer, inference: InferenceService, catalog: ModelCatalog,
                  search: KnowledgeSearch, vector_stores: VectorStoresService,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, memory: TurnMemory | None = None) -> None:
         self.store = store
         self.sealer = sealer
         self.inference = inference
@@ -117,6 +139,7 @@ class ResponsesService:
         self.search = search
         self.vector_stores = vector_stores
         self.clock = clock
+        self.memory = memory
 
     # --- create -----------------------------------------------------------------------------------------------
     async def create(self, *, ctx: TenantContext, body: JSON, end_user_header: str | None) -> Reply | EventStream:
@@ -134,19 +157,36 @@ class ResponsesService:
         history = await self._history(ctx.tenant_id, request.previous_response_id)
         conversation = chat_messages([*history, *request.input])
         draft = Draft(request=request, id=new_id("resp_"), created_at=self.clock(), message_id=new_id("msg_"),
-                      search_id=None, query=None)
+                      search_id=None, query=None, end_user=end_user)
+        await self._recall(ctx, draft, conversation)
         if request.search:
             await self._retrieve(ctx, draft, conversation, end_user, model.config.context_length,
                                  model.config.tokenizer)
-        chat = self._chat_body(request, build_messages(request.instructions, draft.sources, conversation))
+        chat = self._chat_body(request, build_messages(draft.instructions, draft.sources, conversation))
         if request.stream:
-            return await self._stream(ctx, draft, chat, end_user_header)
+            stream = await self._stream(ctx, draft, chat, end_user_header)
+            await self._remember(ctx, draft)
+            return stream
         reply = await self.inference.chat(ctx=ctx, body=chat, end_user_header=end_user_header, endpoint=ENDPOINT)
         choice = (reply.body.get("choices") or [{}])[0]
         text = (choice.get("message") or {}).get("content") or ""
         response = draft.finish(text, choice.get("finish_reason"), _usage(reply.body.get("usage")))
         await self._save(ctx.tenant_id, draft, response)
+        await self._remember(ctx, draft)
         return Reply(shown(response, include_results=request.include_results), reply.headers)
+
+    # --- long-term memory (the hook: nothing here unless a TurnMemory is wired and the tenant turned it on) ----
+    async def _recall(self, ctx: TenantContext, draft: Draft, conversation: list[JSON]) -> None:
+        if self.memory is None:
+            return
+        query = next((m["content"] for m in reversed(conversation) if m["role"] == "user" and m["content"]), None)
+        draft.memories = await self.memory.before_turn(ctx=ctx, end_user=draft.end_user, query=query)
+
+    async def _remember(self, ctx: TenantContext, draft: Draft) -> None:
+        if self.memory is None or not draft.request.store:  # store: false persists nothing, memories included
+            return
+        said = [m["content"] for m in chat_messages(draft.request.input) if m["role"] == "user" and m["content"]]
+        await self.memory.after_turn(ctx=ctx, end_user=draft.end_user, texts=said, source=draft.id)
 
     async def _retrieve(self, ctx: TenantContext, draft: Draft, conversation: list[JSON], end_user: str | None,
                         context_length: int, tokenizer: str | None) -> None:
@@ -162,7 +202,7 @@ class ResponsesService:
         count = token_counter(tokenizer)
         budget = source_budget(context_length=context_length,
                                answer_room=draft.request.max_output_tokens or ANSWER_ROOM,
-                               instructions=draft.request.instructions, conversation=conversation, count=count)
+                               instructions=draft.instructions, conversation=conversation, count=count)
         draft.sources = fit_sources(draft.results, budget=budget, count=count)
 
     @staticmethod
@@ -249,7 +289,7 @@ class ResponsesService:
         record = {"response": response, "include_results": draft.request.include_results}
         await self.store.insert(tenant_id=tenant_id, row=ResponseRow(
             tenant_id=tenant_id, id=draft.id, previous_response_id=draft.request.previous_response_id,
-            created_at=draft.created_at,
+            created_at=draft.created_at, end_user=draft.end_user,
             sealed_input=await self._seal(tenant_id, INPUT_KIND, draft.id, draft.request.input),
             sealed_output=await self._seal(tenant_id, OUTPUT_KIND, draft.id, record)))
 
@@ -312,7 +352,19 @@ class ResponsesService:
         return {"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
                 "last_id": page[-1]["id"] if page else None, "has_more": len(items) > limit}
 
-    # --- export, erasure, key rotation ------------------------------------------------------------------------
+    # --- erasure, export, key rotation ------------------------------------------------------------------------
+    async def erase_end_user(self, *, tenant_id: str, end_user: str) -> int:
+        """Delete every stored response of one end user (the responses their requests named them in)."""
+        return await self.store.delete_end_user(tenant_id=tenant_id, end_user=end_user)
+
+    async def export_end_user(self, *, tenant_id: str, end_user: str) -> list[JSON]:
+        """Every stored response of one end user, oldest first, with its input items."""
+        out = []
+        for row in await self.store.end_user_rows(tenant_id=tenant_id, end_user=end_user):
+            record = await self._open(row, OUTPUT_KIND)
+            out.append({**record["response"], "input": await self._open(row, INPUT_KIND)})
+        return out
+
     export_name = storage_kind = "responses"
 
     async def stored_bytes(self, *, tenant_id: str) -> int:

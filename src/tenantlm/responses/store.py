@@ -24,12 +24,13 @@ class ResponseRow:
     created_at: float
     sealed_input: bytes  # this response's own new input items (sealed JSON)
     sealed_output: bytes  # the response object without its input (sealed JSON)
+    end_user: str | None = None  # the end user the request named
 
 
 def _row(r: Any) -> ResponseRow:
     return ResponseRow(tenant_id=r.tenant_id, id=r.id, previous_response_id=r.previous_response_id,
                        created_at=r.created_at, sealed_input=bytes(r.sealed_input),
-                       sealed_output=bytes(r.sealed_output))
+                       sealed_output=bytes(r.sealed_output), end_user=r.end_user)
 
 
 class ResponseStore:
@@ -40,7 +41,8 @@ class ResponseStore:
         async with self.db.tenant_tx(tenant_id=tenant_id) as conn:
             await conn.execute(responses.insert().values(
                 tenant_id=tenant_id, id=row.id, previous_response_id=row.previous_response_id,
-                created_at=row.created_at, sealed_input=row.sealed_input, sealed_output=row.sealed_output))
+                created_at=row.created_at, sealed_input=row.sealed_input, sealed_output=row.sealed_output,
+                end_user=row.end_user))
 
     async def get(self, *, tenant_id: str, response_id: str) -> ResponseRow | None:
         q = sa.select(responses).where(responses.c.tenant_id == tenant_id, responses.c.id == response_id)
@@ -83,6 +85,19 @@ class ResponseStore:
                                        0)).where(c.tenant_id == tenant_id)
         async with self.db.tenant_tx(tenant_id=tenant_id) as conn:
             return int((await conn.execute(q)).scalar_one())
+
+    async def end_user_rows(self, *, tenant_id: str, end_user: str) -> list[ResponseRow]:
+        """Every stored response of one end user of the tenant, oldest first."""
+        q = sa.select(responses).where(responses.c.tenant_id == tenant_id, responses.c.end_user == end_user) \
+            .order_by(responses.c.created_at, responses.c.id)
+        async with self.db.tenant_tx(tenant_id=tenant_id) as conn:
+            return [_row(r) for r in await conn.execute(q)]
+
+    async def delete_end_user(self, *, tenant_id: str, end_user: str) -> int:
+        async with self.db.tenant_tx(tenant_id=tenant_id) as conn:
+            res = await conn.execute(responses.delete().where(responses.c.tenant_id == tenant_id,
+                                                              responses.c.end_user == end_user))
+        return int(res.rowcount or 0)
 
     async def forget_tenant(self, *, tenant_id: str) -> None:
         async with self.db.tenant_tx(tenant_id=tenant_id) as conn:

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -75,6 +76,17 @@ class EndUserRecorder:
     async def forget_tenant(self, *, tenant_id: str) -> None:
         """Drop what is buffered for a tenant being erased (its rows go with the tenant)."""
         self._pending.pop(tenant_id, None)
+
+    async def erase_end_user(self, *, tenant_id: str, end_user: str) -> int:
+        """Forget one end user: what is buffered and the stored row (first and last seen, request count)."""
+        async with self._flushing:  # a flush running now would write the row back after the delete
+            self._pending.get(tenant_id, {}).pop(end_user, None)
+            return await self.store.delete_end_user(tenant_id=tenant_id, user_id=end_user)
+
+    async def export_end_user(self, *, tenant_id: str, end_user: str) -> list[dict[str, Any]]:
+        await self.flush()
+        row = await self.store.end_user(tenant_id=tenant_id, user_id=end_user)
+        return [] if row is None else [row]
 
     def _merge_back(self, tenant_id: str, users: dict[str, _Seen]) -> None:
         per_tenant = self._pending.setdefault(tenant_id, {})

@@ -43,6 +43,7 @@ class Permission(StrEnum):
     USAGE_READ = "usage:read"
     KNOWLEDGE_READ = "knowledge:read"  # list, read and search files and vector stores
     KNOWLEDGE_WRITE = "knowledge:write"  # upload, attach, change and delete them
+    END_USER_DATA = "end_users:data"  # an end user's personal data: memories, export, erasure (admin keys)
 
 
 class PlatformPermission(StrEnum):

@@ -197,3 +197,16 @@ class TenancyStore:
         async with self.db.tenant_tx(tenant_id=tenant_id) as conn:
             return [{"user": r.user_id, "first_seen_at": int(r.first_seen_at), "last_seen_at": int(r.last_seen_at),
                      "requests": int(r.request_count)} for r in await conn.execute(q)]
+
+    async def end_user(self, *, tenant_id: str, user_id: str) -> dict[str, Any] | None:
+        q = sa.select(end_users).where(end_users.c.tenant_id == tenant_id, end_users.c.user_id == user_id)
+        async with self.db.tenant_tx(tenant_id=tenant_id) as conn:
+            r = (await conn.execute(q)).first()
+        return None if r is None else {"user": r.user_id, "first_seen_at": int(r.first_seen_at),
+                                       "last_seen_at": int(r.last_seen_at), "requests": int(r.request_count)}
+
+    async def delete_end_user(self, *, tenant_id: str, user_id: str) -> int:
+        cond = sa.and_(end_users.c.tenant_id == tenant_id, end_users.c.user_id == user_id)
+        async with self.db.tenant_tx(tenant_id=tenant_id) as conn:
+            res = await conn.execute(end_users.delete().where(cond))
+        return int(res.rowcount or 0)

@@ -110,3 +110,13 @@ class PlanPut(Body):
 class RotateRequest(Body):
     target: Literal["data_key", "key_encryption_key"] = "data_key"
     rewrap: bool = True
+
+
+class MemoryCreate(Body):
+    text: str = Field(description="The fact to remember about the end user (at most 2,000 characters).")
+    source: str | None = Field(None, max_length=64, description="Where it came from (default: admin).")
+
+
+class MemorySearch(Body):
+    query: str = Field(description="What to look for among the end user's memories.")
+    k: int = Field(5, ge=1, le=50, description="How many memories to return, best first.")

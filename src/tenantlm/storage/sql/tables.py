@@ -129,6 +129,7 @@ request_log = sa.Table(
     sa.Column("endpoint", sa.String(64), nullable=False),
     sa.Column("status", sa.Integer, nullable=False),
     sa.Column("sealed", sa.LargeBinary, nullable=False),
+    sa.Column("end_user", sa.String(256), nullable=True),  # migration 0014: who the request spoke for
     sa.Index("ix_request_log_tenant_created", "tenant_id", "created_at"),
     sa.Index("ix_request_log_expires", "expires_at"),
 )
@@ -326,9 +327,28 @@ responses = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("sealed_input", sa.LargeBinary, nullable=False),
     sa.Column("sealed_output", sa.LargeBinary, nullable=False),
+    sa.Column("end_user", sa.String(256), nullable=True),  # migration 0014: whose turn it was (end-user erasure)
+    sa.Index("ix_responses_end_user", "tenant_id", "end_user"),
 )
 
 TENANT_OWNED.update({"responses": "tenant_id"})
+
+# -- long-term memories per end user: migration 0014 -------------------------------------------------------------
+# One fact about one end user of one tenant: its text and its embedding sealed with the tenant's data key (record id
+# "<end user>/<memory id>"), where it came from (a response id, or "admin"), when.
+memories = sa.Table(
+    "memories",
+    metadata,
+    sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("end_user", sa.String(256), primary_key=True),
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("source", sa.String(64), nullable=True),
+    sa.Column("sealed_text", sa.LargeBinary, nullable=False),
+    sa.Column("sealed_vector", sa.LargeBinary, nullable=True),  # float32 little-endian, sealed; null: no embedder
+)
+
+TENANT_OWNED.update({"memories": "tenant_id"})
 
 # Storage metering (migration 0018): the most bytes a tenant kept of each kind of content on each UTC day, sampled
 # by the storage meter; a bill is the sum over days of the day's peak (byte-days). No foreign key, like the ledger:
