@@ -29,6 +29,8 @@ from tenantlm.knowledge.parsing import IsolatedParser
 from tenantlm.knowledge.search import KnowledgeSearch
 from tenantlm.knowledge.vector_store_store import VectorStoreStore
 from tenantlm.knowledge.vector_stores import VectorStoresService
+from tenantlm.memory.service import ConversationsService, SessionContent
+from tenantlm.memory.store import ConversationStore
 from tenantlm.metering.alerts import AlertSettings, BudgetAlerts
 from tenantlm.metering.ledger import Ledger
 from tenantlm.observability.auth_metrics import AuthReads
@@ -70,6 +72,7 @@ class Services:
     search: KnowledgeSearch
     ingestion: Ingestion
     responses: ResponsesService
+    conversations: ConversationsService
     eraser: TenantEraser
     rewrapper: TenantRewrapper
     exporter: TenantExporter
@@ -167,19 +170,25 @@ def build_services(settings: Settings) -> Services:
                                                        tenancy=tenancy)
     inference = InferenceService(catalog=catalog, providers=providers, metrics=metrics, end_users=end_users,
                                  request_log=request_log, gate=gate)
+    session_hooks: list[SessionContent] = []  # memories written during a session (long-term memory) go here
+    conversations = ConversationsService(store=ConversationStore(db), sealer=keyring, session_hooks=session_hooks,
+                                         tenants=tenancy)
     responses = ResponsesService(store=ResponseStore(db), sealer=keyring, inference=inference, catalog=catalog,
-                                 search=search, vector_stores=vector_stores)
+                                 search=search, vector_stores=vector_stores, conversations=conversations)
+    conversations.responses = responses
     return Services(
         admission=admission, schedulers=schedulers, replicas=replicas, ledger=ledger, alerts=alerts, redis=redis,
         settings=settings, db=db, metrics=metrics, auth=auth, end_users=end_users, catalog=catalog,
         providers=providers, tenancy=tenancy, keyring=keyring, audit=audit, auth_failures=auth_failures,
         request_log=request_log, limits=limits,
-        inference=inference, responses=responses,
+        inference=inference, responses=responses, conversations=conversations,
         files=files, vector_stores=vector_stores, search=search, ingestion=ingestion,
         eraser=TenantEraser(tenancy=tenancy, keyring=keyring,
-                            contents=[responses, search, vector_stores, files, request_log, end_users, ledger],
+                            contents=[conversations, responses, search, vector_stores, files, request_log,
+                                      end_users, ledger],
                             audit=audit, auth=auth, data_dir=settings.data_dir, metrics=metrics),
-        rewrapper=TenantRewrapper(contents=[request_log, files, vector_stores, responses], audit=audit),
+        rewrapper=TenantRewrapper(contents=[request_log, files, vector_stores, responses, conversations],
+                                  audit=audit),
         exporter=TenantExporter(tenancy=tenancy, request_log=request_log, audit=audit, audit_reader=audit,
                                 files=files, flush=end_users.flush),
     )

@@ -14,12 +14,18 @@ continues. Nothing is copied from turn to turn: a conversation of n turns takes 
 walking the chain. Deleting a response deletes its items; responses chained after it keep theirs, and their
 conversation starts after the gap. ``store: false`` writes nothing; a response that failed or whose stream was left
 by its client is not stored.
+
+With ``conversation`` (the Conversations API's, checked for this tenant and end user like any id), the history is the
+conversation's items fitted by the tenant's memory policy (``memory.history``); the request's input and the response's
+output are added to the conversation once the answer is complete (also with ``store: false``: the conversation is
+state the caller asked for), and the stored response remembers the conversation, whose end erases it. The number of
+history items sent is the ``x-tenantlm-history-items`` header.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -30,6 +36,16 @@ from tenantlm.inference.service import InferenceService, Piece, Reply
 from tenantlm.knowledge.filters import filter_predicate
 from tenantlm.knowledge.search import KnowledgeSearch
 from tenantlm.knowledge.vector_stores import VectorStoresService
+from tenantlm.memory.history import (
+    SUMMARY_INSTRUCTIONS,
+    SUMMARY_PREFIX,
+    SUMMARY_TOKENS,
+    History,
+    fit_history,
+    transcript,
+)
+from tenantlm.memory.policy import memory_policy
+from tenantlm.memory.service import ConversationsService
 from tenantlm.responses import objects
 from tenantlm.responses.context import (
     ANSWER_ROOM,
@@ -47,10 +63,12 @@ from tenantlm.tenancy import access
 from tenantlm.tenancy.catalog import ModelCatalog
 from tenantlm.tenancy.end_users import pick_end_user
 from tenantlm.tenancy.models import Permission, TenantContext
+from tenantlm.tokens import estimate_prompt_tokens
 
 JSON = dict[str, Any]
 ENDPOINT = "responses"
 INPUT_KIND, OUTPUT_KIND = "response_input", "response_output"
+HISTORY_HEADER = "x-tenantlm-history-items"
 
 
 class Sealer(Protocol):
@@ -80,6 +98,20 @@ class Draft:
     query: str | None
     results: list[JSON] = field(default_factory=list)
     sources: list[Source] = field(default_factory=list)
+    history: History | None = None  # what was sent before the input (a conversation or a response chain)
+
+    @property
+    def instructions(self) -> str | None:
+        """The request's instructions, with the conversation's summary when the memory policy made one."""
+        summary = None if self.history is None else self.history.summary
+        if summary is None:
+            return self.request.instructions
+        return "\n\n".join(p for p in (self.request.instructions, SUMMARY_PREFIX + summary) if p)
+
+    def headers(self, headers: dict[str, str]) -> dict[str, str]:
+        if self.history is None:
+            return headers
+        return {**headers, HISTORY_HEADER: str(self.history.items)}
 
     def search_item(self, status: str) -> JSON | None:
         if self.search_id is None or self.query is None:
@@ -109,13 +141,14 @@ def shown(response: JSON, *, include_results: bool) -> JSON:
 class ResponsesService:
     def __init__(self, *, store: ResponseStore, sealer: Sealer, inference: InferenceService, catalog: ModelCatalog,
                  search: KnowledgeSearch, vector_stores: VectorStoresService,
-                 clock: Callable[[], float] = time.time) -> None:
+                 conversations: ConversationsService | None = None, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.sealer = sealer
         self.inference = inference
         self.catalog = catalog
         self.search = search
         self.vector_stores = vector_stores
+        self.conversations = conversations
         self.clock = clock
 
     # --- create -----------------------------------------------------------------------------------------------
@@ -131,14 +164,15 @@ class ResponsesService:
             access.data_plane(ctx, Permission.KNOWLEDGE_READ)
             for store_id in request.file_search.vector_store_ids:
                 await self.vector_stores.usable_store(tenant_id=ctx.tenant_id, store_id=store_id)
-        history = await self._history(ctx.tenant_id, request.previous_response_id)
-        conversation = chat_messages([*history, *request.input])
         draft = Draft(request=request, id=new_id("resp_"), created_at=self.clock(), message_id=new_id("msg_"),
                       search_id=None, query=None)
+        draft.history = await self._history_for(ctx, draft, end_user, end_user_header, model.config.context_length,
+                                                model.config.tokenizer)
+        conversation = [*(draft.history.messages if draft.history else []), *chat_messages(request.input)]
         if request.search:
             await self._retrieve(ctx, draft, conversation, end_user, model.config.context_length,
                                  model.config.tokenizer)
-        chat = self._chat_body(request, build_messages(request.instructions, draft.sources, conversation))
+        chat = self._chat_body(request, build_messages(draft.instructions, draft.sources, conversation))
         if request.stream:
             return await self._stream(ctx, draft, chat, end_user_header)
         reply = await self.inference.chat(ctx=ctx, body=chat, end_user_header=end_user_header, endpoint=ENDPOINT)
@@ -146,7 +180,8 @@ class ResponsesService:
         text = (choice.get("message") or {}).get("content") or ""
         response = draft.finish(text, choice.get("finish_reason"), _usage(reply.body.get("usage")))
         await self._save(ctx.tenant_id, draft, response)
-        return Reply(shown(response, include_results=request.include_results), reply.headers)
+        await self._remember(ctx.tenant_id, draft, response)
+        return Reply(shown(response, include_results=request.include_results), draft.headers(reply.headers))
 
     async def _retrieve(self, ctx: TenantContext, draft: Draft, conversation: list[JSON], end_user: str | None,
                         context_length: int, tokenizer: str | None) -> None:
@@ -162,7 +197,7 @@ class ResponsesService:
         count = token_counter(tokenizer)
         budget = source_budget(context_length=context_length,
                                answer_room=draft.request.max_output_tokens or ANSWER_ROOM,
-                               instructions=draft.request.instructions, conversation=conversation, count=count)
+                               instructions=draft.instructions, conversation=conversation, count=count)
         draft.sources = fit_sources(draft.results, budget=budget, count=count)
 
     @staticmethod
@@ -180,7 +215,7 @@ class ResponsesService:
                                                          endpoint=ENDPOINT)
         events = self._events(ctx.tenant_id, draft, stream.pieces)
         await anext(events)  # into its try: from here on, closing it closes the model's stream (and its passage)
-        return EventStream(events, stream.headers)
+        return EventStream(events, draft.headers(stream.headers))
 
     async def _events(self, tenant_id: str, draft: Draft, pieces: AsyncIterator[Piece]
                       ) -> AsyncGenerator[bytes, None]:
@@ -218,6 +253,7 @@ class ResponsesService:
             yield emit("response.content_part.done", **ids, content_index=0, part=part)
             yield emit("response.output_item.done", output_index=index, item=message)
             await self._save(tenant_id, draft, response)
+            await self._remember(tenant_id, draft, response)
             done = "response.completed" if response["status"] == "completed" else "response.incomplete"
             yield emit(done, response=shown(response, include_results=include))
         finally:
@@ -249,7 +285,7 @@ class ResponsesService:
         record = {"response": response, "include_results": draft.request.include_results}
         await self.store.insert(tenant_id=tenant_id, row=ResponseRow(
             tenant_id=tenant_id, id=draft.id, previous_response_id=draft.request.previous_response_id,
-            created_at=draft.created_at,
+            created_at=draft.created_at, conversation_id=draft.request.conversation,
             sealed_input=await self._seal(tenant_id, INPUT_KIND, draft.id, draft.request.input),
             sealed_output=await self._seal(tenant_id, OUTPUT_KIND, draft.id, record)))
 
@@ -267,6 +303,58 @@ class ResponsesService:
         if row is None:
             raise NotFound(f"Response with id '{response_id}' not found.", param=param)
         return row
+
+    # --- history: a conversation, or a chain of responses ------------------------------------------------------
+    async def _history_for(self, ctx: TenantContext, draft: Draft, end_user: str | None,
+                           end_user_header: str | None, context_length: int, tokenizer: str | None
+                           ) -> History | None:
+        request = draft.request
+        if request.previous_response_id is not None:
+            items = await self._history(ctx.tenant_id, request.previous_response_id)
+            messages = chat_messages(items)
+            return History(messages=messages, items=len(messages))
+        if request.conversation is None:
+            return None
+        if self.conversations is None:
+            raise InvalidRequest("conversations are not available on this server", param="conversation")
+        conversation = await self.conversations.open(ctx=ctx, conversation_id=request.conversation,
+                                                     end_user=end_user, param="conversation")
+        count = token_counter(tokenizer)
+        own = estimate_prompt_tokens(build_messages(request.instructions, (), chat_messages(request.input)), count)
+        budget = context_length - (request.max_output_tokens or ANSWER_ROOM) - own
+        if request.search:
+            budget //= 2  # the other half for what the search finds
+        return await fit_history(conversations=self.conversations, tenant_id=ctx.tenant_id,
+                                 conversation=conversation, memory=memory_policy(ctx.tenant.settings),
+                                 budget=budget, count=count,
+                                 summarise=self._summariser(ctx, request.model, end_user_header, context_length,
+                                                            tokenizer))
+
+    def _summariser(self, ctx: TenantContext, model: str, end_user_header: str | None, context_length: int,
+                    tokenizer: str | None) -> Callable[[str | None, list[JSON]], Awaitable[str]]:
+        """Older turns summarised by the tenant's model, as the tenant (admitted, scheduled and metered)."""
+        count = token_counter(tokenizer)
+
+        async def summarise(previous: str | None, items: list[JSON]) -> str:
+            system = {"role": "system", "content": SUMMARY_INSTRUCTIONS}
+            room = context_length - SUMMARY_TOKENS - estimate_prompt_tokens(
+                [system, {"role": "user", "content": ""}], count)
+            text = transcript(previous, items, budget=room, count=count)
+            body = {"model": model, "messages": [system, {"role": "user", "content": text}],
+                    "max_tokens": SUMMARY_TOKENS, "temperature": 0}
+            reply = await self.inference.chat(ctx=ctx, body=body, end_user_header=end_user_header,
+                                              endpoint=ENDPOINT)
+            choice = (reply.body.get("choices") or [{}])[0]
+            return str((choice.get("message") or {}).get("content") or previous or "").strip()
+        return summarise
+
+    async def _remember(self, tenant_id: str, draft: Draft, response: JSON) -> None:
+        """Add the input and the output to the request's conversation (if it was not erased meanwhile)."""
+        if draft.request.conversation is None or self.conversations is None:
+            return
+        output = shown(response, include_results=draft.request.include_results)["output"]
+        await self.conversations.append(tenant_id=tenant_id, conversation_id=draft.request.conversation,
+                                        items=[*draft.request.input, *output])
 
     async def _history(self, tenant_id: str, previous_id: str | None) -> list[JSON]:
         """The conversation before this request: every stored response of the chain ending at ``previous_id``,
@@ -315,6 +403,10 @@ class ResponsesService:
     # --- erasure, key rotation --------------------------------------------------------------------------------
     async def forget_tenant(self, *, tenant_id: str) -> None:
         await self.store.forget_tenant(tenant_id=tenant_id)
+
+    async def forget_conversation(self, *, tenant_id: str, conversation_id: str) -> int:
+        """Delete every response made in the conversation (its session ended)."""
+        return await self.store.delete_conversation(tenant_id=tenant_id, conversation_id=conversation_id)
 
     async def rewrap(self, *, tenant_id: str) -> int:
         """Re-seal every stored response of the tenant under its active data key (after a rotation)."""
