@@ -178,6 +178,15 @@ def test_viewer_keys_read_and_do_not_write(dep: Deployment) -> None:
         assert "conversations:write" in str(denied.value.body)
     with _http(dep, dep.tenant.viewer_key) as c:
         assert c.post(f"/v1/conversations/{made.id}/end").status_code == 403
+    with dep.live.admin() as c:
+        r = c.post(f"/admin/v1/tenants/{dep.tenant.id}/keys",
+                   json={"name": "inference-only", "role": "member", "scopes": ["inference"]})
+        assert r.status_code == 201, r.text
+    scoped = _sdk(dep, r.json()["key"])
+    with pytest.raises(openai.PermissionDeniedError) as denied:
+        scoped.responses.create(model="fake-chat", input="hi", conversation=made.id)
+    assert "conversations:write" in str(denied.value.body)
+    assert _texts(viewer.conversations.items.list(made.id)) == ["hi"]  # nothing was added
     with _http(dep, dep.tenant.member_key) as c:
         assert c.post("/v1/conversations", json={"items": [{"role": "user", "content": "x"}] * 21}).json()[
             "error"]["param"] == "items"
@@ -205,10 +214,9 @@ def test_ending_a_session_erases_it_everywhere(dep: Deployment) -> None:
     answered = sdk.responses.create(model="fake-chat", input=f"remember {CANARY}", conversation=conversation.id)
     kept = sdk.responses.create(model="fake-chat", input="outside the session")
     assert CANARY in str(sdk.conversations.items.list(conversation.id).to_dict())
+    ended = sdk.post(f"/conversations/{conversation.id}/end", cast_to=ConversationDeletedResource)
+    assert ended == ConversationDeletedResource(id=conversation.id, object="conversation.deleted", deleted=True)
     with _http(dep, tenant.member_key, "carol") as c:
-        ended = c.post(f"/v1/conversations/{conversation.id}/end")
-        assert ended.status_code == 200 and ended.json() == {"id": conversation.id, "object": "conversation.deleted",
-                                                             "deleted": True}
         for path in (f"/v1/conversations/{conversation.id}", f"/v1/conversations/{conversation.id}/items",
                      f"/v1/responses/{answered.id}", f"/v1/responses/{answered.id}/input_items"):
             r = c.get(path)

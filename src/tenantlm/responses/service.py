@@ -317,6 +317,7 @@ class ResponsesService:
             return None
         if self.conversations is None:
             raise InvalidRequest("conversations are not available on this server", param="conversation")
+        access.data_plane(ctx, Permission.CONVERSATIONS_WRITE)  # the response is added to the conversation
         conversation = await self.conversations.open(ctx=ctx, conversation_id=request.conversation,
                                                      end_user=end_user, param="conversation")
         count = token_counter(tokenizer)
