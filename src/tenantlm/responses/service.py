@@ -328,12 +328,13 @@ class ResponsesService:
         return await fit_history(conversations=self.conversations, tenant_id=ctx.tenant_id,
                                  conversation=conversation, memory=memory_policy(ctx.tenant.settings),
                                  budget=budget, count=count,
-                                 summarise=self._summariser(ctx, request.model, end_user_header, context_length,
+                                 summarise=self._summariser(ctx, request, end_user_header, context_length,
                                                             tokenizer))
 
-    def _summariser(self, ctx: TenantContext, model: str, end_user_header: str | None, context_length: int,
-                    tokenizer: str | None) -> Callable[[str | None, list[JSON]], Awaitable[str]]:
-        """Older turns summarised by the tenant's model, as the tenant (admitted, scheduled and metered)."""
+    def _summariser(self, ctx: TenantContext, request: ResponseRequest, end_user_header: str | None,
+                    context_length: int, tokenizer: str | None) -> Callable[[str | None, list[JSON]], Awaitable[str]]:
+        """Older turns summarised by the tenant's model, as the tenant and its end user (admitted, scheduled and
+        metered like the answer)."""
         count = token_counter(tokenizer)
 
         async def summarise(previous: str | None, items: list[JSON]) -> str:
@@ -341,8 +342,9 @@ class ResponsesService:
             room = context_length - SUMMARY_TOKENS - estimate_prompt_tokens(
                 [system, {"role": "user", "content": ""}], count)
             text = transcript(previous, items, budget=room, count=count)
-            body = {"model": model, "messages": [system, {"role": "user", "content": text}],
+            body = {**self._chat_body(request, [system, {"role": "user", "content": text}]),
                     "max_tokens": SUMMARY_TOKENS, "temperature": 0}
+            body.pop("top_p", None)
             reply = await self.inference.chat(ctx=ctx, body=body, end_user_header=end_user_header,
                                               endpoint=ENDPOINT)
             choice = (reply.body.get("choices") or [{}])[0]

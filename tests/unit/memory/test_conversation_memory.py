@@ -223,7 +223,7 @@ async def test_the_summary_policy_summarises_older_turns_once_with_the_tenants_m
     ctx = await member(app, memory={"policy": "summary", "long_term": False})
     conversation_id = await with_turns(app, ctx, 30)
     reply = await respond(app, ctx, model="small-chat", input="and now?", conversation=conversation_id,
-                          max_output_tokens=32)
+                          max_output_tokens=32, safety_identifier="dora")
     sent = int(reply.headers["x-tenantlm-history-items"])
     assert 0 < sent < 60
     row = await svc.conversations.store.get(tenant_id=ctx.tenant_id, conversation_id=conversation_id)
@@ -235,7 +235,8 @@ async def test_the_summary_policy_summarises_older_turns_once_with_the_tenants_m
     await svc.ledger.flush()
     metered = [e async for page in svc.ledger.platform_events(start=0, end=4e9) for e in page
                if e.tenant_id == ctx.tenant_id]
-    assert len(metered) == 2  # the summary and the answer, both the tenant's
+    assert len(metered) == 2  # the summary and the answer, both the tenant's and its end user's
+    assert {e.end_user for e in metered} == {"dora"} and all(e.prompt_tokens > 50 for e in metered)
     again = await respond(app, ctx, model="small-chat", input="once more", conversation=conversation_id,
                           max_output_tokens=32)
     moved = await svc.conversations.store.get(tenant_id=ctx.tenant_id, conversation_id=conversation_id)
