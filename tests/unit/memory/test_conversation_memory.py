@@ -7,6 +7,7 @@ tenant erasure, and the tenant settings' validation."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -358,3 +359,22 @@ async def test_memory_settings_are_validated(app: TenantLMApp, settings: dict[st
     updated = await svc.tenancy.update_tenant(tenant_id=tenant.id, body={"settings": good}, actor="test")
     assert updated.settings["memory"] == {"policy": "summary", "long_term": False}
     assert updated.settings["conversation_retention_days"] == 30
+
+
+async def test_the_servers_retention_loop_ends_idle_sessions(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, warmup=False, access_log=False, retention_sweep_s=0.05,
+                        providers=[ProviderConfig(name="fake", type="fake")],
+                        models=[ModelConfig(name="chat", provider="fake")])
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        svc = services(application)
+        ctx = await member(application, session_ttl_minutes=1)
+        made = await svc.conversations.create(ctx=ctx, body={}, end_user_header=None)
+        later = svc.conversations.clock() + 61
+        svc.conversations.clock = lambda: later
+        for _ in range(200):  # the loop runs every 50 ms
+            if await rows(application, conversations, ctx.tenant_id) == 0:
+                break
+            await asyncio.sleep(0.05)
+        with pytest.raises(NotFound):
+            await svc.conversations.get(ctx=ctx, conversation_id=made["id"], end_user_header=None)
