@@ -214,6 +214,7 @@ def test_ending_a_session_erases_it_everywhere(dep: Deployment) -> None:
     answered = sdk.responses.create(model="fake-chat", input=f"remember {CANARY}", conversation=conversation.id)
     kept = sdk.responses.create(model="fake-chat", input="outside the session")
     assert CANARY in str(sdk.conversations.items.list(conversation.id).to_dict())
+    sealed = _sealed_records(dep.data_dir, tenant.id, conversation.id) if dep.live.backend == "sqlite" else []
     ended = sdk.post(f"/conversations/{conversation.id}/end", cast_to=ConversationDeletedResource)
     assert ended == ConversationDeletedResource(id=conversation.id, object="conversation.deleted", deleted=True)
     with _http(dep, tenant.member_key, "carol") as c:
@@ -224,25 +225,53 @@ def test_ending_a_session_erases_it_everywhere(dep: Deployment) -> None:
         assert c.get(f"/v1/responses/{kept.id}").status_code == 200
         assert c.post(f"/v1/conversations/{conversation.id}/end").status_code == 404
     if dep.live.backend == "sqlite":
-        _assert_erased_on_disk(dep.data_dir, tenant.id, conversation.id)
+        _assert_erased_on_disk(dep.data_dir, tenant.id, conversation.id, sealed)
 
 
-def _assert_erased_on_disk(data_dir: Path, tenant_id: str, conversation_id: str) -> None:
-    """No row of the conversation is left, and the canary is in no file of the data dir in the clear (the database,
-    its WAL, the ledger journal, the keyring)."""
+_RECORDS = {"conversations": ("id", ("sealed_metadata",)),
+            "conversation_items": ("conversation_id", ("sealed_item",)),
+            "responses": ("conversation_id", ("sealed_input", "sealed_output"))}
+
+
+def _sealed_records(data_dir: Path, tenant_id: str, conversation_id: str) -> list[bytes]:
+    """The sealed bytes of every row of the conversation (items, metadata, its responses)."""
     db = sqlite3.connect(f"file:{data_dir / 'tenantlm.db'}?mode=ro", uri=True)
     try:
-        for table in ("conversations", "conversation_items", "responses"):
-            column = "id" if table == "conversations" else "conversation_id"
-            count = db.execute(f"SELECT count(*) FROM {table} WHERE tenant_id = ? AND {column} = ?",
-                               (tenant_id, conversation_id)).fetchone()[0]
-            assert count == 0, table
+        found = [bytes(value) for table, (column, sealed) in _RECORDS.items() for name in sealed
+                 for (value,) in db.execute(f"SELECT {name} FROM {table} WHERE tenant_id = ? AND {column} = ?",
+                                            (tenant_id, conversation_id))]
     finally:
         db.close()
+    assert len(found) == 1 + 3 + 2  # metadata, the first message and the turn's two, the response's input and output
+    return found
+
+
+def _assert_erased_on_disk(data_dir: Path, tenant_id: str, conversation_id: str, sealed: list[bytes]) -> None:
+    """No row of the conversation is left; once the WAL is checkpointed the database file holds none of their sealed
+    bytes (secure_delete); and the canary is in no file of the data dir in the clear (the database, its WAL, the
+    ledger journal, the keyring)."""
+    assert _rows_left(data_dir, tenant_id, conversation_id) == 0
+    db = sqlite3.connect(data_dir / "tenantlm.db")
+    try:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    finally:
+        db.close()
+    image = (data_dir / "tenantlm.db").read_bytes()
+    for record in sealed:
+        assert record[-32:] not in image  # the end of its ciphertext and its tag: no other record shares them
     files = [p for p in data_dir.rglob("*") if p.is_file()]
     assert any(p.name == "tenantlm.db" for p in files)
     for path in files:
         assert CANARY.encode() not in path.read_bytes(), path
+
+
+def _rows_left(data_dir: Path, tenant_id: str, conversation_id: str) -> int:
+    db = sqlite3.connect(f"file:{data_dir / 'tenantlm.db'}?mode=ro", uri=True)
+    try:
+        return sum(db.execute(f"SELECT count(*) FROM {table} WHERE tenant_id = ? AND {column} = ?",
+                              (tenant_id, conversation_id)).fetchone()[0] for table, (column, _) in _RECORDS.items())
+    finally:
+        db.close()
 
 
 # --- the embedded model -------------------------------------------------------------------------------------------
