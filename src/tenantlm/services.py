@@ -190,7 +190,7 @@ def build_services(settings: Settings) -> Services:
         rewrapper=TenantRewrapper(contents=[request_log, files, vector_stores, responses, conversations],
                                   audit=audit),
         exporter=TenantExporter(tenancy=tenancy, request_log=request_log, audit=audit, audit_reader=audit,
-                                files=files, flush=end_users.flush),
+                                files=files, conversations=conversations, flush=end_users.flush),
     )
 
 

@@ -2,7 +2,8 @@
 
 The archive holds ``tenant.json``, ``keys.json`` (metadata only: secrets are never stored, hashes are left out),
 ``end_users.json``, ``request_log.jsonl`` (decrypted), ``audit.jsonl`` (the tenant's own entries), ``files.json``
-(the uploaded files' objects) with each file's content, decrypted, under ``files/<file id>``, and ``manifest.json``
+(the uploaded files' objects) with each file's content, decrypted, under ``files/<file id>``,
+``conversations.jsonl`` (every conversation, each with its end user and its items, decrypted), and ``manifest.json``
 (format version, tenant id, creation time, and per file its entry count and SHA-256).
 """
 
@@ -32,12 +33,18 @@ class StoredFiles(Protocol):
     def export(self, *, tenant_id: str) -> AsyncIterator[tuple[Any, bytes]]: ...
 
 
+class StoredConversations(Protocol):
+    def export(self, *, tenant_id: str) -> AsyncIterator[dict[str, Any]]: ...
+
+
 class TenantExporter:
     def __init__(self, *, tenancy: TenancyService, request_log: RequestLogService, audit: AuditSink,
                  audit_reader: AuditReader, files: StoredFiles | None = None,
+                 conversations: StoredConversations | None = None,
                  flush: Callable[[], Awaitable[None]] | None = None) -> None:
         self.tenancy = tenancy
         self.files = files
+        self.conversations = conversations
         self.request_log = request_log
         self.audit = audit
         self.audit_reader = audit_reader
@@ -61,6 +68,8 @@ class TenantExporter:
                 listed.append(stored.public())
                 files[f"files/{stored.id}"] = (content, 1)
             files["files.json"] = (orjson.dumps(listed, option=orjson.OPT_INDENT_2), len(listed))
+        if self.conversations is not None:
+            files["conversations.jsonl"] = await _jsonl(self.conversations.export(tenant_id=tenant_id))
         archive = _zip(tenant_id, files)
         await self.audit.append(actor=actor, action="tenant.exported", tenant_id=tenant_id,
                                 request_id=request_id_var.get(),

@@ -321,14 +321,23 @@ class ConversationsService:
         out = []
         for conversation_id in await self.store.ids_of_end_user(tenant_id=tenant_id, end_user=end_user):
             row = await self.store.get(tenant_id=tenant_id, conversation_id=conversation_id)
-            if row is None:
-                continue
-            metadata = await self._open(tenant_id, METADATA_KIND, row.id, row.sealed_metadata)
-            items = [await self._item(tenant_id, r)
-                     async for page in self.store.all_items(tenant_id=tenant_id, conversation_id=row.id)
-                     for r in page]
-            out.append({**Conversation(row, metadata).wire(), "end_user": end_user, "items": items})
+            if row is not None:
+                out.append(await self._exported(tenant_id, row))
         return out
+
+    async def export(self, *, tenant_id: str) -> AsyncIterator[JSON]:
+        """Every conversation of the tenant, each with its end user and its items (the tenant's GDPR export)."""
+        async for page in self.store.conversation_pages(tenant_id=tenant_id):
+            for row in page:
+                yield await self._exported(tenant_id, row)
+
+    async def _exported(self, tenant_id: str, row: ConversationRow) -> JSON:
+        metadata = await self._open(tenant_id, METADATA_KIND, row.id, row.sealed_metadata)
+        items = [await self._item(tenant_id, r)
+                 async for page in self.store.all_items(tenant_id=tenant_id, conversation_id=row.id) for r in page]
+        summary = None if row.sealed_summary is None else await self._open(tenant_id, SUMMARY_KIND, row.id,
+                                                                            row.sealed_summary)
+        return {**Conversation(row, metadata).wire(), "end_user": row.end_user, "items": items, "summary": summary}
 
     async def forget_tenant(self, *, tenant_id: str) -> None:
         await self.store.forget_tenant(tenant_id=tenant_id)

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
+import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import sqlalchemy as sa
 from openai.types.conversations import Conversation, ConversationItemList, Message
@@ -314,6 +317,11 @@ async def test_end_user_erasure_and_export(app: TenantLMApp) -> None:
     assert [c["id"] for c in exported] == [c["id"] for c in alices]
     assert [i["content"][0]["text"] for i in exported[0]["items"]][:2] == ["a0", "more"]
     assert len(exported[0]["items"]) == 3 and exported[0]["end_user"] == "alice"
+    archive = zipfile.ZipFile(io.BytesIO(await svc.exporter.export(tenant_id=ctx.tenant_id, actor="test")))
+    in_tenant_export = [orjson.loads(line) for line in archive.read("conversations.jsonl").splitlines()]
+    assert sorted(c["id"] for c in in_tenant_export) == sorted(c["id"] for c in [*alices, bobs])
+    assert {c["end_user"] for c in in_tenant_export} == {"alice", "bob"}
+    assert [c for c in in_tenant_export if c["id"] == alices[0]["id"]] == exported[:1]
     assert await svc.conversations.erase_end_user(tenant_id=ctx.tenant_id, end_user="alice") == 2
     assert await svc.conversations.export_end_user(tenant_id=ctx.tenant_id, end_user="alice") == []
     assert await rows(app, responses, ctx.tenant_id) == 0
