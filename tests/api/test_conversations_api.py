@@ -120,6 +120,11 @@ def test_responses_read_and_extend_a_conversation(dep: Deployment) -> None:
     assert [i.role for i in items] == ["user", "assistant"] * 3  # type: ignore[union-attr]
     assert _texts(items)[::2] == ["alpha bravo", "charlie", "delta"]
     assert items[1].id == first.output[0].id and _texts(items)[1] == first.output_text
+    ephemeral = sdk.responses.create(model="fake-chat", input=f"ephemeral {uuid.uuid4().hex}", store=False,
+                                     conversation=conversation.id)
+    assert ephemeral.output_text and len(list(sdk.conversations.items.list(conversation.id))) == 6
+    with pytest.raises(openai.NotFoundError):
+        sdk.responses.retrieve(ephemeral.id)
 
     with pytest.raises(openai.BadRequestError) as both:
         sdk.responses.create(model="fake-chat", input="x", conversation=conversation.id,

@@ -17,8 +17,9 @@ by its client is not stored.
 
 With ``conversation`` (the Conversations API's, checked for this tenant and end user like any id), the history is the
 conversation's items fitted by the tenant's memory policy (``memory.history``); the request's input and the response's
-output are added to the conversation once the answer is complete (also with ``store: false``: the conversation is
-state the caller asked for), and the stored response remembers the conversation, whose end erases it. The number of
+output are added to the conversation once the answer is complete, and the stored response remembers the
+conversation, whose end erases it. With ``store: false`` the conversation is read and nothing is written: neither the
+response nor the new items (an ephemeral turn persists nothing). The number of
 history items sent is the ``x-tenantlm-history-items`` header.
 """
 
@@ -352,8 +353,9 @@ class ResponsesService:
         return summarise
 
     async def _remember(self, tenant_id: str, draft: Draft, response: JSON) -> None:
-        """Add the input and the output to the request's conversation (if it was not erased meanwhile)."""
-        if draft.request.conversation is None or self.conversations is None:
+        """Add the input and the output to the request's conversation (if it was not erased meanwhile); nothing with
+        ``store: false``."""
+        if draft.request.conversation is None or self.conversations is None or not draft.request.store:
             return
         output = shown(response, include_results=draft.request.include_results)["output"]
         await self.conversations.append(tenant_id=tenant_id, conversation_id=draft.request.conversation,

@@ -175,8 +175,10 @@ async def test_responses_read_and_extend_the_conversation(app: TenantLMApp) -> N
     first = await respond(app, ctx, input="first question", conversation=made["id"])
     assert first.headers["x-tenantlm-history-items"] == "0"
     assert first.body["conversation"] == {"id": made["id"]}
-    second = await respond(app, ctx, input="second question", conversation={"id": made["id"]}, store=False)
-    assert second.headers["x-tenantlm-history-items"] == "2"
+    ephemeral = await respond(app, ctx, input="forget this", conversation=made["id"], store=False)
+    assert ephemeral.headers["x-tenantlm-history-items"] == "2"
+    second = await respond(app, ctx, input="second question", conversation={"id": made["id"]})
+    assert second.headers["x-tenantlm-history-items"] == "2"  # the ephemeral turn was not kept
     assert second.body["usage"]["input_tokens"] > first.body["usage"]["input_tokens"] + ANSWER_WORDS
     listed = await svc.conversations.list_items(ctx=ctx, conversation_id=made["id"], end_user_header=None,
                                                 after=None, limit=10, order="asc")
