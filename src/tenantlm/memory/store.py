@@ -149,11 +149,6 @@ class ConversationStore:
                     for n, item in enumerate(items)])
         return True
 
-    async def touch(self, *, tenant_id: str, conversation_id: str, now: float) -> None:
-        async with self.db.tenant_tx(tenant_id=tenant_id) as conn:
-            await conn.execute(conv_t.update().where(conv_t.c.tenant_id == tenant_id, conv_t.c.id == conversation_id)
-                               .values(last_active_at=now))
-
     async def get_item(self, *, tenant_id: str, conversation_id: str, item_id: str) -> ItemRow | None:
         q = sa.select(items_t).where(_in_conversation(tenant_id, conversation_id), items_t.c.id == item_id)
         async with self.db.tenant_tx(tenant_id=tenant_id) as conn:
