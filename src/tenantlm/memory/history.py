@@ -14,12 +14,12 @@ Non-message items (a ``file_search_call``) are kept in the conversation but neve
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from tenantlm.memory.policy import MemoryPolicy
-from tenantlm.memory.service import Conversation, ConversationsService
+from tenantlm.memory.service import Conversation, ConversationsService, Summarise
 from tenantlm.memory.store import ItemRow
 from tenantlm.responses.context import chat_messages
 from tenantlm.tokens import MESSAGE_OVERHEAD_TOKENS, TokenCounter
@@ -30,8 +30,6 @@ SUMMARY_PREFIX = "Summary of the earlier conversation:\n"
 SUMMARY_INSTRUCTIONS = ("Summarise the conversation below for an assistant that will continue it. Keep every fact "
                         "the user stated (names, numbers, preferences, decisions) and what was asked and answered. "
                         "Write at most a short paragraph.")
-
-Summarise = Callable[[str | None, list[JSON]], Awaitable[str]]
 
 
 @dataclass(slots=True)

@@ -16,7 +16,7 @@ it go too. The retention sweep erases conversations older than ``conversation_re
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -34,6 +34,9 @@ JSON = dict[str, Any]
 METADATA_KIND, ITEM_KIND, SUMMARY_KIND = "conversation_metadata", "conversation_item", "conversation_summary"
 MAX_ITEMS_PER_CALL = 20  # as OpenAI: items on create, and on each items.create
 HISTORY_PAGE = 50
+
+# Writes a summary of older items: (the previous summary, the items fallen out of the window since) -> the new one.
+Summarise = Callable[[str | None, list[JSON]], Awaitable[str]]
 
 
 class Sealer(Protocol):

@@ -16,7 +16,7 @@ conversation starts after the gap. ``store: false`` writes nothing; a response t
 by its client is not stored.
 
 With ``conversation`` (the Conversations API's, checked for this tenant and end user like any id), the history is the
-conversation's items fitted by the tenant's memory policy (``memory.history``); the request's input and the response's
+conversation's items fitted by the tenant's memory policy (``responses.memory``); the request's input and the response's
 output are added to the conversation once the answer is complete, and the stored response remembers the
 conversation, whose end erases it. With ``store: false`` the conversation is read and nothing is written: neither the
 response nor the new items (an ephemeral turn persists nothing). The number of
@@ -26,7 +26,7 @@ history items sent is the ``x-tenantlm-history-items`` header.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -37,15 +37,7 @@ from tenantlm.inference.service import InferenceService, Piece, Reply
 from tenantlm.knowledge.filters import filter_predicate
 from tenantlm.knowledge.search import KnowledgeSearch
 from tenantlm.knowledge.vector_stores import VectorStoresService
-from tenantlm.memory.history import (
-    SUMMARY_INSTRUCTIONS,
-    SUMMARY_PREFIX,
-    SUMMARY_TOKENS,
-    History,
-    fit_history,
-    transcript,
-)
-from tenantlm.memory.policy import memory_policy
+from tenantlm.memory.history import SUMMARY_PREFIX, History
 from tenantlm.memory.service import ConversationsService
 from tenantlm.responses import objects
 from tenantlm.responses.context import (
@@ -58,13 +50,13 @@ from tenantlm.responses.context import (
     source_budget,
     token_counter,
 )
+from tenantlm.responses.memory import ConversationMemory
 from tenantlm.responses.models import INCLUDE_RESULTS, ResponseRequest, new_id, parse_request
 from tenantlm.responses.store import ResponseRow, ResponseStore
 from tenantlm.tenancy import access
 from tenantlm.tenancy.catalog import ModelCatalog
 from tenantlm.tenancy.end_users import pick_end_user
 from tenantlm.tenancy.models import Permission, TenantContext
-from tenantlm.tokens import estimate_prompt_tokens
 
 JSON = dict[str, Any]
 ENDPOINT = "responses"
@@ -149,7 +141,8 @@ class ResponsesService:
         self.catalog = catalog
         self.search = search
         self.vector_stores = vector_stores
-        self.conversations = conversations
+        self.memory = None if conversations is None else ConversationMemory(
+            conversations=conversations, inference=inference, endpoint=ENDPOINT)
         self.clock = clock
 
     # --- create -----------------------------------------------------------------------------------------------
@@ -316,50 +309,16 @@ class ResponsesService:
             return History(messages=messages, items=len(messages))
         if request.conversation is None:
             return None
-        if self.conversations is None:
+        if self.memory is None:
             raise InvalidRequest("conversations are not available on this server", param="conversation")
-        access.data_plane(ctx, Permission.CONVERSATIONS_WRITE)  # the response is added to the conversation
-        conversation = await self.conversations.open(ctx=ctx, conversation_id=request.conversation,
-                                                     end_user=end_user, param="conversation")
-        count = token_counter(tokenizer)
-        own = estimate_prompt_tokens(build_messages(request.instructions, (), chat_messages(request.input)), count)
-        budget = context_length - (request.max_output_tokens or ANSWER_ROOM) - own
-        if request.search:
-            budget //= 2  # the other half for what the search finds
-        return await fit_history(conversations=self.conversations, tenant_id=ctx.tenant_id,
-                                 conversation=conversation, memory=memory_policy(ctx.tenant.settings),
-                                 budget=budget, count=count,
-                                 summarise=self._summariser(ctx, request, end_user_header, context_length,
-                                                            tokenizer))
-
-    def _summariser(self, ctx: TenantContext, request: ResponseRequest, end_user_header: str | None,
-                    context_length: int, tokenizer: str | None) -> Callable[[str | None, list[JSON]], Awaitable[str]]:
-        """Older turns summarised by the tenant's model, as the tenant and its end user (admitted, scheduled and
-        metered like the answer)."""
-        count = token_counter(tokenizer)
-
-        async def summarise(previous: str | None, items: list[JSON]) -> str:
-            system = {"role": "system", "content": SUMMARY_INSTRUCTIONS}
-            room = context_length - SUMMARY_TOKENS - estimate_prompt_tokens(
-                [system, {"role": "user", "content": ""}], count)
-            text = transcript(previous, items, budget=room, count=count)
-            body = {**self._chat_body(request, [system, {"role": "user", "content": text}]),
-                    "max_tokens": SUMMARY_TOKENS, "temperature": 0}
-            body.pop("top_p", None)
-            reply = await self.inference.chat(ctx=ctx, body=body, end_user_header=end_user_header,
-                                              endpoint=ENDPOINT)
-            choice = (reply.body.get("choices") or [{}])[0]
-            return str((choice.get("message") or {}).get("content") or previous or "").strip()
-        return summarise
+        return await self.memory.history(ctx=ctx, request=request, conversation_id=request.conversation,
+                                         end_user=end_user, end_user_header=end_user_header,
+                                         context_length=context_length, tokenizer=tokenizer)
 
     async def _remember(self, tenant_id: str, draft: Draft, response: JSON) -> None:
-        """Add the input and the output to the request's conversation (if it was not erased meanwhile); nothing with
-        ``store: false``."""
-        if draft.request.conversation is None or self.conversations is None or not draft.request.store:
-            return
-        output = shown(response, include_results=draft.request.include_results)["output"]
-        await self.conversations.append(tenant_id=tenant_id, conversation_id=draft.request.conversation,
-                                        items=[*draft.request.input, *output])
+        if self.memory is not None:
+            output = shown(response, include_results=draft.request.include_results)["output"]
+            await self.memory.remember(tenant_id=tenant_id, request=draft.request, output=output)
 
     async def _history(self, tenant_id: str, previous_id: str | None) -> list[JSON]:
         """The conversation before this request: every stored response of the chain ending at ``previous_id``,
