@@ -30,6 +30,7 @@ from tenantlm.api.admin.usage_routes import router as usage_router
 from tenantlm.api.docs import install_docs
 from tenantlm.api.middleware import RequestContextMiddleware
 from tenantlm.api.openai.chat import ChatCompletions
+from tenantlm.api.openai.conversations_routes import router as conversations_router
 from tenantlm.api.openai.files_routes import router as files_router
 from tenantlm.api.openai.responses_routes import router as responses_router
 from tenantlm.api.openai.routes import router as openai_router
@@ -70,6 +71,9 @@ async def _sweep_loop(svc: Services) -> None:
             removed = await svc.files.sweep()
             if removed:
                 log.info("retention sweep removed %d expired files and abandoned uploads", removed)
+            removed = await svc.conversations.sweep()
+            if removed:
+                log.info("retention sweep erased %d expired or idle conversations", removed)
         except Exception:
             log.warning("retention sweep failed; will retry", exc_info=True)
 
@@ -236,6 +240,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Tenan
     app.include_router(files_router)
     app.include_router(vector_stores_router)
     app.include_router(responses_router)
+    app.include_router(conversations_router)
     app.include_router(admin_router)
     app.include_router(audit_router)
     app.include_router(compliance_router)

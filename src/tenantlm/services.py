@@ -30,8 +30,10 @@ from tenantlm.knowledge.parsing import IsolatedParser
 from tenantlm.knowledge.search import KnowledgeSearch
 from tenantlm.knowledge.vector_store_store import VectorStoreStore
 from tenantlm.knowledge.vector_stores import VectorStoresService
-from tenantlm.memories.service import LongTermMemory
+from tenantlm.memories.service import LongTermMemory, SessionMemories
 from tenantlm.memories.store import MemoryStore
+from tenantlm.memory.service import ConversationsService, SessionContent
+from tenantlm.memory.store import ConversationStore
 from tenantlm.metering.alerts import AlertSettings, BudgetAlerts
 from tenantlm.metering.ledger import Ledger
 from tenantlm.metering.storage import StorageMeter, StorageUsageStore
@@ -76,6 +78,7 @@ class Services:
     responses: ResponsesService
     storage: StorageMeter
     memories: LongTermMemory
+    conversations: ConversationsService
     eraser: TenantEraser
     end_user_eraser: EndUserEraser
     rewrapper: TenantRewrapper
@@ -174,10 +177,16 @@ def build_services(settings: Settings) -> Services:
                                                        tenancy=tenancy)
     inference = InferenceService(catalog=catalog, providers=providers, metrics=metrics, end_users=end_users,
                                  request_log=request_log, gate=gate)
+    session_hooks: list[SessionContent] = []  # what a session's end erases besides its conversation
+    conversations = ConversationsService(store=ConversationStore(db), sealer=keyring, session_hooks=session_hooks,
+                                         tenants=tenancy)
     memories = LongTermMemory(store=MemoryStore(db), sealer=keyring, embedder=search.embedder,
                               tenant=lambda tenant_id: tenancy.get_tenant(tenant_id=tenant_id))
     responses = ResponsesService(store=ResponseStore(db), sealer=keyring, inference=inference, catalog=catalog,
-                                 search=search, vector_stores=vector_stores, memory=memories)
+                                 search=search, vector_stores=vector_stores, conversations=conversations,
+                                 long_term=memories)
+    conversations.responses = responses
+    session_hooks.append(SessionMemories(memories=memories, responses=responses))
     storage = StorageMeter(store=StorageUsageStore(db), sources=(files, vector_stores, responses),
                            tenants=tenancy.store, price_per_gb_day=settings.storage_price_per_gb_day)
     return Services(
@@ -185,18 +194,20 @@ def build_services(settings: Settings) -> Services:
         settings=settings, db=db, metrics=metrics, auth=auth, end_users=end_users, catalog=catalog,
         providers=providers, tenancy=tenancy, keyring=keyring, audit=audit, auth_failures=auth_failures,
         request_log=request_log, limits=limits,
-        inference=inference, responses=responses, memories=memories,
+        inference=inference, responses=responses, memories=memories, conversations=conversations,
         files=files, vector_stores=vector_stores, search=search, ingestion=ingestion, storage=storage,
         eraser=TenantEraser(tenancy=tenancy, keyring=keyring,
-                            contents=[responses, memories, search, vector_stores, files, request_log, end_users,
-                                      ledger, storage],
+                            contents=[conversations, responses, memories, search, vector_stores, files, request_log,
+                                      end_users, ledger, storage],
                             audit=audit, auth=auth, data_dir=settings.data_dir, metrics=metrics),
         end_user_eraser=EndUserEraser(tenancy=tenancy, audit=audit, after_erase=db.reclaim, contents={
-            "memories": memories, "responses": responses, "request_log": request_log, "record": end_users}),
-        rewrapper=TenantRewrapper(contents=[request_log, files, vector_stores, responses, memories], audit=audit),
+            "conversations": conversations, "memories": memories, "responses": responses,
+            "request_log": request_log, "record": end_users}),
+        rewrapper=TenantRewrapper(contents=[request_log, files, vector_stores, responses, memories, conversations],
+                                  audit=audit),
         exporter=TenantExporter(tenancy=tenancy, request_log=request_log, audit=audit, audit_reader=audit,
-                                files=files, sections=(vector_stores, responses), flush=end_users.flush,
-                                memories=memories),
+                                files=files, sections=(vector_stores, responses), conversations=conversations,
+                                flush=end_users.flush, memories=memories),
     )
 
 

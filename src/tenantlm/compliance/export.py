@@ -3,10 +3,11 @@
 The archive holds ``tenant.json``, ``keys.json`` (metadata only: secrets are never stored, hashes are left out),
 ``end_users.json``, ``request_log.jsonl`` (decrypted), ``audit.jsonl`` (the tenant's own entries), ``files.json``
 (the uploaded files' objects) with each file's content, decrypted, under ``files/<file id>``, ``memories.jsonl``
-(every end user's long-term memories, decrypted, each naming its end user), one JSON-lines file per further section
-of content (``vector_stores.jsonl``: each store with its attached files and their attributes; ``responses.jsonl``:
-each stored response with its own input items, decrypted), and ``manifest.json`` (format version, tenant id,
-creation time, and per file its entry count and SHA-256).
+(every end user's long-term memories, decrypted, each naming its end user), ``conversations.jsonl`` (every
+conversation, each with its end user and its items, decrypted), one JSON-lines file per further section of content
+(``vector_stores.jsonl``: each store with its attached files and their attributes; ``responses.jsonl``: each stored
+response with its own input items, decrypted), and ``manifest.json`` (format version, tenant id, creation time, and
+per file its entry count and SHA-256).
 """
 
 from __future__ import annotations
@@ -47,15 +48,21 @@ class ExportSection(Protocol):
     def export_items(self, *, tenant_id: str) -> AsyncIterator[dict[str, Any]]: ...
 
 
+class StoredConversations(Protocol):
+    def export(self, *, tenant_id: str) -> AsyncIterator[dict[str, Any]]: ...
+
+
 class TenantExporter:
     def __init__(self, *, tenancy: TenancyService, request_log: RequestLogService, audit: AuditSink,
                  audit_reader: AuditReader, files: StoredFiles | None = None,
                  sections: tuple[ExportSection, ...] = (),
+                 conversations: StoredConversations | None = None,
                  flush: Callable[[], Awaitable[None]] | None = None,
                  memories: TenantMemories | None = None) -> None:
         self.tenancy = tenancy
         self.files = files
         self.sections = sections
+        self.conversations = conversations
         self.request_log = request_log
         self.audit = audit
         self.audit_reader = audit_reader
@@ -84,6 +91,8 @@ class TenantExporter:
             files["files.json"] = (orjson.dumps(listed, option=orjson.OPT_INDENT_2), len(listed))
         for section in self.sections:
             files[f"{section.export_name}.jsonl"] = await _jsonl(section.export_items(tenant_id=tenant_id))
+        if self.conversations is not None:
+            files["conversations.jsonl"] = await _jsonl(self.conversations.export(tenant_id=tenant_id))
         archive = _zip(tenant_id, files)
         await self.audit.append(actor=actor, action="tenant.exported", tenant_id=tenant_id,
                                 request_id=request_id_var.get(),

@@ -7,10 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from tenantlm.errors import InvalidRequest
+from tenantlm.memory.policy import memory_policy
 from tenantlm.tenancy.models import Tenant
 
-SETTING = "memory"
-POLICIES = ("window", "summary")
 MAX_TEXT = 2000
 
 
@@ -48,28 +47,9 @@ def memory_id_of(key: int) -> str:
     return f"mem_{key:016x}"
 
 
-def check_memory_setting(value: Any) -> dict[str, Any]:
-    """``settings.memory``: ``{"policy": "window"|"summary", "long_term": bool}``, both optional."""
-    param = f"settings.{SETTING}"
-    if not isinstance(value, dict):
-        raise InvalidRequest(f"{param} must be an object like {{\"policy\": \"window\", \"long_term\": false}}",
-                             param=param)
-    for name, item in value.items():
-        if name == "policy":
-            if item not in POLICIES:
-                raise InvalidRequest(f"{param}.policy must be one of {', '.join(POLICIES)}", param=f"{param}.policy")
-        elif name == "long_term":
-            if not isinstance(item, bool):
-                raise InvalidRequest(f"{param}.long_term must be true or false", param=f"{param}.long_term")
-        else:
-            raise InvalidRequest(f"unknown field {name!r} in {param}; known: long_term, policy",
-                                 param=f"{param}.{name}")
-    return dict(value)
-
-
 def long_term_enabled(tenant: Tenant) -> bool:
-    setting = tenant.settings.get(SETTING)
-    return isinstance(setting, dict) and setting.get("long_term") is True
+    """The tenant setting ``memory.long_term`` (validated by ``memory.policy``, which owns the ``memory`` setting)."""
+    return memory_policy(tenant.settings).long_term
 
 
 def check_text(text: Any, param: str = "text") -> str:

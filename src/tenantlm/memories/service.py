@@ -349,3 +349,21 @@ class LongTermMemory:
                                                 sealed_vector=vector or row.sealed_vector)
                 moved += (text is not None) + (vector is not None)
         return moved
+
+
+class ConversationResponses(Protocol):
+    async def conversation_response_ids(self, *, tenant_id: str, conversation_id: str) -> list[str]: ...
+
+
+class SessionMemories:
+    """What a session's end erases of long-term memory (a ``memory.service.SessionContent``): the memories written by
+    the turns of its conversation (their source is the response id), asked for before those responses are erased."""
+
+    def __init__(self, *, memories: LongTermMemory, responses: ConversationResponses) -> None:
+        self.memories = memories
+        self.responses = responses
+
+    async def session_ended(self, *, tenant_id: str, conversation_id: str) -> None:
+        turns = await self.responses.conversation_response_ids(tenant_id=tenant_id, conversation_id=conversation_id)
+        if turns:
+            await self.memories.forget_sources(tenant_id=tenant_id, sources=turns)

@@ -4,10 +4,12 @@ What is honoured: ``model``, ``input`` (a string, or message items: ``user`` / `
 ``assistant`` with text content), ``instructions``, ``tools`` (``file_search`` only), ``tool_choice`` (``auto``,
 ``required`` or ``file_search`` search; ``none`` skips the search), ``include`` (``file_search_call.results``),
 ``store``, ``stream``, ``previous_response_id``, ``metadata``, ``max_output_tokens``, ``temperature``, ``top_p``,
-``user`` / ``safety_identifier`` (the end user). Fields that only tune OpenAI's own service (``service_tier``,
+``user`` / ``safety_identifier`` (the end user), ``conversation`` (an id or ``{"id"}``: its items come before the
+input, fitted by the tenant's memory policy, and the input and output are added to it; not together with
+``previous_response_id``). Fields that only tune OpenAI's own service (``service_tier``,
 ``prompt_cache_key``, ``truncation``, ``parallel_tool_calls``, ``reasoning``, ``stream_options``, ``text`` with the
 plain text format) are accepted and change nothing. Anything that would change the answer's meaning and is not served
-here (other tools, other input types, structured output, ``background``, ``conversation``, ``prompt``) is a 400
+here (other tools, other input types, structured output, ``background``, ``prompt``) is a 400
 ``unsupported_parameter`` rather than silently ignored.
 """
 
@@ -37,7 +39,7 @@ _IGNORED = frozenset({"service_tier", "prompt_cache_key", "prompt_cache_retentio
                       "text"})
 _KNOWN = frozenset({"model", "input", "instructions", "tools", "tool_choice", "include", "store", "stream",
                     "previous_response_id", "metadata", "max_output_tokens", "temperature", "top_p", "user",
-                    "safety_identifier"}) | _IGNORED
+                    "safety_identifier", "conversation"}) | _IGNORED
 
 
 def new_id(prefix: str) -> str:
@@ -68,6 +70,7 @@ class ResponseRequest:
     store: bool
     stream: bool
     previous_response_id: str | None
+    conversation: str | None
     metadata: dict[str, str]
     max_output_tokens: int | None
     temperature: float | None
@@ -91,6 +94,7 @@ def parse_request(body: Mapping[str, Any]) -> ResponseRequest:
         store=_bool(body.get("store"), "store", default=True),
         stream=_bool(body.get("stream"), "stream", default=False),
         previous_response_id=_string(body.get("previous_response_id"), "previous_response_id", limit=64),
+        conversation=_conversation(body),
         metadata=check_metadata(body.get("metadata")),
         max_output_tokens=None if body.get("max_output_tokens") is None else as_int(
             body["max_output_tokens"], "max_output_tokens", minimum=MIN_OUTPUT_TOKENS, maximum=1 << 30),
@@ -106,13 +110,29 @@ def _check_fields(body: Mapping[str, Any]) -> None:
     for key in body:
         if key in _KNOWN:
             continue
-        if key in {"background", "conversation", "prompt"} and not body[key]:
+        if key in {"background", "prompt"} and not body[key]:
             continue  # false / null: the default, nothing asked for
         raise UnsupportedFeature(f"'{key}' is not supported by this server's Responses API", param=key)
     fmt = body.get("text", {}).get("format") if isinstance(body.get("text"), Mapping) else None
     if fmt is not None and (not isinstance(fmt, Mapping) or fmt.get("type") != "text"):
         raise UnsupportedFeature("only the plain text format is supported ('text.format.type': 'text')",
                                  param="text.format")
+
+
+def _conversation(body: Mapping[str, Any]) -> str | None:
+    """``conversation``: an id, or an object with one; never together with ``previous_response_id``."""
+    value = body.get("conversation")
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        as_object(value, "conversation", required=("id",))
+        conversation_id = _string(value["id"], "conversation.id", limit=64, required=True)
+    else:
+        conversation_id = _string(value, "conversation", limit=64, required=True)
+    if body.get("previous_response_id") is not None:
+        raise InvalidRequest("Mutually exclusive parameters: Ensure you are only providing one of: "
+                             "'previous_response_id' or 'conversation'.", param="conversation")
+    return conversation_id
 
 
 def _string(value: object, param: str, *, limit: int, required: bool = False) -> str | None:

@@ -55,6 +55,7 @@ def response_object(*, response_id: str, created_at: float, request: ResponseReq
         "instructions": request.instructions, "max_output_tokens": request.max_output_tokens,
         "model": request.model, "output": output, "parallel_tool_calls": True,
         "previous_response_id": request.previous_response_id,
+        "conversation": None if request.conversation is None else {"id": request.conversation},
         "reasoning": {"effort": None, "summary": None}, "store": request.store,
         "temperature": request.temperature, "text": {"format": {"type": "text"}},
         "tool_choice": request.tool_choice,

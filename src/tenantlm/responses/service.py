@@ -14,6 +14,13 @@ continues. Nothing is copied from turn to turn: a conversation of n turns takes 
 walking the chain. Deleting a response deletes its items; responses chained after it keep theirs, and their
 conversation starts after the gap. ``store: false`` writes nothing; a response that failed or whose stream was left
 by its client is not stored.
+
+With ``conversation`` (the Conversations API's, checked for this tenant and end user like any id), the history is the
+conversation's items fitted by the tenant's memory policy (``responses.memory``); the request's input and the response's
+output are added to the conversation once the answer is complete, and the stored response remembers the
+conversation, whose end erases it. With ``store: false`` the conversation is read and nothing is written: neither the
+response nor the new items (an ephemeral turn persists nothing). The number of
+history items sent is the ``x-tenantlm-history-items`` header.
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ from tenantlm.inference.service import InferenceService, Piece, Reply
 from tenantlm.knowledge.filters import filter_predicate
 from tenantlm.knowledge.search import KnowledgeSearch
 from tenantlm.knowledge.vector_stores import VectorStoresService
+from tenantlm.memory.history import SUMMARY_PREFIX, History
+from tenantlm.memory.service import ConversationsService
 from tenantlm.responses import objects
 from tenantlm.responses.context import (
     ANSWER_ROOM,
@@ -41,6 +50,7 @@ from tenantlm.responses.context import (
     source_budget,
     token_counter,
 )
+from tenantlm.responses.memory import ConversationMemory
 from tenantlm.responses.models import INCLUDE_RESULTS, ResponseRequest, new_id, parse_request
 from tenantlm.responses.store import ResponseRow, ResponseStore
 from tenantlm.tenancy import access
@@ -51,6 +61,7 @@ from tenantlm.tenancy.models import Permission, TenantContext
 JSON = dict[str, Any]
 ENDPOINT = "responses"
 INPUT_KIND, OUTPUT_KIND = "response_input", "response_output"
+HISTORY_HEADER = "x-tenantlm-history-items"
 
 
 class Sealer(Protocol):
@@ -93,15 +104,24 @@ class Draft:
     end_user: str | None = None
     results: list[JSON] = field(default_factory=list)
     sources: list[Source] = field(default_factory=list)
+    history: History | None = None  # what was sent before the input (a conversation or a response chain)
     memories: list[str] = field(default_factory=list)  # the end user's long-term memories given to the model
 
     @property
     def instructions(self) -> str | None:
-        """The request's instructions, then the end user's memories (the response echoes the request's alone)."""
-        if not self.memories:
-            return self.request.instructions
-        notes = MEMORY_HEADER + "\n" + "\n".join(f"- {m}" for m in self.memories)
-        return "\n\n".join(p for p in (self.request.instructions, notes) if p)
+        """What the model is told first: the request's instructions, the conversation's summary when the memory
+        policy made one, then the end user's long-term memories (the response echoes the request's alone)."""
+        parts = [self.request.instructions]
+        if self.history is not None and self.history.summary is not None:
+            parts.append(SUMMARY_PREFIX + self.history.summary)
+        if self.memories:
+            parts.append(MEMORY_HEADER + "\n" + "\n".join(f"- {m}" for m in self.memories))
+        return "\n\n".join(p for p in parts if p) or None
+
+    def headers(self, headers: dict[str, str]) -> dict[str, str]:
+        if self.history is None:
+            return headers
+        return {**headers, HISTORY_HEADER: str(self.history.items)}
 
     def search_item(self, status: str) -> JSON | None:
         if self.search_id is None or self.query is None:
@@ -131,15 +151,18 @@ def shown(response: JSON, *, include_results: bool) -> JSON:
 class ResponsesService:
     def __init__(self, *, store: ResponseStore, sealer: Sealer, inference: InferenceService, catalog: ModelCatalog,
                  search: KnowledgeSearch, vector_stores: VectorStoresService,
-                 clock: Callable[[], float] = time.time, memory: TurnMemory | None = None) -> None:
+                 conversations: ConversationsService | None = None, long_term: TurnMemory | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.sealer = sealer
         self.inference = inference
         self.catalog = catalog
         self.search = search
         self.vector_stores = vector_stores
+        self.conversation_memory = None if conversations is None else ConversationMemory(
+            conversations=conversations, inference=inference, endpoint=ENDPOINT)
+        self.long_term = long_term
         self.clock = clock
-        self.memory = memory
 
     # --- create -----------------------------------------------------------------------------------------------
     async def create(self, *, ctx: TenantContext, body: JSON, end_user_header: str | None) -> Reply | EventStream:
@@ -154,10 +177,11 @@ class ResponsesService:
             access.data_plane(ctx, Permission.KNOWLEDGE_READ)
             for store_id in request.file_search.vector_store_ids:
                 await self.vector_stores.usable_store(tenant_id=ctx.tenant_id, store_id=store_id)
-        history = await self._history(ctx.tenant_id, request.previous_response_id)
-        conversation = chat_messages([*history, *request.input])
         draft = Draft(request=request, id=new_id("resp_"), created_at=self.clock(), message_id=new_id("msg_"),
                       search_id=None, query=None, end_user=end_user)
+        draft.history = await self._history_for(ctx, draft, end_user, end_user_header, model.config.context_length,
+                                                model.config.tokenizer)
+        conversation = [*(draft.history.messages if draft.history else []), *chat_messages(request.input)]
         await self._recall(ctx, draft, conversation)
         if request.search:
             await self._retrieve(ctx, draft, conversation, end_user, model.config.context_length,
@@ -165,28 +189,29 @@ class ResponsesService:
         chat = self._chat_body(request, build_messages(draft.instructions, draft.sources, conversation))
         if request.stream:
             stream = await self._stream(ctx, draft, chat, end_user_header)
-            await self._remember(ctx, draft)
+            await self._learn(ctx, draft)
             return stream
         reply = await self.inference.chat(ctx=ctx, body=chat, end_user_header=end_user_header, endpoint=ENDPOINT)
         choice = (reply.body.get("choices") or [{}])[0]
         text = (choice.get("message") or {}).get("content") or ""
         response = draft.finish(text, choice.get("finish_reason"), _usage(reply.body.get("usage")))
         await self._save(ctx.tenant_id, draft, response)
-        await self._remember(ctx, draft)
-        return Reply(shown(response, include_results=request.include_results), reply.headers)
+        await self._append_to_conversation(ctx.tenant_id, draft, response)
+        await self._learn(ctx, draft)
+        return Reply(shown(response, include_results=request.include_results), draft.headers(reply.headers))
 
     # --- long-term memory (the hook: nothing here unless a TurnMemory is wired and the tenant turned it on) ----
     async def _recall(self, ctx: TenantContext, draft: Draft, conversation: list[JSON]) -> None:
-        if self.memory is None:
+        if self.long_term is None:
             return
         query = next((m["content"] for m in reversed(conversation) if m["role"] == "user" and m["content"]), None)
-        draft.memories = await self.memory.before_turn(ctx=ctx, end_user=draft.end_user, query=query)
+        draft.memories = await self.long_term.before_turn(ctx=ctx, end_user=draft.end_user, query=query)
 
-    async def _remember(self, ctx: TenantContext, draft: Draft) -> None:
-        if self.memory is None or not draft.request.store:  # store: false persists nothing, memories included
+    async def _learn(self, ctx: TenantContext, draft: Draft) -> None:
+        if self.long_term is None or not draft.request.store:  # store: false persists nothing, memories included
             return
         said = [m["content"] for m in chat_messages(draft.request.input) if m["role"] == "user" and m["content"]]
-        await self.memory.after_turn(ctx=ctx, end_user=draft.end_user, texts=said, source=draft.id)
+        await self.long_term.after_turn(ctx=ctx, end_user=draft.end_user, texts=said, source=draft.id)
 
     async def _retrieve(self, ctx: TenantContext, draft: Draft, conversation: list[JSON], end_user: str | None,
                         context_length: int, tokenizer: str | None) -> None:
@@ -220,7 +245,7 @@ class ResponsesService:
                                                          endpoint=ENDPOINT)
         events = self._events(ctx.tenant_id, draft, stream.pieces)
         await anext(events)  # into its try: from here on, closing it closes the model's stream (and its passage)
-        return EventStream(events, stream.headers)
+        return EventStream(events, draft.headers(stream.headers))
 
     async def _events(self, tenant_id: str, draft: Draft, pieces: AsyncIterator[Piece]
                       ) -> AsyncGenerator[bytes, None]:
@@ -258,6 +283,7 @@ class ResponsesService:
             yield emit("response.content_part.done", **ids, content_index=0, part=part)
             yield emit("response.output_item.done", output_index=index, item=message)
             await self._save(tenant_id, draft, response)
+            await self._append_to_conversation(tenant_id, draft, response)
             done = "response.completed" if response["status"] == "completed" else "response.incomplete"
             yield emit(done, response=shown(response, include_results=include))
         finally:
@@ -289,7 +315,7 @@ class ResponsesService:
         record = {"response": response, "include_results": draft.request.include_results}
         await self.store.insert(tenant_id=tenant_id, row=ResponseRow(
             tenant_id=tenant_id, id=draft.id, previous_response_id=draft.request.previous_response_id,
-            created_at=draft.created_at, end_user=draft.end_user,
+            created_at=draft.created_at, conversation_id=draft.request.conversation, end_user=draft.end_user,
             sealed_input=await self._seal(tenant_id, INPUT_KIND, draft.id, draft.request.input),
             sealed_output=await self._seal(tenant_id, OUTPUT_KIND, draft.id, record)))
 
@@ -307,6 +333,28 @@ class ResponsesService:
         if row is None:
             raise NotFound(f"Response with id '{response_id}' not found.", param=param)
         return row
+
+    # --- history: a conversation, or a chain of responses ------------------------------------------------------
+    async def _history_for(self, ctx: TenantContext, draft: Draft, end_user: str | None,
+                           end_user_header: str | None, context_length: int, tokenizer: str | None
+                           ) -> History | None:
+        request = draft.request
+        if request.previous_response_id is not None:
+            items = await self._history(ctx.tenant_id, request.previous_response_id)
+            messages = chat_messages(items)
+            return History(messages=messages, items=len(messages))
+        if request.conversation is None:
+            return None
+        if self.conversation_memory is None:
+            raise InvalidRequest("conversations are not available on this server", param="conversation")
+        return await self.conversation_memory.history(ctx=ctx, request=request, conversation_id=request.conversation,
+                                         end_user=end_user, end_user_header=end_user_header,
+                                         context_length=context_length, tokenizer=tokenizer)
+
+    async def _append_to_conversation(self, tenant_id: str, draft: Draft, response: JSON) -> None:
+        if self.conversation_memory is not None:
+            output = shown(response, include_results=draft.request.include_results)["output"]
+            await self.conversation_memory.remember(tenant_id=tenant_id, request=draft.request, output=output)
 
     async def _history(self, tenant_id: str, previous_id: str | None) -> list[JSON]:
         """The conversation before this request: every stored response of the chain ending at ``previous_id``,
@@ -380,6 +428,13 @@ class ResponsesService:
 
     async def forget_tenant(self, *, tenant_id: str) -> None:
         await self.store.forget_tenant(tenant_id=tenant_id)
+
+    async def conversation_response_ids(self, *, tenant_id: str, conversation_id: str) -> list[str]:
+        return await self.store.conversation_ids(tenant_id=tenant_id, conversation_id=conversation_id)
+
+    async def forget_conversation(self, *, tenant_id: str, conversation_id: str) -> int:
+        """Delete every response made in the conversation (its session ended)."""
+        return await self.store.delete_conversation(tenant_id=tenant_id, conversation_id=conversation_id)
 
     async def rewrap(self, *, tenant_id: str) -> int:
         """Re-seal every stored response of the tenant under its active data key (after a rotation)."""

@@ -25,12 +25,14 @@ class ResponseRow:
     sealed_input: bytes  # this response's own new input items (sealed JSON)
     sealed_output: bytes  # the response object without its input (sealed JSON)
     end_user: str | None = None  # the end user the request named
+    conversation_id: str | None = None  # the conversation it was made in (erased with it)
 
 
 def _row(r: Any) -> ResponseRow:
     return ResponseRow(tenant_id=r.tenant_id, id=r.id, previous_response_id=r.previous_response_id,
                        created_at=r.created_at, sealed_input=bytes(r.sealed_input),
-                       sealed_output=bytes(r.sealed_output), end_user=r.end_user)
+                       sealed_output=bytes(r.sealed_output), end_user=r.end_user,
+                       conversation_id=r.conversation_id)
 
 
 class ResponseStore:
@@ -42,7 +44,7 @@ class ResponseStore:
             await conn.execute(responses.insert().values(
                 tenant_id=tenant_id, id=row.id, previous_response_id=row.previous_response_id,
                 created_at=row.created_at, sealed_input=row.sealed_input, sealed_output=row.sealed_output,
-                end_user=row.end_user))
+                end_user=row.end_user, conversation_id=row.conversation_id))
 
     async def get(self, *, tenant_id: str, response_id: str) -> ResponseRow | None:
         q = sa.select(responses).where(responses.c.tenant_id == tenant_id, responses.c.id == response_id)
@@ -55,6 +57,20 @@ class ResponseStore:
             res = await conn.execute(responses.delete().where(responses.c.tenant_id == tenant_id,
                                                               responses.c.id == response_id))
         return bool(res.rowcount)
+
+    async def conversation_ids(self, *, tenant_id: str, conversation_id: str) -> list[str]:
+        """The ids of every response made in the conversation."""
+        q = sa.select(responses.c.id).where(responses.c.tenant_id == tenant_id,
+                                            responses.c.conversation_id == conversation_id)
+        async with self.db.tenant_tx(tenant_id=tenant_id) as conn:
+            return list((await conn.execute(q)).scalars())
+
+    async def delete_conversation(self, *, tenant_id: str, conversation_id: str) -> int:
+        """Every response made in the conversation."""
+        async with self.db.tenant_tx(tenant_id=tenant_id) as conn:
+            res = await conn.execute(responses.delete().where(responses.c.tenant_id == tenant_id,
+                                                              responses.c.conversation_id == conversation_id))
+        return int(res.rowcount or 0)
 
     async def replace_sealed(self, *, tenant_id: str, response_id: str, sealed_input: bytes,
                              sealed_output: bytes) -> None:

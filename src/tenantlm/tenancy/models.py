@@ -44,6 +44,8 @@ class Permission(StrEnum):
     KNOWLEDGE_READ = "knowledge:read"  # list, read and search files and vector stores
     KNOWLEDGE_WRITE = "knowledge:write"  # upload, attach, change and delete them
     END_USER_DATA = "end_users:data"  # an end user's personal data: memories, export, erasure (admin keys)
+    CONVERSATIONS_READ = "conversations:read"  # read conversations and their items
+    CONVERSATIONS_WRITE = "conversations:write"  # create, change, end and delete them
 
 
 class PlatformPermission(StrEnum):
@@ -81,9 +83,10 @@ PLATFORM_ROLE_GRANTS: dict[PlatformRole, frozenset[Grant]] = {
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(Permission),
     Role.MEMBER: frozenset({Permission.MODELS_READ, Permission.INFERENCE, Permission.TENANT_READ,
-                            Permission.KNOWLEDGE_READ, Permission.KNOWLEDGE_WRITE}),
+                            Permission.KNOWLEDGE_READ, Permission.KNOWLEDGE_WRITE, Permission.CONVERSATIONS_READ,
+                            Permission.CONVERSATIONS_WRITE}),
     Role.VIEWER: frozenset({Permission.MODELS_READ, Permission.TENANT_READ, Permission.KEYS_READ,
-                            Permission.LIMITS_READ, Permission.KNOWLEDGE_READ}),
+                            Permission.LIMITS_READ, Permission.KNOWLEDGE_READ, Permission.CONVERSATIONS_READ}),
 }
 
 

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from tenantlm.errors import InvalidRequest, NotFound, PermissionDenied
-from tenantlm.memories.models import SETTING as MEMORY
-from tenantlm.memories.models import check_memory_setting
+from tenantlm.memory.policy import SETTINGS as MEMORY_SETTINGS
 from tenantlm.observability.logging import request_id_var
 from tenantlm.requestlog.service import SETTING as REQUEST_LOG_DAYS
 from tenantlm.requestlog.service import check_retention
@@ -39,7 +38,7 @@ TENANT_ADMIN_EDITABLE = frozenset({"name", "metadata", "settings"})
 
 
 # Known tenant settings and their validators; PATCH merges settings key by key (null removes a key).
-SETTINGS: dict[str, Callable[[Any], Any]] = {REQUEST_LOG_DAYS: check_retention, MEMORY: check_memory_setting}
+SETTINGS: dict[str, Callable[[Any], Any]] = {REQUEST_LOG_DAYS: check_retention, **MEMORY_SETTINGS}
 # The operator's billing identifiers for a tenant (``billing``), read by the Stripe export. Platform-only: a tenant
 # that could set its own customer id could have its usage billed to another customer.
 BILLING_FIELDS = frozenset({"stripe_customer_id"})

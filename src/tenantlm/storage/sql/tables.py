@@ -328,7 +328,9 @@ responses = sa.Table(
     sa.Column("sealed_input", sa.LargeBinary, nullable=False),
     sa.Column("sealed_output", sa.LargeBinary, nullable=False),
     sa.Column("end_user", sa.String(256), nullable=True),  # migration 0014: whose turn it was (end-user erasure)
+    sa.Column("conversation_id", sa.String(64), nullable=True),  # migration 0012: erased with its conversation
     sa.Index("ix_responses_end_user", "tenant_id", "end_user"),
+    sa.Index("ix_responses_conversation", "tenant_id", "conversation_id"),
 )
 
 TENANT_OWNED.update({"responses": "tenant_id"})
@@ -364,3 +366,32 @@ storage_usage = sa.Table(
 )
 
 TENANT_OWNED.update({"storage_usage": "tenant_id"})
+
+conversations = sa.Table(
+    "conversations",
+    metadata,
+    sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("end_user", sa.String(256), nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("last_active_at", sa.Float, nullable=False),
+    sa.Column("next_position", sa.Integer, nullable=False),
+    sa.Column("sealed_metadata", sa.LargeBinary, nullable=False),
+    sa.Column("sealed_summary", sa.LargeBinary, nullable=True),
+    sa.Column("summary_through", sa.Integer, nullable=False),
+    sa.Index("ix_conversations_end_user", "tenant_id", "end_user"),
+)
+
+conversation_items = sa.Table(
+    "conversation_items",
+    metadata,
+    sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("conversation_id", sa.String(64), nullable=False),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("sealed_item", sa.LargeBinary, nullable=False),
+    sa.Index("ix_conversation_items_position", "tenant_id", "conversation_id", "position", unique=True),
+)
+
+TENANT_OWNED.update({"conversations": "tenant_id", "conversation_items": "tenant_id"})

@@ -6,7 +6,7 @@ data key. ``responses.end_user`` and ``request_log.end_user``: the end user the 
 clear like ``end_users.user_id``.
 
 Revision ID: 0014
-Revises: 0011
+Revises: 0012
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0014"
-down_revision = "0011"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
