@@ -32,7 +32,7 @@ from tenantlm.knowledge.vector_store_store import VectorStoreStore
 from tenantlm.knowledge.vector_stores import VectorStoresService
 from tenantlm.memories.service import LongTermMemory, SessionMemories
 from tenantlm.memories.store import MemoryStore
-from tenantlm.memory.service import ConversationsService, SessionContent
+from tenantlm.memory.service import ConversationsService
 from tenantlm.memory.store import ConversationStore
 from tenantlm.metering.alerts import AlertSettings, BudgetAlerts
 from tenantlm.metering.ledger import Ledger
@@ -177,16 +177,14 @@ def build_services(settings: Settings) -> Services:
                                                        tenancy=tenancy)
     inference = InferenceService(catalog=catalog, providers=providers, metrics=metrics, end_users=end_users,
                                  request_log=request_log, gate=gate)
-    session_hooks: list[SessionContent] = []  # what a session's end erases besides its conversation
-    conversations = ConversationsService(store=ConversationStore(db), sealer=keyring, session_hooks=session_hooks,
-                                         tenants=tenancy)
+    conversations = ConversationsService(store=ConversationStore(db), sealer=keyring, tenants=tenancy)
     memories = LongTermMemory(store=MemoryStore(db), sealer=keyring, embedder=search.embedder,
                               tenant=lambda tenant_id: tenancy.get_tenant(tenant_id=tenant_id))
     responses = ResponsesService(store=ResponseStore(db), sealer=keyring, inference=inference, catalog=catalog,
                                  search=search, vector_stores=vector_stores, conversations=conversations,
                                  long_term=memories)
     conversations.responses = responses
-    session_hooks.append(SessionMemories(memories=memories, responses=responses))
+    conversations.session_hooks.append(SessionMemories(memories=memories, responses=responses))  # a session's end
     storage = StorageMeter(store=StorageUsageStore(db), sources=(files, vector_stores, responses),
                            tenants=tenancy.store, price_per_gb_day=settings.storage_price_per_gb_day)
     return Services(

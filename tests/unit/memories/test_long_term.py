@@ -281,6 +281,25 @@ async def test_the_memories_of_given_turns_can_be_forgotten(app: TenantLMApp) ->
     assert len(await svc.memories.list_memories(tenant_id=ctx.tenant_id, end_user="u2")) == 1
 
 
+async def test_ending_a_session_forgets_what_its_turns_taught(app: TenantLMApp) -> None:
+    """The session wipe end to end: memories written by the turns of a conversation go when it ends; a memory the
+    same end user gave outside it stays."""
+    svc = services(app)
+    ctx = await member(app)
+    chat = await svc.conversations.create(ctx=ctx, body={}, end_user_header="u1")
+    for said in ("My name is Sessionna.", "I live in Bergen."):
+        reply = await svc.responses.create(ctx=ctx, body={"model": "chat", "input": said,
+                                                          "conversation": chat["id"]}, end_user_header="u1")
+        assert isinstance(reply, Reply)
+    await turn(svc, ctx, "u1", "I like cloudberries.")  # no conversation: not part of the session
+    assert len(await svc.memories.list_memories(tenant_id=ctx.tenant_id, end_user="u1")) == 3
+    await svc.conversations.end(ctx=ctx, conversation_id=chat["id"], end_user_header="u1")
+    left = await svc.memories.list_memories(tenant_id=ctx.tenant_id, end_user="u1")
+    assert [m.text for m in left] == ["The user likes cloudberries."]
+    recalled = await svc.memories.recall(tenant_id=ctx.tenant_id, end_user="u1", query="Bergen", k=5)
+    assert all("Bergen" not in m.text for m in recalled)  # gone from the indexes too
+
+
 # --- erasure, export, rotation ---------------------------------------------------------------------------------
 async def test_erasing_an_end_user_leaves_the_others(app: TenantLMApp) -> None:
     svc = services(app)
@@ -294,7 +313,7 @@ async def test_erasing_an_end_user_leaves_the_others(app: TenantLMApp) -> None:
     assert len(before["request_log"]) == 1 and before["record"][0]["user"] == "u1"
     assert "u1-name" in before["responses"][0]["input"][0]["content"][0]["text"]
     done = await svc.end_user_eraser.erase(tenant_id=ctx.tenant_id, end_user="u1", actor="test")
-    assert done["erased"] == {"memories": 2, "responses": 1, "request_log": 1, "record": 1}
+    assert done["erased"] == {"conversations": 0, "memories": 2, "responses": 1, "request_log": 1, "record": 1}
     after = await svc.end_user_eraser.export(tenant_id=ctx.tenant_id, end_user="u1", actor="test")
     assert all(after[name] == [] for name in ("memories", "responses", "request_log", "record"))
     assert await svc.memories.recall(tenant_id=ctx.tenant_id, end_user="u1", query="kayak", k=5) == []
