@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 
 from live import Live, Tenant, catalog_config, start_server
@@ -219,12 +220,15 @@ def test_erasing_an_end_user_leaves_no_trace_and_spares_the_others(dep: Deployme
     dep.live.sdk(t.member_key).chat.completions.create(model="fake-chat", user="u1",
                                                        messages=[{"role": "user", "content": f"say {canary}"}])
     _turn(dep, t, "u2", f"Remember that my locker code is {control}.")
+    as_u1 = dep.live.sdk(t.member_key, max_retries=0, default_headers={"X-TenantLM-User": "u1"})
+    chat = as_u1.conversations.create(items=[{"type": "message", "role": "user", "content": f"note {canary}"}])
     with dep.live.admin(t.admin_key) as admin:
         exported = admin.post(f"/admin/v1/tenants/{t.id}/end_users/u1/export")
         assert exported.status_code == 200, exported.text
         body = exported.json()
         assert body["object"] == "end_user.export" and body["end_user"] == "u1"
         assert len(body["memories"]) == 1 and len(body["responses"]) == 2 and len(body["request_log"]) == 3
+        assert [c["id"] for c in body["conversations"]] == [chat.id]
         assert canary in json.dumps(body) and control not in json.dumps(body)
         archive = zipfile.ZipFile(io.BytesIO(admin.post(f"/admin/v1/tenants/{t.id}/export").content))
         in_tenant_export = archive.read("memories.jsonl").decode()
@@ -239,7 +243,8 @@ def test_erasing_an_end_user_leaves_no_trace_and_spares_the_others(dep: Deployme
     with dep.live.admin(t.admin_key) as admin:
         erased = admin.delete(f"/admin/v1/tenants/{t.id}/end_users/u1")
         assert erased.status_code == 200, erased.text
-        assert erased.json()["erased"] == {"memories": 1, "responses": 2, "request_log": 3, "record": 1}
+        assert erased.json()["erased"] == {"conversations": 1, "memories": 1, "responses": 2, "request_log": 3,
+                                           "record": 1}
         answers = [admin.get(f"/admin/v1/tenants/{t.id}/end_users/u1/memories").text,
                    admin.post(f"/admin/v1/tenants/{t.id}/end_users/u1/memories/search",
                               json={"query": f"locker code {canary}"}).text,
@@ -255,6 +260,8 @@ def test_erasing_an_end_user_leaves_no_trace_and_spares_the_others(dep: Deployme
     with pytest.raises(Exception) as gone:
         dep.live.sdk(t.member_key, max_retries=0).responses.retrieve(first.id)
     assert getattr(gone.value, "status_code", None) == 404
+    with pytest.raises(openai.NotFoundError):
+        as_u1.conversations.retrieve(chat.id)
     assert {"end_user.erase_started", "end_user.erased"} <= {e["action"] for e in audit}
     raw = dep.raw_storage()
     for s in sealed:
