@@ -36,6 +36,9 @@ from tenantlm.observability.metrics import Metrics
 from tenantlm.providers.registry import ProviderRegistry
 from tenantlm.requestlog.service import RequestLogService
 from tenantlm.requestlog.store import RequestLogStore
+from tenantlm.respcache.memory import MemoryCacheBackend
+from tenantlm.respcache.port import CacheBackend
+from tenantlm.respcache.service import CacheConfig, ResponseCache
 from tenantlm.responses.service import ResponsesService
 from tenantlm.responses.store import ResponseStore
 from tenantlm.scheduling.registry import RedisReplicaCount, ReplicaCount, SchedulerRegistry, StaticReplicaCount
@@ -70,6 +73,7 @@ class Services:
     search: KnowledgeSearch
     ingestion: Ingestion
     responses: ResponsesService
+    cache: ResponseCache
     eraser: TenantEraser
     rewrapper: TenantRewrapper
     exporter: TenantExporter
@@ -108,6 +112,15 @@ def build_limit_store(settings: Settings) -> tuple[LimitStore, ReplicaCount, Any
 
     client = Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=2.0, socket_connect_timeout=2.0)
     return (RedisLimitStore(client, fail_open=settings.limits_fail_open), RedisReplicaCount(client), client)
+
+
+def build_cache_backend(settings: Settings, redis: Any) -> CacheBackend:
+    """The response cache lives where the limits do: in process, or in the Redis the replicas share."""
+    if redis is None:
+        return MemoryCacheBackend(max_bytes=settings.cache_memory_bytes)
+    from tenantlm.respcache.redis_store import RedisCacheBackend
+
+    return RedisCacheBackend(redis)
 
 
 def _budgets(limits: LimitsService, tenancy: TenancyService) -> Any:
@@ -165,8 +178,15 @@ def build_services(settings: Settings) -> Services:
     vector_stores, search, ingestion = build_knowledge(settings, db=db, files=files, keyring=keyring, audit=audit,
                                                        catalog=catalog, providers=providers, gate=gate,
                                                        tenancy=tenancy)
+    cache = ResponseCache(
+        backend=build_cache_backend(settings, redis), sealer=keyring, limits=limits,
+        embedder=Embedder(catalog=catalog, providers=providers, gate=gate,
+                          model=settings.cache_embedding_model or settings.knowledge_embedding_model),
+        config=CacheConfig(ttl_s=settings.cache_ttl_s, semantic_floor=settings.cache_semantic_floor,
+                           hit_price_factor=settings.cache_hit_price_factor,
+                           semantic_max_entries=settings.cache_semantic_max_entries))
     inference = InferenceService(catalog=catalog, providers=providers, metrics=metrics, end_users=end_users,
-                                 request_log=request_log, gate=gate)
+                                 request_log=request_log, gate=gate, cache=cache)
     responses = ResponsesService(store=ResponseStore(db), sealer=keyring, inference=inference, catalog=catalog,
                                  search=search, vector_stores=vector_stores)
     return Services(
@@ -174,10 +194,10 @@ def build_services(settings: Settings) -> Services:
         settings=settings, db=db, metrics=metrics, auth=auth, end_users=end_users, catalog=catalog,
         providers=providers, tenancy=tenancy, keyring=keyring, audit=audit, auth_failures=auth_failures,
         request_log=request_log, limits=limits,
-        inference=inference, responses=responses,
+        inference=inference, responses=responses, cache=cache,
         files=files, vector_stores=vector_stores, search=search, ingestion=ingestion,
         eraser=TenantEraser(tenancy=tenancy, keyring=keyring,
-                            contents=[responses, search, vector_stores, files, request_log, end_users, ledger],
+                            contents=[responses, cache, search, vector_stores, files, request_log, end_users, ledger],
                             audit=audit, auth=auth, data_dir=settings.data_dir, metrics=metrics),
         rewrapper=TenantRewrapper(contents=[request_log, files, vector_stores, responses], audit=audit),
         exporter=TenantExporter(tenancy=tenancy, request_log=request_log, audit=audit, audit_reader=audit,

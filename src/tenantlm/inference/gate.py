@@ -104,6 +104,7 @@ class Passage:
     first_token_at: float | None = None
     charged_tokens: int = 0
     streamed: int = 0
+    price_factor: float = 1.0  # the share of the catalog price charged (a response-cache hit: the operator's factor)
     _finished: bool = False
 
     @property
@@ -198,10 +199,10 @@ class Passage:
                 id=event_id(self.uid, n), tenant_id=self.ctx.tenant_id, key_id=self.ctx.key_id,
                 end_user=self.end_user, model=self.model.name, provider=a.provider, upstream_model=a.model,
                 region=config.region, prompt_tokens=prompt, completion_tokens=completion,
-                cached_tokens=getattr(usage, "cached_tokens", 0) or 0, latency_ms=round(a.duration_s * 1000, 3),
+                cached_tokens=usage.cached_tokens if usage else 0, latency_ms=round(a.duration_s * 1000, 3),
                 ttft_ms=None if ttft is None else round(ttft, 3), status=state,
                 http_status=a.status or (200 if a.outcome == "ok" else 502),
-                cost_usd=cost_of(config, prompt, completion),
+                cost_usd=cost_of(config, prompt, completion) * self.price_factor,
                 created_at=now))
         return out
 
@@ -298,8 +299,9 @@ class Gate:
         self.open = 0  # passages entered and not yet finished
 
     async def enter(self, *, ctx: TenantContext, model: ResolvedModel, end_user: str | None,
-                    prompt: Any, max_tokens: int | None, output: bool = True) -> Passage:
-        """Admit (429 on refusal), then wait for a scheduler slot (429 on queue full / max wait)."""
+                    prompt: Any, max_tokens: int | None, output: bool = True, schedule: bool = True) -> Passage:
+        """Admit (429 on refusal), then wait for a scheduler slot (429 on queue full / max wait). ``schedule``
+        False: no slot (an answer that calls no model, such as a response-cache hit, is admitted and metered only)."""
         eff = await self.limits.effective(ctx.tenant)
         tl = eff.tenant
         prompt_tokens = estimate_prompt_tokens(prompt, counter_for(model.config.tokenizer))
@@ -319,6 +321,8 @@ class Gate:
         passage = Passage(gate=self, ctx=ctx, model=model, end_user=end_user, uid=uid, decision=decision,
                           grant=None, started=time.monotonic(), prompt_estimate=prompt_tokens)
         self.open += 1
+        if not schedule:
+            return passage
         try:
             passage.grant = await self._slot(ctx, model, tl, prompt_tokens)
         except BaseException as exc:

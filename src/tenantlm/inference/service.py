@@ -24,9 +24,11 @@ from tenantlm.inference.gate import BudgetCut, Gate, Passage, finishing
 from tenantlm.inference.sse import SSE_DONE, sse_event
 from tenantlm.observability.logging import request_id_var
 from tenantlm.observability.metrics import Metrics
-from tenantlm.providers.base import ChatChunk, Usage
+from tenantlm.providers.base import Attempt, ChatChunk, Usage
 from tenantlm.providers.registry import ProviderRegistry
 from tenantlm.requestlog.service import RequestLogService
+from tenantlm.respcache.service import HEADER as CACHE_HEADER
+from tenantlm.respcache.service import CacheRequest, Probe, ResponseCache
 from tenantlm.tenancy.catalog import ModelCatalog, ResolvedModel
 from tenantlm.tenancy.end_users import EndUserRecorder, pick_end_user
 from tenantlm.tenancy.models import TenantContext
@@ -117,7 +119,9 @@ class Reply:
 
 class InferenceService:
     def __init__(self, *, catalog: ModelCatalog, providers: ProviderRegistry, metrics: Metrics,
-                 end_users: EndUserRecorder, request_log: RequestLogService, gate: Gate) -> None:
+                 end_users: EndUserRecorder, request_log: RequestLogService, gate: Gate,
+                 cache: ResponseCache | None = None) -> None:
+        self.cache = cache
         self.catalog = catalog
         self.providers = providers
         self.metrics = metrics
@@ -157,12 +161,19 @@ class InferenceService:
     # --- chat -------------------------------------------------------------------------------------------------
     async def chat(self, *, ctx: TenantContext, body: JSON, end_user_header: str | None,
                    respond: Callable[[Reply], Awaitable[None]] | None = None,
-                   endpoint: str = "chat.completions") -> Reply:
+                   endpoint: str = "chat.completions", cache: CacheRequest | None = None) -> Reply:
         """A chat completion. ``respond``, when given, sends the reply to the client: it is called as soon as the
         usage is on disk, and the admission is settled after it (see ``Passage.finish``). ``endpoint`` names the
-        use case in the request log (the Responses API calls the model through here too)."""
+        use case in the request log (the Responses API calls the model through here too). ``cache``: the request
+        may be answered from the tenant's response cache (chat completions only; see ``respcache``)."""
         model = self._resolve(ctx, body["model"], "chat")
-        passage = await self._enter(ctx, model, body, self._note_end_user(ctx, body, end_user_header))
+        user = self._note_end_user(ctx, body, end_user_header)
+        probe = None
+        if cache is not None and self.cache is not None:
+            probe = await self.cache.probe(ctx=ctx, model=model.config.name, body=body, end_user=user, request=cache)
+            if probe is not None and probe.hit:
+                return await self._cached(ctx, model, body, user, probe, respond, endpoint)
+        passage = await self._enter(ctx, model, body, user)
         try:  # not finishing(): an async context manager costs a generator on the hot path
             result = await self.providers.chat(model.config, dict(body), on_attempt=passage.on_attempt,
                                                prompt_estimate=passage.prompt_estimate)
@@ -176,12 +187,38 @@ class InferenceService:
                 out["id"] = _completion_id()
             out.setdefault("object", "chat.completion")
             out["usage"] = {**(out.get("usage") or {}), **result.usage.as_dict()}
-            reply = Reply(out, passage.headers)
+            reply = Reply(out, passage.headers if probe is None else {**passage.headers, CACHE_HEADER: "miss"})
         except BaseException:
             await passage.finish(status="ok")  # the upstream answered: its attempt is metered as served
             raise
         await passage.finish(status="ok", respond=None if respond is None else functools.partial(respond, reply))
         self._count(ctx, model, result.usage)
+        self._capture(ctx, model, endpoint, body, out)
+        if probe is not None and self.cache is not None:
+            await self.cache.store(probe=probe, body=out, usage=result.usage)
+        return reply
+
+    async def _cached(self, ctx: TenantContext, model: ResolvedModel, body: JSON, user: str | None, probe: Probe,
+                      respond: Callable[[Reply], Awaitable[None]] | None, endpoint: str) -> Reply:
+        """A cache hit: admitted like any request (limits and budgets apply; no scheduler slot, no model call),
+        metered as one attempt of the ``cache`` provider whose prompt tokens are all cached, priced at the
+        operator's hit price factor."""
+        assert self.cache is not None and probe.record is not None
+        completion = int(probe.record["usage"]["completion_tokens"])
+        passage = await self.gate.enter(ctx=ctx, model=model, end_user=user, prompt=body.get("messages"),
+                                        max_tokens=completion, schedule=False)
+        prompt = passage.prompt_estimate if probe.semantic else int(probe.record["usage"]["prompt_tokens"])
+        usage = Usage(prompt, completion, cached_tokens=prompt)
+        passage.price_factor = self.cache.config.hit_price_factor
+        passage.on_attempt(Attempt(provider="cache", model=model.config.upstream, number=1, outcome="ok",
+                                   usage=usage, catalog_model=model.config.name))
+        out = self.cache.answer(probe, model=model.name, completion_id=_completion_id(), prompt_tokens=prompt)
+        headers = {**passage.headers, CACHE_HEADER: "hit"}
+        if probe.similarity is not None:
+            headers[CACHE_HEADER + "-similarity"] = f"{probe.similarity:.4f}"
+        reply = Reply(out, headers)
+        await passage.finish(status="ok", respond=None if respond is None else functools.partial(respond, reply))
+        self._count(ctx, model, usage)
         self._capture(ctx, model, endpoint, body, out)
         return reply
 
