@@ -188,14 +188,14 @@ class InferenceService:
             out.setdefault("object", "chat.completion")
             out["usage"] = {**(out.get("usage") or {}), **result.usage.as_dict()}
             reply = Reply(out, passage.headers if probe is None else {**passage.headers, CACHE_HEADER: "miss"})
+            if probe is not None and self.cache is not None:  # stored before it is sent: the client's next
+                await self.cache.store(probe=probe, body=out, usage=result.usage)  # request finds it
         except BaseException:
             await passage.finish(status="ok")  # the upstream answered: its attempt is metered as served
             raise
         await passage.finish(status="ok", respond=None if respond is None else functools.partial(respond, reply))
         self._count(ctx, model, result.usage)
         self._capture(ctx, model, endpoint, body, out)
-        if probe is not None and self.cache is not None:
-            await self.cache.store(probe=probe, body=out, usage=result.usage)
         return reply
 
     async def _cached(self, ctx: TenantContext, model: ResolvedModel, body: JSON, user: str | None, probe: Probe,
