@@ -150,18 +150,44 @@ def test_anything_that_changes_the_answer_is_another_entry(live: Live) -> None:
 def test_what_is_not_cacheable_has_no_header(live: Live) -> None:
     t = tenant(live, {"exact": True})
     sdk = live.sdk(t.member_key, max_retries=0)
-    messages = [{"role": "user", "content": "stream me"}]
+    messages = [{"role": "user", "content": "call a tool"}]
+    tool = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
     for _ in range(2):
+        raw = sdk.chat.completions.with_raw_response.create(model=MODEL, messages=messages,  # type: ignore[arg-type]
+                                                            tools=[tool])  # type: ignore[list-item]
+        assert HEADER not in raw.headers
         with sdk.chat.completions.with_streaming_response.create(model=MODEL, messages=messages,  # type: ignore[arg-type]
-                                                                 stream=True) as raw:
-            assert HEADER not in raw.headers
-            list(raw.iter_lines())
-        tool = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
-        raw2 = sdk.chat.completions.with_raw_response.create(model=MODEL, messages=messages,  # type: ignore[arg-type]
-                                                             tools=[tool])  # type: ignore[list-item]
-        assert HEADER not in raw2.headers
+                                                                 tools=[tool], stream=True) as streamed:  # type: ignore[list-item]
+            assert HEADER not in streamed.headers
+            list(streamed.iter_lines())
         _, headers = ask(live, t, "bypassed", headers={HEADER: "bypass"})
         assert HEADER not in headers
+
+
+def stream(live: Live, t: Tenant, text: str, **kw: Any) -> tuple[str, Any, list[Any]]:
+    """(the streamed text, the headers, the chunks) of a streamed completion through the SDK."""
+    sdk = live.sdk(t.member_key, max_retries=0)
+    with sdk.chat.completions.with_streaming_response.create(
+            model=MODEL, messages=[{"role": "user", "content": text}], stream=True, **kw) as raw:
+        chunks = list(raw.parse())
+        headers = raw.headers
+    text_out = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    return text_out, headers, chunks
+
+
+def test_streams_are_cached_and_share_entries_with_json_answers(live: Live) -> None:
+    t = tenant(live, {"exact": True})
+    first, h1, _ = stream(live, t, "stream me a story")
+    again, h2, chunks = stream(live, t, "stream me a story", stream_options={"include_usage": True})
+    assert (h1[HEADER], h2[HEADER]) == ("miss", "hit")
+    assert again == first and first
+    assert chunks[-1].usage.prompt_tokens_details.cached_tokens == chunks[-1].usage.prompt_tokens > 0
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    as_json, h3 = ask(live, t, "stream me a story")
+    assert h3[HEADER] == "hit" and as_json.choices[0].message.content == first
+    answer, _ = ask(live, t, "first as json")
+    replayed, h4, _ = stream(live, t, "first as json")
+    assert h4[HEADER] == "hit" and replayed == answer.choices[0].message.content
 
 
 def test_bad_cache_request_headers_are_a_400(live: Live) -> None:

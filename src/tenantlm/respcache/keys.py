@@ -29,9 +29,9 @@ SEMANTIC_MAX_CHARS = 1000  # longer last messages are not embedded: the embedder
 
 
 def cacheable(body: JSON) -> bool:
-    """Only answers that are a function of the request alone: not streamed, no tools (whose results and side effects
-    live outside the request), one choice."""
-    if body.get("stream") or body.get("n") not in (None, 1):
+    """Only answers that are a function of the request alone: no tools (whose results and side effects live outside
+    the request), one choice. Streamed or not is delivery: both share an entry."""
+    if body.get("n") not in (None, 1):
         return False
     return not any(body.get(f) for f in ("tools", "tool_choice", "functions", "function_call"))
 

@@ -67,7 +67,7 @@ def test_request_threshold_header() -> None:
 def test_what_is_cacheable() -> None:
     assert keys.cacheable(BODY)
     assert keys.cacheable({**BODY, "n": 1})
-    assert not keys.cacheable({**BODY, "stream": True})
+    assert keys.cacheable({**BODY, "stream": True, "stream_options": {"include_usage": True}})
     assert not keys.cacheable({**BODY, "n": 2})
     assert not keys.cacheable({**BODY, "tools": [{"type": "function"}]})
     assert not keys.cacheable({**BODY, "tool_choice": "auto"})

@@ -87,16 +87,16 @@ class ChatCompletions:
         validate(ChatCompletionRequest, body)
         user_header = headers.get(USER_HEADER.encode())
         end_user = None if user_header is None else user_header.decode("latin-1")
+        cache = cache_request(headers)
         if body.get("stream"):
-            stream = await svc.inference.stream_chat(ctx=ctx, body=body, end_user_header=end_user)
+            stream = await svc.inference.stream_chat(ctx=ctx, body=body, end_user_header=end_user, cache=cache)
             await EventStreamResponse(stream.events, headers={**SSE_HEADERS, **stream.headers})(scope, receive, send)
             return
 
         async def respond(reply: Reply) -> None:  # called once the usage is on disk, before the settlement
             await JSONResponse(reply.body, headers=reply.headers)(scope, receive, send)
 
-        await svc.inference.chat(ctx=ctx, body=body, end_user_header=end_user, respond=respond,
-                                 cache=cache_request(headers))
+        await svc.inference.chat(ctx=ctx, body=body, end_user_header=end_user, respond=respond, cache=cache)
 
 
 def cache_request(headers: dict[bytes, bytes]) -> CacheRequest:
