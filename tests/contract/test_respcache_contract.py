@@ -11,7 +11,7 @@ import pytest
 
 from services import RedisServer
 from tenantlm.respcache.memory import MemoryCacheBackend
-from tenantlm.respcache.port import CacheBackend
+from tenantlm.respcache.port import CacheBackend, CacheUnavailable
 from tenantlm.respcache.redis_store import RedisCacheBackend
 
 A, B = "ten_aaaa", "ten_bbbb"
@@ -131,3 +131,24 @@ async def test_memory_backend_keeps_what_was_read_recently() -> None:
     await backend.put(tenant_id=A, key="k4", value=b"x" * 100, end_user=None, ttl_s=TTL)
     assert await backend.get(tenant_id=A, key="k1") is not None
     assert await backend.get(tenant_id=A, key="k2") is None
+
+
+async def test_an_unreachable_redis_is_cache_unavailable() -> None:
+    down = RedisCacheBackend.from_url("redis://127.0.0.1:9/0")  # nothing listens on the discard port
+    try:
+        with pytest.raises(CacheUnavailable):
+            await down.get(tenant_id=A, key="k")
+        with pytest.raises(CacheUnavailable):
+            await down.put(tenant_id=A, key="k", value=b"v", end_user="alice", ttl_s=TTL)
+    finally:
+        await down.aclose()
+
+
+async def test_tenant_ids_that_could_widen_a_key_pattern_are_refused() -> None:
+    backend = RedisCacheBackend.from_url("redis://127.0.0.1:9/0")
+    try:
+        for bad in ("ten_*", "ten_{x}", "", "ten_[a]"):
+            with pytest.raises(ValueError):
+                await backend.purge_tenant(tenant_id=bad)
+    finally:
+        await backend.aclose()
