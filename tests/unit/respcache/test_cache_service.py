@@ -184,3 +184,28 @@ async def test_no_cache_argument_no_cache(app: TenantLMApp) -> None:
     assert len(backend(app)) == 0
     assert HEADER not in (await chat(app, a, "bypassed", cache=CacheRequest(bypass=True))).headers
     assert len(backend(app)) == 0
+
+
+async def test_a_tenants_requests_touch_only_its_own_partition(app: TenantLMApp) -> None:
+    """What a request's time can depend on: every backend call made while serving tenant B names B, so nothing of
+    A's (its entries, its vectors, whether A asked the same thing a moment ago) is read on B's path."""
+    calls: list[tuple[str, str]] = []
+
+    class Recording(MemoryCacheBackend):
+        async def get(self, *, tenant_id: str, key: str) -> bytes | None:
+            calls.append(("get", tenant_id))
+            return await super().get(tenant_id=tenant_id, key=key)
+
+        async def vectors(self, *, tenant_id: str, space: str) -> list[tuple[str, bytes]]:
+            calls.append(("vectors", tenant_id))
+            return await super().vectors(tenant_id=tenant_id, space=space)
+
+    services(app).cache.backend = Recording()
+    a = await member(app, {"exact": True, "semantic": True})
+    b = await member(app, {"exact": True, "semantic": True})
+    for _ in range(2):
+        await chat(app, a, "shared question")
+    calls.clear()
+    assert (await chat(app, b, "shared question")).headers[HEADER] == "miss"
+    assert calls and {tenant for _, tenant in calls} == {b.tenant_id}
+    assert {kind for kind, _ in calls} == {"get", "vectors"}
