@@ -200,7 +200,10 @@ class InferenceService:
                      cache: CacheRequest | None) -> Probe | None:
         if cache is None or self.cache is None:
             return None
-        return await self.cache.probe(ctx=ctx, model=model.config.name, body=body, end_user=user, request=cache)
+        probe = await self.cache.probe(ctx=ctx, model=model.config.name, body=body, end_user=user, request=cache)
+        if probe is not None:
+            self.metrics.observe_cache(tenant_id=ctx.tenant_id, model=model.config.name, hit=probe.hit)
+        return probe
 
     async def _hit(self, ctx: TenantContext, model: ResolvedModel, body: JSON, user: str | None, probe: Probe
                    ) -> tuple[Passage, Usage, JSON, dict[str, str]]:

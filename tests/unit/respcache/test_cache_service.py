@@ -75,6 +75,9 @@ async def test_exact_entries_are_never_shared_between_tenants(app: TenantLMApp) 
     assert (await chat(app, b, "same prompt")).headers[HEADER] == "miss"
     assert {slot[0] for slot in backend(app)._items} == {a.tenant_id, b.tenant_id}
     assert len(backend(app)) == 2  # one entry each, never one shared
+    metrics = services(app).metrics.render().decode()
+    assert f'tenantlm_cache_lookups_total{{model="chat",result="hit",tenant="{a.tenant_id}"}} 1.0' in metrics
+    assert f'tenantlm_cache_lookups_total{{model="chat",result="miss",tenant="{b.tenant_id}"}} 1.0' in metrics
 
 
 async def test_semantic_lookups_scan_only_the_tenants_own_space(app: TenantLMApp) -> None:
