@@ -139,7 +139,7 @@ class Passage:
                             "budget or wait for the next period.")
 
     def _cost(self, prompt: int, completion: int) -> float:
-        return cost_of(self.model.config, prompt, completion)
+        return cost_of(self.model.config, prompt, completion) * self.price_factor
 
     async def finish(self, *, status: str, respond: Callable[[], Awaitable[None]] | None = None
                      ) -> SettleResult | None:
@@ -299,9 +299,11 @@ class Gate:
         self.open = 0  # passages entered and not yet finished
 
     async def enter(self, *, ctx: TenantContext, model: ResolvedModel, end_user: str | None,
-                    prompt: Any, max_tokens: int | None, output: bool = True, schedule: bool = True) -> Passage:
+                    prompt: Any, max_tokens: int | None, output: bool = True, schedule: bool = True,
+                    price_factor: float = 1.0) -> Passage:
         """Admit (429 on refusal), then wait for a scheduler slot (429 on queue full / max wait). ``schedule``
-        False: no slot (an answer that calls no model, such as a response-cache hit, is admitted and metered only)."""
+        False: no slot (an answer that calls no model, such as a response-cache hit, is admitted and metered only).
+        ``price_factor``: the share of the catalog price reserved and charged (a response-cache hit's)."""
         eff = await self.limits.effective(ctx.tenant)
         tl = eff.tenant
         prompt_tokens = estimate_prompt_tokens(prompt, counter_for(model.config.tokenizer))
@@ -313,13 +315,14 @@ class Gate:
             subjects.append(Subject(level="end_user", id=f"{ctx.tenant_id}/{end_user}",
                                     limits=_limits(eff.end_user)))
         subjects.append(Subject(level="tenant", id=ctx.tenant_id, limits=_limits(tl)))
-        cost = cost_of(model.config, prompt_tokens, out_tokens)
+        cost = cost_of(model.config, prompt_tokens, out_tokens) * price_factor
         decision = await self.admission.admit(AdmissionRequest(
             tenant_id=ctx.tenant_id, request_id=uid, subjects=tuple(subjects), tokens=tokens, cost_usd=cost))
         if not decision.admitted:
             raise _refusal(decision, subjects)
         passage = Passage(gate=self, ctx=ctx, model=model, end_user=end_user, uid=uid, decision=decision,
-                          grant=None, started=time.monotonic(), prompt_estimate=prompt_tokens)
+                          grant=None, started=time.monotonic(), prompt_estimate=prompt_tokens,
+                          price_factor=price_factor)
         self.open += 1
         if not schedule:
             return passage

@@ -213,10 +213,10 @@ class InferenceService:
         assert self.cache is not None and probe.record is not None
         completion = int(probe.record["usage"]["completion_tokens"])
         passage = await self.gate.enter(ctx=ctx, model=model, end_user=user, prompt=body.get("messages"),
-                                        max_tokens=completion, schedule=False)
+                                        max_tokens=completion, schedule=False,
+                                        price_factor=self.cache.config.hit_price_factor)
         prompt = passage.prompt_estimate if probe.semantic else int(probe.record["usage"]["prompt_tokens"])
         usage = Usage(prompt, completion, cached_tokens=prompt)
-        passage.price_factor = self.cache.config.hit_price_factor
         passage.on_attempt(Attempt(provider="cache", model=model.config.upstream, number=1, outcome="ok",
                                    usage=usage, catalog_model=model.config.name))
         out = self.cache.answer(probe, model=model.name, completion_id=_completion_id(), prompt_tokens=prompt)
