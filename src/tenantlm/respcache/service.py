@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 import orjson
 
+from tenantlm.crypto.errors import DecryptionFailed
 from tenantlm.errors import TenantLMError
 from tenantlm.providers.base import Usage
 from tenantlm.respcache import keys
@@ -135,8 +136,9 @@ class ResponseCache:
         return probe
 
     async def store(self, *, probe: Probe, body: JSON, usage: Usage) -> None:
-        """Keep a miss's answer (and index it for the semantic cache when the tenant uses it). A backend that
-        cannot be reached is logged, never raised: the answer has been served."""
+        """Keep a miss's answer (and index it for the semantic cache when the tenant uses it); called before the
+        answer is sent, so the client's next request finds it. A backend that cannot be reached is logged, never
+        raised: the answer is served either way."""
         try:
             await self._store(probe, body, usage)
         except CacheUnavailable as exc:
@@ -182,9 +184,18 @@ class ResponseCache:
         sealed = await self.backend.get(tenant_id=tenant_id, key=key)
         if sealed is None:
             return None
-        plain = await self.sealer.open(tenant_id=tenant_id, kind=KIND, record_id=key, ciphertext=sealed)
-        record: JSON = orjson.loads(plain)
+        plain = await self._open(tenant_id, KIND, key, sealed)
+        record: JSON | None = None if plain is None else orjson.loads(plain)
         return record
+
+    async def _open(self, tenant_id: str, kind: str, record_id: str, sealed: bytes) -> bytes | None:
+        """The entry's plaintext, or None when it cannot be opened any more (sealed under a data-key version
+        dropped since, as after a rotation another replica has not noticed yet): a miss, not an error."""
+        try:
+            return await self.sealer.open(tenant_id=tenant_id, kind=kind, record_id=record_id, ciphertext=sealed)
+        except DecryptionFailed:
+            log.warning("a response-cache entry could not be opened; treated as a miss")
+            return None
 
     async def _semantic(self, ctx: TenantContext, probe: Probe, secret: bytes, partition: str | None,
                         normal: JSON, threshold: float) -> None:
@@ -208,8 +219,9 @@ class ResponseCache:
     async def _nearest(self, tenant_id: str, space: str, query: np.ndarray) -> tuple[str | None, float]:
         best: tuple[str | None, float] = (None, -1.0)
         for key, sealed in await self.backend.vectors(tenant_id=tenant_id, space=space):
-            plain = await self.sealer.open(tenant_id=tenant_id, kind=VECTOR_KIND, record_id=f"{space}:{key}",
-                                           ciphertext=sealed)
+            plain = await self._open(tenant_id, VECTOR_KIND, f"{space}:{key}", sealed)
+            if plain is None:
+                continue
             vector = np.frombuffer(plain, dtype="<f4")
             if vector.shape != query.shape:
                 continue

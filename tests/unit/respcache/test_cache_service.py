@@ -212,3 +212,14 @@ async def test_a_tenants_requests_touch_only_its_own_partition(app: TenantLMApp)
     assert (await chat(app, b, "shared question")).headers[HEADER] == "miss"
     assert calls and {tenant for _, tenant in calls} == {b.tenant_id}
     assert {kind for kind, _ in calls} == {"get", "vectors"}
+
+
+async def test_an_entry_that_no_longer_opens_is_a_miss(app: TenantLMApp) -> None:
+    a = await member(app, {"exact": True})
+    await chat(app, a, "tampered")
+    store = backend(app)
+    (slot,) = [slot for slot in store._items if slot[0] == a.tenant_id]
+    item = store._items[slot]
+    item.value = item.value[:-1] + bytes([item.value[-1] ^ 1])  # no longer authenticates
+    assert (await chat(app, a, "tampered")).headers[HEADER] == "miss"
+    assert (await chat(app, a, "tampered")).headers[HEADER] == "hit"  # the miss stored a fresh entry
