@@ -42,6 +42,9 @@ from tenantlm.observability.metrics import Metrics
 from tenantlm.providers.registry import ProviderRegistry
 from tenantlm.requestlog.service import RequestLogService
 from tenantlm.requestlog.store import RequestLogStore
+from tenantlm.respcache.memory import MemoryCacheBackend
+from tenantlm.respcache.port import CacheBackend
+from tenantlm.respcache.service import CacheConfig, ResponseCache
 from tenantlm.responses.service import ResponsesService
 from tenantlm.responses.store import ResponseStore
 from tenantlm.scheduling.registry import RedisReplicaCount, ReplicaCount, SchedulerRegistry, StaticReplicaCount
@@ -79,6 +82,7 @@ class Services:
     storage: StorageMeter
     memories: LongTermMemory
     conversations: ConversationsService
+    cache: ResponseCache
     eraser: TenantEraser
     end_user_eraser: EndUserEraser
     rewrapper: TenantRewrapper
@@ -118,6 +122,15 @@ def build_limit_store(settings: Settings) -> tuple[LimitStore, ReplicaCount, Any
 
     client = Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=2.0, socket_connect_timeout=2.0)
     return (RedisLimitStore(client, fail_open=settings.limits_fail_open), RedisReplicaCount(client), client)
+
+
+def build_cache_backend(settings: Settings, redis: Any) -> CacheBackend:
+    """The response cache lives where the limits do: in process, or in the Redis the replicas share."""
+    if redis is None:
+        return MemoryCacheBackend(max_bytes=settings.cache_memory_bytes)
+    from tenantlm.respcache.redis_store import RedisCacheBackend
+
+    return RedisCacheBackend(redis)
 
 
 def _budgets(limits: LimitsService, tenancy: TenancyService) -> Any:
@@ -175,8 +188,15 @@ def build_services(settings: Settings) -> Services:
     vector_stores, search, ingestion = build_knowledge(settings, db=db, files=files, keyring=keyring, audit=audit,
                                                        catalog=catalog, providers=providers, gate=gate,
                                                        tenancy=tenancy)
+    cache = ResponseCache(
+        backend=build_cache_backend(settings, redis), sealer=keyring, limits=limits,
+        embedder=Embedder(catalog=catalog, providers=providers, gate=gate,
+                          model=settings.cache_embedding_model or settings.knowledge_embedding_model),
+        config=CacheConfig(ttl_s=settings.cache_ttl_s, semantic_floor=settings.cache_semantic_floor,
+                           hit_price_factor=settings.cache_hit_price_factor,
+                           semantic_max_entries=settings.cache_semantic_max_entries))
     inference = InferenceService(catalog=catalog, providers=providers, metrics=metrics, end_users=end_users,
-                                 request_log=request_log, gate=gate)
+                                 request_log=request_log, gate=gate, cache=cache)
     conversations = ConversationsService(store=ConversationStore(db), sealer=keyring, tenants=tenancy)
     memories = LongTermMemory(store=MemoryStore(db), sealer=keyring, embedder=search.embedder,
                               tenant=lambda tenant_id: tenancy.get_tenant(tenant_id=tenant_id))
@@ -192,15 +212,15 @@ def build_services(settings: Settings) -> Services:
         settings=settings, db=db, metrics=metrics, auth=auth, end_users=end_users, catalog=catalog,
         providers=providers, tenancy=tenancy, keyring=keyring, audit=audit, auth_failures=auth_failures,
         request_log=request_log, limits=limits,
-        inference=inference, responses=responses, memories=memories, conversations=conversations,
+        inference=inference, responses=responses, memories=memories, conversations=conversations, cache=cache,
         files=files, vector_stores=vector_stores, search=search, ingestion=ingestion, storage=storage,
         eraser=TenantEraser(tenancy=tenancy, keyring=keyring,
-                            contents=[conversations, responses, memories, search, vector_stores, files, request_log,
-                                      end_users, ledger, storage],
+                            contents=[conversations, responses, memories, cache, search, vector_stores, files,
+                                      request_log, end_users, ledger, storage],
                             audit=audit, auth=auth, data_dir=settings.data_dir, metrics=metrics),
         end_user_eraser=EndUserEraser(tenancy=tenancy, audit=audit, after_erase=db.reclaim, contents={
             "conversations": conversations, "memories": memories, "responses": responses,
-            "request_log": request_log, "record": end_users}),
+            "request_log": request_log, "record": end_users}, derived={"cache": cache}),
         rewrapper=TenantRewrapper(contents=[request_log, files, vector_stores, responses, memories, conversations],
                                   audit=audit),
         exporter=TenantExporter(tenancy=tenancy, request_log=request_log, audit=audit, audit_reader=audit,

@@ -186,6 +186,17 @@ class Settings(BaseSettings):
     replicas: int = Field(default=1, ge=1)
     scheduler_max_queue_per_tenant: int = Field(default=256, ge=0)
     scheduler_max_queue_total: int = Field(default=4096, ge=0)
+    # Response cache (off for every tenant until its plan or its settings turn it on; docs/operations.md): how long
+    # an entry lives; the embedded backend's byte budget (entries and vectors of all tenants; with redis_url the
+    # cache lives in Redis); the lowest semantic similarity any tenant or request may use; what a hit costs as a
+    # share of the catalog price of the tokens it carries (0: hits are free); semantic entries per tenant and
+    # request shape; the embedding model of the semantic cache (default: knowledge_embedding_model).
+    cache_ttl_s: float = Field(default=3600.0, gt=0, le=30 * 86_400)
+    cache_memory_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
+    cache_semantic_floor: float = Field(default=0.9, ge=0.5, le=1.0)
+    cache_hit_price_factor: float = Field(default=0.0, ge=0.0, le=1.0)
+    cache_semantic_max_entries: int = Field(default=1000, ge=0, le=100_000)
+    cache_embedding_model: str | None = None
     # Budget alerts: signed webhooks at 50/80/100% of a tenant's monthly budget.
     alert_webhook_url: str | None = None
     alert_webhook_secret: SecretStr | None = None

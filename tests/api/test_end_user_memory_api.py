@@ -244,7 +244,7 @@ def test_erasing_an_end_user_leaves_no_trace_and_spares_the_others(dep: Deployme
         erased = admin.delete(f"/admin/v1/tenants/{t.id}/end_users/u1")
         assert erased.status_code == 200, erased.text
         assert erased.json()["erased"] == {"conversations": 1, "memories": 1, "responses": 2, "request_log": 3,
-                                           "record": 1}
+                                           "record": 1, "cache": 0}
         answers = [admin.get(f"/admin/v1/tenants/{t.id}/end_users/u1/memories").text,
                    admin.post(f"/admin/v1/tenants/{t.id}/end_users/u1/memories/search",
                               json={"query": f"locker code {canary}"}).text,

@@ -1,6 +1,6 @@
 """Four TenantLM replicas on one Postgres and one Redis: limits are exact across replicas (no multiplication by the
-replica count), the scheduler splits each model's capacity by the live replica count, and every request is
-metered once in the shared ledger."""
+replica count), the scheduler splits each model's capacity by the live replica count, every request is metered once
+in the shared ledger, and the response cache in Redis answers on every replica, per tenant."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis as redis_client
 
 from live import ADMIN_KEY, Live, Process, ServerConfig, start_server
 from services import PostgresServer, RedisServer
@@ -105,3 +106,30 @@ def test_admin_key_and_tenants_are_shared(replicas: list[Live], tmp_path: Path) 
     assert all(_chat(r.url, key) == 200 for r in replicas)
     with replicas[3].admin() as c:
         assert c.get(f"/admin/v1/tenants/{tid}").status_code == 200
+
+
+def _cached(url: str, key: str, text: str) -> str | None:
+    r = httpx.post(f"{url}/v1/chat/completions", headers={"authorization": f"Bearer {key}"}, timeout=60,
+                   json={"model": "fake-chat", "messages": [{"role": "user", "content": text}]})
+    assert r.status_code == 200, r.text
+    return r.headers.get("x-tenantlm-cache")
+
+
+def test_the_response_cache_is_shared_by_replicas_and_partitioned_by_tenant(
+        replicas: list[Live], redis_server: RedisServer) -> None:
+    (key_a, tid_a), (key_b, tid_b) = _tenant(replicas[0]), _tenant(replicas[0])
+    with replicas[0].admin() as c:
+        for tid in (tid_a, tid_b):
+            r = c.patch(f"/admin/v1/tenants/{tid}", json={"settings": {"cache": {"exact": True}}})
+            assert r.status_code == 200, r.text
+    time.sleep(1.1)  # tenants (and their settings) are cached for up to a second on the other replicas
+    prompt = f"asked on one replica, answered on another {uuid.uuid4().hex}"
+    assert _cached(replicas[1].url, key_a, prompt) == "miss"
+    assert [_cached(r.url, key_a, prompt) for r in replicas] == ["hit"] * REPLICAS
+    assert _cached(replicas[2].url, key_b, prompt) == "miss"  # the same prompt from another tenant
+    with redis_client.Redis.from_url(redis_server.url_for(0)) as shared:
+        assert len(shared.keys(f"tlm:cache:{{{tid_a}}}:e:*")) == 1
+        with replicas[3].admin() as c:
+            assert c.request("DELETE", f"/admin/v1/tenants/{tid_a}", params={"confirm": tid_a}).status_code in (
+                200, 204)
+        assert shared.keys(f"tlm:cache:{{{tid_a}}}:*") == []  # purged from the shared Redis by the deleting replica

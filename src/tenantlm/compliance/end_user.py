@@ -34,11 +34,20 @@ class EndUserContent(Protocol):
     async def export_end_user(self, *, tenant_id: str, end_user: str) -> list[dict[str, Any]]: ...
 
 
+class DerivedEndUserContent(Protocol):
+    """Copies made from an end user's requests that are not records of their own (cached answers): erased with the
+    end user, not exported (the records they were made from are)."""
+
+    async def erase_end_user(self, *, tenant_id: str, end_user: str) -> int: ...
+
+
 class EndUserEraser:
     def __init__(self, *, tenancy: TenancyService, contents: dict[str, EndUserContent], audit: AuditSink,
-                 after_erase: Callable[[], Awaitable[None]] | None = None) -> None:
+                 after_erase: Callable[[], Awaitable[None]] | None = None,
+                 derived: dict[str, DerivedEndUserContent] | None = None) -> None:
         self.tenancy = tenancy
         self.contents = contents
+        self.derived = derived or {}
         self.audit = audit
         self.after_erase = after_erase  # makes deleted bytes leave the disk (the SQLite WAL checkpoint)
 
@@ -52,8 +61,9 @@ class EndUserEraser:
         rid = request_id_var.get()
         await self.audit.append(actor=actor, action="end_user.erase_started", tenant_id=tenant_id, request_id=rid,
                                 details={"end_user": end_user})
+        erasers: dict[str, DerivedEndUserContent] = {**self.contents, **self.derived}
         erased = {name: await content.erase_end_user(tenant_id=tenant_id, end_user=end_user)
-                  for name, content in self.contents.items()}
+                  for name, content in erasers.items()}
         if self.after_erase is not None:
             await self.after_erase()
         await self.audit.append(actor=actor, action="end_user.erased", tenant_id=tenant_id, request_id=rid,

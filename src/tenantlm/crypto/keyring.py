@@ -21,7 +21,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from tenantlm.cache import TtlCache
 from tenantlm.crypto import aead
@@ -49,6 +51,7 @@ class Keyring:
         self.kek = kek
         self._deks: TtlCache[tuple[str, int], AESGCM] = TtlCache(ttl_s=cache_ttl_s, clock=clock)
         self._active: TtlCache[str, int] = TtlCache(ttl_s=cache_ttl_s, clock=clock)
+        self._derived: TtlCache[tuple[str, str, int], bytes] = TtlCache(ttl_s=cache_ttl_s, clock=clock)
 
     # --- the record API -----------------------------------------------------------------------------------------
     async def seal(self, *, tenant_id: str, kind: str, record_id: str, plaintext: bytes) -> bytes:
@@ -70,6 +73,25 @@ class Keyring:
             return None
         plain = await self.open(tenant_id=tenant_id, kind=kind, record_id=record_id, ciphertext=ciphertext)
         return await self.seal(tenant_id=tenant_id, kind=kind, record_id=record_id, plaintext=plain)
+
+    async def derive_key(self, *, tenant_id: str, purpose: str) -> bytes:
+        """A 32-byte secret for ``purpose`` (e.g. keying the response cache's HMAC), derived with HKDF-SHA256 from
+        the tenant's active data key: the same on every replica while that key is active, another one after a
+        rotation, and gone with a shred (``KeyShredded``)."""
+        _check_names(purpose, tenant_id)
+        version = self._active.get(tenant_id) or await self._active_version(tenant_id)
+
+        async def load() -> bytes:
+            rows = {r.version: r for r in await self.store.get(tenant_id=tenant_id, version=version)}
+            if any(r.state == SHREDDED for r in rows.values()):
+                raise KeyShredded(_SHREDDED_MSG)
+            row = rows.get(version)
+            if row is None:
+                raise DecryptionFailed("the tenant's active data key is missing")
+            dek = await self.kek.unwrap(tenant_id, row.wrapped, row.kek_ref)
+            info = f"tenantlm:{purpose}:{tenant_id}:{version}".encode()
+            return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(dek)
+        return await self._derived.get_or_load((tenant_id, purpose, version), load)
 
     # --- lifecycle ----------------------------------------------------------------------------------------------
     async def ensure_tenant(self, tenant_id: str) -> int:
@@ -145,6 +167,7 @@ class Keyring:
         """Forget the tenant's cached keys now (called by shred; also the hook for cross-replica invalidation)."""
         self._deks.evict(lambda k, _v: k[0] == tenant_id)
         self._active.evict(lambda t, _v: t == tenant_id)
+        self._derived.evict(lambda k, _v: k[0] == tenant_id)
 
     # --- internals ----------------------------------------------------------------------------------------------
     async def _active_version(self, tenant_id: str) -> int:

@@ -104,6 +104,7 @@ class Passage:
     first_token_at: float | None = None
     charged_tokens: int = 0
     streamed: int = 0
+    price_factor: float = 1.0  # the share of the catalog price charged (a response-cache hit: the operator's factor)
     _finished: bool = False
 
     @property
@@ -138,7 +139,7 @@ class Passage:
                             "budget or wait for the next period.")
 
     def _cost(self, prompt: int, completion: int) -> float:
-        return cost_of(self.model.config, prompt, completion)
+        return cost_of(self.model.config, prompt, completion) * self.price_factor
 
     async def finish(self, *, status: str, respond: Callable[[], Awaitable[None]] | None = None
                      ) -> SettleResult | None:
@@ -198,10 +199,10 @@ class Passage:
                 id=event_id(self.uid, n), tenant_id=self.ctx.tenant_id, key_id=self.ctx.key_id,
                 end_user=self.end_user, model=self.model.name, provider=a.provider, upstream_model=a.model,
                 region=config.region, prompt_tokens=prompt, completion_tokens=completion,
-                cached_tokens=getattr(usage, "cached_tokens", 0) or 0, latency_ms=round(a.duration_s * 1000, 3),
+                cached_tokens=usage.cached_tokens if usage else 0, latency_ms=round(a.duration_s * 1000, 3),
                 ttft_ms=None if ttft is None else round(ttft, 3), status=state,
                 http_status=a.status or (200 if a.outcome == "ok" else 502),
-                cost_usd=cost_of(config, prompt, completion),
+                cost_usd=cost_of(config, prompt, completion) * self.price_factor,
                 created_at=now))
         return out
 
@@ -298,8 +299,11 @@ class Gate:
         self.open = 0  # passages entered and not yet finished
 
     async def enter(self, *, ctx: TenantContext, model: ResolvedModel, end_user: str | None,
-                    prompt: Any, max_tokens: int | None, output: bool = True) -> Passage:
-        """Admit (429 on refusal), then wait for a scheduler slot (429 on queue full / max wait)."""
+                    prompt: Any, max_tokens: int | None, output: bool = True, schedule: bool = True,
+                    price_factor: float = 1.0) -> Passage:
+        """Admit (429 on refusal), then wait for a scheduler slot (429 on queue full / max wait). ``schedule``
+        False: no slot (an answer that calls no model, such as a response-cache hit, is admitted and metered only).
+        ``price_factor``: the share of the catalog price reserved and charged (a response-cache hit's)."""
         eff = await self.limits.effective(ctx.tenant)
         tl = eff.tenant
         prompt_tokens = estimate_prompt_tokens(prompt, counter_for(model.config.tokenizer))
@@ -311,14 +315,17 @@ class Gate:
             subjects.append(Subject(level="end_user", id=f"{ctx.tenant_id}/{end_user}",
                                     limits=_limits(eff.end_user)))
         subjects.append(Subject(level="tenant", id=ctx.tenant_id, limits=_limits(tl)))
-        cost = cost_of(model.config, prompt_tokens, out_tokens)
+        cost = cost_of(model.config, prompt_tokens, out_tokens) * price_factor
         decision = await self.admission.admit(AdmissionRequest(
             tenant_id=ctx.tenant_id, request_id=uid, subjects=tuple(subjects), tokens=tokens, cost_usd=cost))
         if not decision.admitted:
             raise _refusal(decision, subjects)
         passage = Passage(gate=self, ctx=ctx, model=model, end_user=end_user, uid=uid, decision=decision,
-                          grant=None, started=time.monotonic(), prompt_estimate=prompt_tokens)
+                          grant=None, started=time.monotonic(), prompt_estimate=prompt_tokens,
+                          price_factor=price_factor)
         self.open += 1
+        if not schedule:
+            return passage
         try:
             passage.grant = await self._slot(ctx, model, tl, prompt_tokens)
         except BaseException as exc:

@@ -19,14 +19,16 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 
 from tenantlm.errors import InvalidRequest, TenantLMError
-from tenantlm.inference import embedding_inputs
+from tenantlm.inference import cached, embedding_inputs
 from tenantlm.inference.gate import BudgetCut, Gate, Passage, finishing
 from tenantlm.inference.sse import SSE_DONE, sse_event
 from tenantlm.observability.logging import request_id_var
 from tenantlm.observability.metrics import Metrics
-from tenantlm.providers.base import ChatChunk, Usage
+from tenantlm.providers.base import Attempt, ChatChunk, Usage
 from tenantlm.providers.registry import ProviderRegistry
 from tenantlm.requestlog.service import RequestLogService
+from tenantlm.respcache.service import HEADER as CACHE_HEADER
+from tenantlm.respcache.service import CacheRequest, Probe, ResponseCache
 from tenantlm.tenancy.catalog import ModelCatalog, ResolvedModel
 from tenantlm.tenancy.end_users import EndUserRecorder, pick_end_user
 from tenantlm.tenancy.models import TenantContext
@@ -117,7 +119,9 @@ class Reply:
 
 class InferenceService:
     def __init__(self, *, catalog: ModelCatalog, providers: ProviderRegistry, metrics: Metrics,
-                 end_users: EndUserRecorder, request_log: RequestLogService, gate: Gate) -> None:
+                 end_users: EndUserRecorder, request_log: RequestLogService, gate: Gate,
+                 cache: ResponseCache | None = None) -> None:
+        self.cache = cache
         self.catalog = catalog
         self.providers = providers
         self.metrics = metrics
@@ -157,12 +161,17 @@ class InferenceService:
     # --- chat -------------------------------------------------------------------------------------------------
     async def chat(self, *, ctx: TenantContext, body: JSON, end_user_header: str | None,
                    respond: Callable[[Reply], Awaitable[None]] | None = None,
-                   endpoint: str = "chat.completions") -> Reply:
+                   endpoint: str = "chat.completions", cache: CacheRequest | None = None) -> Reply:
         """A chat completion. ``respond``, when given, sends the reply to the client: it is called as soon as the
         usage is on disk, and the admission is settled after it (see ``Passage.finish``). ``endpoint`` names the
-        use case in the request log (the Responses API calls the model through here too)."""
+        use case in the request log (the Responses API calls the model through here too). ``cache``: the request
+        may be answered from the tenant's response cache (chat completions only; see ``respcache``)."""
         model = self._resolve(ctx, body["model"], "chat")
-        passage = await self._enter(ctx, model, body, self._note_end_user(ctx, body, end_user_header))
+        user = self._note_end_user(ctx, body, end_user_header)
+        probe = await self._probe(ctx, model, body, user, cache)
+        if probe is not None and probe.hit:
+            return await self._cached(ctx, model, body, user, probe, respond, endpoint)
+        passage = await self._enter(ctx, model, body, user)
         try:  # not finishing(): an async context manager costs a generator on the hot path
             result = await self.providers.chat(model.config, dict(body), on_attempt=passage.on_attempt,
                                                prompt_estimate=passage.prompt_estimate)
@@ -176,7 +185,9 @@ class InferenceService:
                 out["id"] = _completion_id()
             out.setdefault("object", "chat.completion")
             out["usage"] = {**(out.get("usage") or {}), **result.usage.as_dict()}
-            reply = Reply(out, passage.headers)
+            reply = Reply(out, passage.headers if probe is None else {**passage.headers, CACHE_HEADER: "miss"})
+            if probe is not None and self.cache is not None:  # stored before it is sent: the client's next
+                await self.cache.store(probe=probe, body=out, usage=result.usage)  # request finds it
         except BaseException:
             await passage.finish(status="ok")  # the upstream answered: its attempt is metered as served
             raise
@@ -185,8 +196,71 @@ class InferenceService:
         self._capture(ctx, model, endpoint, body, out, end_user=passage.end_user)
         return reply
 
-    async def stream_chat(self, *, ctx: TenantContext, body: JSON, end_user_header: str | None) -> ChatStream:
-        events, headers = await self._stream(ctx, body, end_user_header, SSE, "chat.completions")
+    async def _probe(self, ctx: TenantContext, model: ResolvedModel, body: JSON, user: str | None,
+                     cache: CacheRequest | None) -> Probe | None:
+        if cache is None or self.cache is None:
+            return None
+        probe = await self.cache.probe(ctx=ctx, model=model.config.name, body=body, end_user=user, request=cache)
+        if probe is not None:
+            self.metrics.observe_cache(tenant_id=ctx.tenant_id, model=model.config.name, hit=probe.hit)
+        return probe
+
+    async def _hit(self, ctx: TenantContext, model: ResolvedModel, body: JSON, user: str | None, probe: Probe
+                   ) -> tuple[Passage, Usage, JSON, dict[str, str]]:
+        """A cache hit: admitted like any request (limits and budgets apply; no scheduler slot, no model call),
+        metered as one attempt of the ``cache`` provider whose prompt tokens are all cached, priced at the
+        operator's hit price factor. Returns the passage (to finish), the usage, the answer and its headers."""
+        assert self.cache is not None and probe.record is not None
+        completion = int(probe.record["usage"]["completion_tokens"])
+        passage = await self.gate.enter(ctx=ctx, model=model, end_user=user, prompt=body.get("messages"),
+                                        max_tokens=completion, schedule=False,
+                                        price_factor=self.cache.config.hit_price_factor)
+        prompt = passage.prompt_estimate if probe.semantic else int(probe.record["usage"]["prompt_tokens"])
+        usage = Usage(prompt, completion, cached_tokens=prompt)
+        passage.on_attempt(Attempt(provider="cache", model=model.config.upstream, number=1, outcome="ok",
+                                   usage=usage, catalog_model=model.config.name))
+        out = self.cache.answer(probe, model=model.name, completion_id=_completion_id(), prompt_tokens=prompt)
+        headers = {**passage.headers, CACHE_HEADER: "hit"}
+        if probe.similarity is not None:
+            headers[CACHE_HEADER + "-similarity"] = f"{probe.similarity:.4f}"
+        return passage, usage, out, headers
+
+    async def _cached(self, ctx: TenantContext, model: ResolvedModel, body: JSON, user: str | None, probe: Probe,
+                      respond: Callable[[Reply], Awaitable[None]] | None, endpoint: str) -> Reply:
+        passage, usage, out, headers = await self._hit(ctx, model, body, user, probe)
+        reply = Reply(out, headers)
+        await passage.finish(status="ok", respond=None if respond is None else functools.partial(respond, reply))
+        self._count(ctx, model, usage)
+        self._capture(ctx, model, endpoint, body, out, end_user=passage.end_user)
+        return reply
+
+    async def _cached_stream(self, ctx: TenantContext, model: ResolvedModel, body: JSON, user: str | None,
+                             probe: Probe, framing: Framing[T], endpoint: str
+                             ) -> tuple[AsyncIterator[T], dict[str, str]]:
+        passage, usage, out, headers = await self._hit(ctx, model, body, user, probe)
+        wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        events = self._replay(ctx, model, body, passage, usage, out, wants_usage, framing, endpoint)
+        await anext(events)  # step into its try, as _stream does
+        return events, headers
+
+    async def _replay(self, ctx: TenantContext, model: ResolvedModel, request: JSON, passage: Passage, usage: Usage,
+                      out: JSON, wants_usage: bool, framing: Framing[T], endpoint: str) -> AsyncIterator[T]:
+        status = "cancelled"
+        try:
+            yield framing.start
+            for chunk in cached.replay_chunks(out, wants_usage=wants_usage):
+                yield framing.chunk(chunk)
+            status = "ok"
+            await passage.finish(status="ok")  # metered before the client hears the stream is complete
+            yield framing.done()
+        finally:
+            await passage.finish(status=status)
+            self._count(ctx, model, usage)
+            self._capture(ctx, model, endpoint, request, out, end_user=passage.end_user)
+
+    async def stream_chat(self, *, ctx: TenantContext, body: JSON, end_user_header: str | None,
+                          cache: CacheRequest | None = None) -> ChatStream:
+        events, headers = await self._stream(ctx, body, end_user_header, SSE, "chat.completions", cache)
         return ChatStream(events, headers)
 
     async def stream_chat_pieces(self, *, ctx: TenantContext, body: JSON, end_user_header: str | None,
@@ -199,9 +273,13 @@ class InferenceService:
         return PieceStream(pieces, headers)
 
     async def _stream(self, ctx: TenantContext, body: JSON, end_user_header: str | None, framing: Framing[T],
-                      endpoint: str) -> tuple[AsyncIterator[T], dict[str, str]]:
+                      endpoint: str, cache: CacheRequest | None = None) -> tuple[AsyncIterator[T], dict[str, str]]:
         model = self._resolve(ctx, body["model"], "chat")
-        passage = await self._enter(ctx, model, body, self._note_end_user(ctx, body, end_user_header))
+        user = self._note_end_user(ctx, body, end_user_header)
+        probe = await self._probe(ctx, model, body, user, cache)
+        if probe is not None and probe.hit:
+            return await self._cached_stream(ctx, model, body, user, probe, framing, endpoint)
+        passage = await self._enter(ctx, model, body, user)
         options = body.get("stream_options") or {}
         wants_usage = bool(options.get("include_usage"))
         upstream = {**body, "stream_options": {**options, "include_usage": True}}
@@ -215,13 +293,13 @@ class InferenceService:
             await _aclose(chunks)
             await passage.finish(status="cancelled" if isinstance(exc, asyncio.CancelledError) else "error")
             raise
-        events = self._events(ctx, model, chunks, first, wants_usage, body, passage, framing, endpoint)
+        events = self._events(ctx, model, chunks, first, wants_usage, body, passage, framing, endpoint, probe)
         await anext(events)  # step into its try: from here on, closing it finishes the passage (see _events)
-        return events, passage.headers
+        return events, passage.headers if probe is None else {**passage.headers, CACHE_HEADER: "miss"}
 
     async def _events(self, ctx: TenantContext, model: ResolvedModel, chunks: AsyncIterator[ChatChunk],
                       first: ChatChunk | None, wants_usage: bool, request: JSON, passage: Passage,
-                      framing: Framing[T], endpoint: str) -> AsyncIterator[T]:
+                      framing: Framing[T], endpoint: str, probe: Probe | None = None) -> AsyncIterator[T]:
         usage: Usage | None = None
         completion_id = _completion_id()
         transcript = _Transcript()
@@ -249,6 +327,7 @@ class InferenceService:
             await _aclose(chunks)
             status = "ok"
             await passage.finish(status="ok")  # metered durably before the client hears the stream is complete
+            await self._store_stream(probe, model, completion_id, transcript, usage)
             yield framing.done()
         except TenantLMError as exc:
             status = "cut" if isinstance(exc, BudgetCut) else "error"
@@ -262,6 +341,15 @@ class InferenceService:
             self._count(ctx, model, usage)
             self._capture(ctx, model, endpoint, request,
                           transcript.summary(usage), transcript.status, end_user=passage.end_user)
+
+    async def _store_stream(self, probe: Probe | None, model: ResolvedModel, completion_id: str,
+                            transcript: _Transcript, usage: Usage | None) -> None:
+        """Keep a streamed miss's answer (plain text only), before the client hears the stream is complete."""
+        if probe is None or self.cache is None or usage is None or transcript.tool_calls:
+            return
+        answer = cached.gathered_answer(completion_id=completion_id, model=model.name,
+                                        content="".join(transcript.parts), finish_reason=transcript.finish_reason)
+        await self.cache.store(probe=probe, body=answer, usage=usage)
 
     # --- embeddings -------------------------------------------------------------------------------------------
     async def embed(self, *, ctx: TenantContext, body: JSON, end_user_header: str | None) -> Reply:

@@ -143,8 +143,11 @@ class Metrics:
                                     buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
         self.queue_refused = Counter("tenantlm_scheduler_refused", "Requests refused by the scheduler",
                                      ["tenant", "model", "reason"], registry=self.registry)
+        self.cache_lookups = Counter("tenantlm_cache_lookups", "Response-cache lookups of cacheable requests",
+                                     ["tenant", "model", "result"], registry=self.registry)
         # the labelled metrics above by id, for child(); each has "tenant" as its first label
-        self._labelled = {id(m): m for m in (self.errors, self.queue_depth, self.queue_wait, self.queue_refused)}
+        self._labelled = {id(m): m for m in (self.errors, self.queue_depth, self.queue_wait, self.queue_refused,
+                                             self.cache_lookups)}
 
     def forget_tenant(self, *, tenant_id: str) -> None:
         """Remove a deleted tenant's series from every metric (its later requests count under "other")."""
@@ -177,6 +180,9 @@ class Metrics:
             self.tally.count_tokens((tenant, model, "prompt"), prompt)
         if completion:
             self.tally.count_tokens((tenant, model, "completion"), completion)
+
+    def observe_cache(self, *, tenant_id: str, model: str, hit: bool) -> None:
+        self.child(self.cache_lookups, (self.tenant_label(tenant_id), model, "hit" if hit else "miss")).inc()
 
     def observe_error(self, *, tenant_id: str | None, type_: str) -> None:
         self.child(self.errors, (self.tenant_label(tenant_id), type_)).inc()

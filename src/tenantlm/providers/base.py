@@ -18,6 +18,7 @@ JSON = dict[str, Any]
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0  # of prompt_tokens, served from a cache (the ledger's cached_tokens)
 
     @property
     def total_tokens(self) -> int:

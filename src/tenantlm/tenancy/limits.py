@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from tenantlm.errors import InvalidRequest
+from tenantlm.respcache.policy import CachePolicy, check_cache, plan_policy
 
 DEFAULT_WEIGHT = 1.0
 DEFAULT_QUEUE_WAIT_S = 30.0
@@ -60,6 +61,7 @@ class TenantLimits:
     default_max_tokens: int = DEFAULT_MAX_TOKENS
     max_file_bytes: int | None = None  # one upload (/v1/files): over it, 413
     storage_bytes: int | None = None  # all of the tenant's files: over it, 429 insufficient_quota
+    cache: CachePolicy | None = None  # the response cache's default for the plan's tenants (respcache.policy)
 
     def public(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,6 +80,8 @@ _NOT_NULL = {"max_queue_wait_s": DEFAULT_QUEUE_WAIT_S, "weight": DEFAULT_WEIGHT,
 def _check_value(name: str, value: Any, param: str) -> Any:
     if value is None:
         return None
+    if name == "cache":
+        return check_cache(value, param)
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise InvalidRequest(f"{param} must be a number or null", param=param)
     if name in {"monthly_cost_budget_usd", "max_queue_wait_s", "weight"}:
@@ -113,6 +117,7 @@ def tenant_limits(plan: dict[str, Any], overrides: dict[str, Any]) -> TenantLimi
     for name, default in _NOT_NULL.items():
         if values.get(name) is None:
             values[name] = default
+    values["cache"] = plan_policy(values.get("cache"))
     return TenantLimits(**values)
 
 

@@ -16,6 +16,8 @@ from tenantlm.memory.policy import SETTINGS as MEMORY_SETTINGS
 from tenantlm.observability.logging import request_id_var
 from tenantlm.requestlog.service import SETTING as REQUEST_LOG_DAYS
 from tenantlm.requestlog.service import check_retention
+from tenantlm.respcache.policy import SETTING as CACHE_SETTING
+from tenantlm.respcache.policy import check_cache
 from tenantlm.tenancy import keys
 from tenantlm.tenancy.auth import Authenticator
 from tenantlm.tenancy.models import (
@@ -38,7 +40,8 @@ TENANT_ADMIN_EDITABLE = frozenset({"name", "metadata", "settings"})
 
 
 # Known tenant settings and their validators; PATCH merges settings key by key (null removes a key).
-SETTINGS: dict[str, Callable[[Any], Any]] = {REQUEST_LOG_DAYS: check_retention, **MEMORY_SETTINGS}
+SETTINGS: dict[str, Callable[[Any], Any]] = {REQUEST_LOG_DAYS: check_retention, CACHE_SETTING: check_cache,
+                                             **MEMORY_SETTINGS}
 # The operator's billing identifiers for a tenant (``billing``), read by the Stripe export. Platform-only: a tenant
 # that could set its own customer id could have its usage billed to another customer.
 BILLING_FIELDS = frozenset({"stripe_customer_id"})

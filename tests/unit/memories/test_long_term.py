@@ -313,7 +313,8 @@ async def test_erasing_an_end_user_leaves_the_others(app: TenantLMApp) -> None:
     assert len(before["request_log"]) == 1 and before["record"][0]["user"] == "u1"
     assert "u1-name" in before["responses"][0]["input"][0]["content"][0]["text"]
     done = await svc.end_user_eraser.erase(tenant_id=ctx.tenant_id, end_user="u1", actor="test")
-    assert done["erased"] == {"conversations": 0, "memories": 2, "responses": 1, "request_log": 1, "record": 1}
+    assert done["erased"] == {"conversations": 0, "memories": 2, "responses": 1, "request_log": 1, "record": 1,
+                              "cache": 0}
     after = await svc.end_user_eraser.export(tenant_id=ctx.tenant_id, end_user="u1", actor="test")
     assert all(after[name] == [] for name in ("memories", "responses", "request_log", "record"))
     assert await svc.memories.recall(tenant_id=ctx.tenant_id, end_user="u1", query="kayak", k=5) == []

@@ -87,6 +87,15 @@ class SubLimitsBody(Body):
     monthly_cost_budget_usd: float | None = None
 
 
+class CacheBody(Body):
+    """The response cache's switches (docs/operations.md); an absent field follows the plan (else off)."""
+
+    exact: bool | None = None
+    semantic: bool | None = None
+    semantic_threshold: float | None = Field(None, description="Cosine similarity for a semantic hit, 0.5-1.")
+    personal: bool | None = Field(None, description="Answers are kept per end user.")
+
+
 class TenantLimitsBody(SubLimitsBody):
     """A tenant's limits over its plan's; an absent field stays as it is, null is unlimited (or the default)."""
 
@@ -96,6 +105,7 @@ class TenantLimitsBody(SubLimitsBody):
     default_max_tokens: int | None = Field(None, description="Reserved when a request names no max_tokens.")
     max_file_bytes: int | None = Field(None, description="One uploaded file, in bytes (over it: 413).")
     storage_bytes: int | None = Field(None, description="All of the tenant's files, in bytes (over it: 429).")
+    cache: CacheBody | None = Field(None, description="The response cache's default for the plan's tenants.")
 
 
 class TenantLimitsPut(TenantLimitsBody):

@@ -23,7 +23,10 @@ from tenantlm.api.deps import authenticate, json_object, validate
 from tenantlm.api.errors import error_response, internal_error
 from tenantlm.api.openai.protocol import ChatCompletionRequest
 from tenantlm.api.responses import EventStreamResponse, JSONResponse
-from tenantlm.errors import TenantLMError
+from tenantlm.errors import InvalidRequest, TenantLMError
+from tenantlm.respcache.policy import THRESHOLD_HEADER, request_threshold
+from tenantlm.respcache.service import HEADER as CACHE_HEADER
+from tenantlm.respcache.service import CacheRequest
 from tenantlm.tenancy import access
 from tenantlm.tenancy.models import Permission
 
@@ -84,15 +87,27 @@ class ChatCompletions:
         validate(ChatCompletionRequest, body)
         user_header = headers.get(USER_HEADER.encode())
         end_user = None if user_header is None else user_header.decode("latin-1")
+        cache = cache_request(headers)
         if body.get("stream"):
-            stream = await svc.inference.stream_chat(ctx=ctx, body=body, end_user_header=end_user)
+            stream = await svc.inference.stream_chat(ctx=ctx, body=body, end_user_header=end_user, cache=cache)
             await EventStreamResponse(stream.events, headers={**SSE_HEADERS, **stream.headers})(scope, receive, send)
             return
 
         async def respond(reply: Reply) -> None:  # called once the usage is on disk, before the settlement
             await JSONResponse(reply.body, headers=reply.headers)(scope, receive, send)
 
-        await svc.inference.chat(ctx=ctx, body=body, end_user_header=end_user, respond=respond)
+        await svc.inference.chat(ctx=ctx, body=body, end_user_header=end_user, respond=respond, cache=cache)
+
+
+def cache_request(headers: dict[bytes, bytes]) -> CacheRequest:
+    """``x-tenantlm-cache: bypass`` (skip the cache) and ``x-tenantlm-cache-threshold: 0.97`` (raise the semantic
+    threshold for this request)."""
+    mode = headers.get(CACHE_HEADER.encode())
+    if mode is not None and mode.decode("latin-1").strip().lower() != "bypass":
+        raise InvalidRequest(f"the {CACHE_HEADER} request header accepts only 'bypass'", param=CACHE_HEADER)
+    threshold = headers.get(THRESHOLD_HEADER.encode())
+    return CacheRequest(bypass=mode is not None,
+                        min_similarity=request_threshold(None if threshold is None else threshold.decode("latin-1")))
 
 
 def _noting_start(send: Send, started: list[bool]) -> Send:

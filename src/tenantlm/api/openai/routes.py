@@ -37,9 +37,13 @@ async def get_model(model_id: str, request: Request, who: PrincipalDep) -> Any:
     raise ModelNotFound(f"The model '{model_id}' does not exist or you do not have access to it.", param="model")
 
 
-@router.post("/chat/completions", responses={200: {"description": "A `chat.completion`, or with `stream: true` "
-                                                   "a `text/event-stream` of `chat.completion.chunk` events "
-                                                   "ending with `data: [DONE]`"}})
+@router.post("/chat/completions", responses={200: {
+    "description": "A `chat.completion`, or with `stream: true` a `text/event-stream` of `chat.completion.chunk` "
+                   "events ending with `data: [DONE]`. Request headers for the tenant's response cache: "
+                   "`x-tenantlm-cache: bypass` (neither read nor written), `x-tenantlm-cache-threshold` (raise the "
+                   "semantic threshold, 0-1).",
+    "headers": {"x-tenantlm-cache": {"description": "On every cacheable answer when the tenant's cache is on.",
+                                     "schema": {"type": "string", "enum": ["hit", "miss"]}}}}})
 async def chat_completions(body: ChatCompletionRequest, who: PrincipalDep) -> Any:
     """Documentation only: the front door serves this path (``api/openai/chat.py``, JSON and streams alike) and no
     request reaches this function."""
