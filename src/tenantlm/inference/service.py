@@ -137,8 +137,8 @@ class InferenceService:
             self.end_users.record(tenant_id=ctx.tenant_id, user_id=user)
         return user
 
-    def _resolve(self, ctx: TenantContext, name: str, kind: str) -> ResolvedModel:
-        resolved = self.catalog.resolve(ctx.tenant, name)
+    async def _resolve(self, ctx: TenantContext, name: str, kind: str) -> ResolvedModel:
+        resolved = await self.catalog.resolve(ctx, name)
         if resolved.config.kind != kind:
             other = "/v1/embeddings" if resolved.config.kind == "embedding" else "/v1/chat/completions"
             raise InvalidRequest(f"'{name}' is an {resolved.config.kind} model; use {other}", param="model")
@@ -161,11 +161,11 @@ class InferenceService:
         """A chat completion. ``respond``, when given, sends the reply to the client: it is called as soon as the
         usage is on disk, and the admission is settled after it (see ``Passage.finish``). ``endpoint`` names the
         use case in the request log (the Responses API calls the model through here too)."""
-        model = self._resolve(ctx, body["model"], "chat")
+        model = await self._resolve(ctx, body["model"], "chat")
         passage = await self._enter(ctx, model, body, self._note_end_user(ctx, body, end_user_header))
         try:  # not finishing(): an async context manager costs a generator on the hot path
             result = await self.providers.chat(model.config, dict(body), on_attempt=passage.on_attempt,
-                                               prompt_estimate=passage.prompt_estimate)
+                                               prompt_estimate=passage.prompt_estimate, residency=model.residency)
         except BaseException as exc:
             await passage.finish(status="cancelled" if isinstance(exc, asyncio.CancelledError) else "error")
             raise
@@ -200,13 +200,13 @@ class InferenceService:
 
     async def _stream(self, ctx: TenantContext, body: JSON, end_user_header: str | None, framing: Framing[T],
                       endpoint: str) -> tuple[AsyncIterator[T], dict[str, str]]:
-        model = self._resolve(ctx, body["model"], "chat")
+        model = await self._resolve(ctx, body["model"], "chat")
         passage = await self._enter(ctx, model, body, self._note_end_user(ctx, body, end_user_header))
         options = body.get("stream_options") or {}
         wants_usage = bool(options.get("include_usage"))
         upstream = {**body, "stream_options": {**options, "include_usage": True}}
         chunks = self.providers.stream_chat(model.config, upstream, on_attempt=passage.on_attempt,
-                                            prompt_estimate=passage.prompt_estimate)
+                                            prompt_estimate=passage.prompt_estimate, residency=model.residency)
         try:
             first = await anext(chunks)
         except StopAsyncIteration:
@@ -265,7 +265,7 @@ class InferenceService:
 
     # --- embeddings -------------------------------------------------------------------------------------------
     async def embed(self, *, ctx: TenantContext, body: JSON, end_user_header: str | None) -> Reply:
-        model = self._resolve(ctx, body["model"], "embedding")
+        model = await self._resolve(ctx, body["model"], "embedding")
         user = self._note_end_user(ctx, body, end_user_header)
         inputs = embedding_inputs.parse_input(body["input"])
         dims = body.get("dimensions")
@@ -281,7 +281,8 @@ class InferenceService:
         async with finishing(passage):
             result = await embedding_inputs.embed(self.providers, tokenizer, model.config, inputs,
                                                   on_attempt=passage.on_attempt,
-                                                  prompt_estimate=passage.prompt_estimate)
+                                                  prompt_estimate=passage.prompt_estimate,
+                                                  residency=model.residency)
         self._count(ctx, model, result.usage)
         self._capture(ctx, model, "embeddings", body,
                       {"vectors": len(result.vectors), "usage": result.usage.as_dict()})
