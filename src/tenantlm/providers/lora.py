@@ -6,7 +6,8 @@ upstream's ``max_loras`` are taken.
 The bound is per upstream and per replica: several replicas each keep their own list, so the operator sizes the
 upstream's ``--max-loras`` / ``--max-cpu-loras`` for ``max_loras`` times the replicas (or accepts that vLLM's own
 LRU swaps adapters between GPU and CPU). When every loaded adapter is in use, one more is loaded over the bound
-rather than failing the request.
+rather than failing the request. An upstream that answers 404 for a loaded adapter (it restarted) fails that
+request, and the adapter is loaded again for the next one.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from tenantlm.errors import UpstreamError
+from tenantlm.errors import NotFound, UpstreamError
 from tenantlm.settings import ProviderConfig
 
 
@@ -52,6 +53,10 @@ class LoraSlots:
             self._loaded[lora_name] += 1
         try:
             yield
+        except NotFound:
+            # the upstream does not know it (restarted, or unloaded by someone else): load it again next time
+            self._loaded.pop(lora_name, None)
+            raise
         finally:
             if lora_name in self._loaded:
                 self._loaded[lora_name] -= 1

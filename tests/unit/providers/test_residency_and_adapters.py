@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tenantlm.errors import InvalidRequest, ModelNotFound, RegionNotAllowed, UpstreamError
+from tenantlm.errors import InvalidRequest, ModelNotFound, NotFound, RegionNotAllowed, UpstreamError
 from tenantlm.providers.fake_server import FakeServerThread
 from tenantlm.providers.registry import ProviderRegistry
 from tenantlm.settings import ModelConfig, ProviderConfig, Settings
@@ -194,6 +194,12 @@ async def test_an_adapter_is_loaded_before_first_use_and_lru_unloaded(upstream: 
         assert upstream.stats.lora_events[-2:] == [["unload", "ten_a__lora1__x"], ["load", "ten_a__lora2__x"]]
         await registry.forget_adapter("eu", "ten_a__lora2__x")
         assert "ten_a__lora2__x" not in upstream.stats.loras
+        # the upstream restarted and forgot lora3: that request fails, the next one loads it again
+        del upstream.stats.loras["ten_a__lora3__x"]
+        with pytest.raises(NotFound):
+            await registry.chat(adapter(3), ask())
+        assert (await registry.chat(adapter(3), ask())).body["model"] == "lora3"
+        assert upstream.stats.lora_events[-1] == ["load", "ten_a__lora3__x"]
         local = adapter(4).model_copy(update={"provider": "fake"})
         with pytest.raises(InvalidRequest, match="vLLM upstream"):
             await registry.chat(local, ask())
