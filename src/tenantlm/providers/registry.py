@@ -110,9 +110,6 @@ class ProviderRegistry:
         """Whether ``provider`` can load LoRA adapters at run time (an OpenAI-compatible upstream such as vLLM)."""
         return provider in self._loras
 
-    def lora_slots(self, provider: str) -> LoraSlots | None:
-        return self._loras.get(provider)
-
     async def forget_adapter(self, provider: str, lora_name: str) -> None:
         """Unload a deleted adapter from its upstream, where this replica loaded it and nothing uses it."""
         slots = self._loras.get(provider)

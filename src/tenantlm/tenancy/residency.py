@@ -6,7 +6,6 @@ adapter); the provider router checks each fallback before trying it. A refusal i
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
 from tenantlm.errors import InvalidRequest, RegionNotAllowed
@@ -70,6 +69,3 @@ class Residency:
         return RegionNotAllowed(
             f"{what} is served in region '{config.region}', outside this tenant's allowed regions "
             f"({', '.join(allowed) or 'none'})", param="model")
-
-
-ResidencyFactory = Callable[[TenantContext, str], Residency]
