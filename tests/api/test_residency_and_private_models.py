@@ -219,6 +219,8 @@ def test_admin_api_validates_and_audits(live: Live, fake_vllm: Process) -> None:
             ("/models", {"name": "eu-chat", "provider": "eu", "upstream_model": "x"}, "name"),
             ("/models", {"name": "ok", "provider": "nowhere", "upstream_model": "x"}, "provider"),
             ("/models", {"name": "ok", "provider": "eu", "upstream_model": "x", "region": "us-east"}, "region"),
+            ("/models", {"name": "ok", "provider": "eu", "upstream_model": "x", "input_price_per_1m": -1},
+             "input_price_per_1m"),
             ("/adapters", {"name": "lora", "base_model": "fake-chat", "source": "/x"}, "base_model"),
             ("/adapters", {"name": "lora", "base_model": "eu-embed", "source": "/x"}, "base_model"),
         ):
@@ -226,7 +228,9 @@ def test_admin_api_validates_and_audits(live: Live, fake_vllm: Process) -> None:
             assert r.status_code in (400, 409) and r.json()["error"]["param"] == param, r.text
         r = c.post(base + "/adapters", json={"name": "lora", "base_model": "fake-chat", "source": "/x"})
         assert "vLLM" in r.json()["error"]["message"]
-        created(c, base + "/models", {"name": "dedicated", "provider": "eu", "upstream_model": "ded-1"})
+        ded = created(c, base + "/models", {"name": "dedicated", "provider": "eu", "upstream_model": "ded-1",
+                                            "output_price_per_1m": 4.5})
+        assert (ded["region"], ded["input_price_per_1m"], ded["output_price_per_1m"]) == ("eu-west", 0.0, 4.5)
         assert c.post(base + "/models", json={"name": "dedicated", "provider": "eu",
                                               "upstream_model": "ded-1"}).status_code == 409
         created(c, base + "/adapters", {"name": "tuned", "base_model": "dedicated", "source": "/loras/tuned"})

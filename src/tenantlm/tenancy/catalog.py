@@ -38,7 +38,8 @@ def _not_found(name: object) -> ModelNotFound:
 
 def private_config(entry: PrivateModel) -> ModelConfig:
     return ModelConfig(name=entry.name, provider=entry.provider, upstream_model=entry.upstream_model,
-                       kind="embedding" if entry.kind == "embedding" else "chat", region=entry.region)
+                       kind="embedding" if entry.kind == "embedding" else "chat", region=entry.region,
+                       input_price_per_1m=entry.input_price_per_1m, output_price_per_1m=entry.output_price_per_1m)
 
 
 def adapter_config(adapter: Adapter, base: ModelConfig) -> ModelConfig:

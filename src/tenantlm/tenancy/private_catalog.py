@@ -27,10 +27,13 @@ class PrivateModel:
     kind: str
     region: str
     created_at: float
+    input_price_per_1m: float = 0.0
+    output_price_per_1m: float = 0.0
 
     def public(self) -> dict[str, Any]:
         return {"id": self.name, "object": "tenant.model", "tenant_id": self.tenant_id, "provider": self.provider,
                 "upstream_model": self.upstream_model, "kind": self.kind, "region": self.region,
+                "input_price_per_1m": self.input_price_per_1m, "output_price_per_1m": self.output_price_per_1m,
                 "created_at": int(self.created_at)}
 
 
@@ -61,7 +64,8 @@ EMPTY = TenantEntries()
 def _model(row: Any) -> PrivateModel:
     return PrivateModel(tenant_id=row.tenant_id, name=row.name, provider=row.provider,
                         upstream_model=row.upstream_model, kind=row.kind, region=row.region,
-                        created_at=row.created_at)
+                        created_at=row.created_at, input_price_per_1m=row.input_price_per_1m,
+                        output_price_per_1m=row.output_price_per_1m)
 
 
 def _adapter(row: Any) -> Adapter:
@@ -86,7 +90,8 @@ class PrivateCatalogStore:
         assert model.tenant_id == tenant_id
         await self._insert(tenant_id, tenant_models.insert().values(
             tenant_id=tenant_id, name=model.name, provider=model.provider, upstream_model=model.upstream_model,
-            kind=model.kind, region=model.region, created_at=model.created_at), model.name)
+            kind=model.kind, region=model.region, created_at=model.created_at,
+            input_price_per_1m=model.input_price_per_1m, output_price_per_1m=model.output_price_per_1m), model.name)
 
     async def insert_adapter(self, *, tenant_id: str, adapter: Adapter) -> None:
         assert adapter.tenant_id == tenant_id

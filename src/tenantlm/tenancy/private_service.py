@@ -45,6 +45,14 @@ def _check_name(value: Any) -> str:
     return value
 
 
+def _check_price(value: Any, param: str) -> float:
+    if value is None:
+        return 0.0
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value < 1e6:
+        raise InvalidRequest(f"{param} must be a number of dollars per million tokens, 0 or more", param=param)
+    return float(value)
+
+
 def _check_text(value: Any, param: str, limit: int) -> str:
     if not isinstance(value, str) or not value.strip() or len(value) > limit:
         raise InvalidRequest(f"{param} must be a non-empty string of at most {limit} characters", param=param)
@@ -97,11 +105,15 @@ class PrivateCatalogService:
         model = PrivateModel(tenant_id=tenant_id, name=name, provider=provider.name,
                              upstream_model=_check_text(body.get("upstream_model"), "upstream_model", 200), kind=kind,
                              region=_check_text(region or provider.region or "local", "region", 64),
-                             created_at=self.clock())
+                             created_at=self.clock(),
+                             input_price_per_1m=_check_price(body.get("input_price_per_1m"), "input_price_per_1m"),
+                             output_price_per_1m=_check_price(body.get("output_price_per_1m"),
+                                                              "output_price_per_1m"))
         await self.store.insert_model(tenant_id=tenant_id, model=model)
         self.cache.invalidate(tenant_id)
         await self._audit(actor, "tenant_model.created", tenant_id, name=name, provider=model.provider,
-                          upstream_model=model.upstream_model, kind=kind, region=model.region)
+                          upstream_model=model.upstream_model, kind=kind, region=model.region,
+                          input_price_per_1m=model.input_price_per_1m, output_price_per_1m=model.output_price_per_1m)
         return model
 
     async def list_models(self, *, tenant_id: str) -> list[PrivateModel]:

@@ -144,12 +144,14 @@ async def test_a_fallback_outside_the_regions_is_skipped_and_never_reached(world
 async def test_private_models_and_adapters_belong_to_their_tenant(world: Any) -> None:
     catalog, _registry, entries, _audit = world
     entries.by_tenant["ten_a"] = TenantEntries(
-        models={"mine": PrivateModel("ten_a", "mine", "us", "dedicated-x", "chat", "us-east", 0)},
+        models={"mine": PrivateModel("ten_a", "mine", "us", "dedicated-x", "chat", "us-east", 0,
+                                     input_price_per_1m=3.0)},
         adapters={"support-v1": Adapter("ten_a", "support-v1", "eu-chat", "/loras/a", "ten_a__support-v1__1", 0),
                   "us-lora": Adapter("ten_a", "us-lora", "us-chat", "/loras/u", "ten_a__us-lora__1", 0)})
     a, b = tenant("ten_a"), tenant("ten_b")
     mine = await catalog.resolve(ctx(a), "mine")
     assert mine.config.upstream == "dedicated-x" and mine.config.provider == "us"
+    assert mine.config.input_price_per_1m == 3.0
     lora = await catalog.resolve(ctx(a), "support-v1")
     assert (lora.config.upstream, lora.config.lora_source, lora.config.region) == (
         "ten_a__support-v1__1", "/loras/a", "eu-west")

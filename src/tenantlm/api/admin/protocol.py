@@ -124,6 +124,8 @@ class TenantModelCreate(Body):
     upstream_model: str = Field(description="The model name the provider serves it under.")
     kind: Literal["chat", "embedding"] = "chat"
     region: str | None = Field(None, description="Where it runs; default the provider's region.")
+    input_price_per_1m: float | None = Field(None, description="Dollars per million prompt tokens (default 0).")
+    output_price_per_1m: float | None = Field(None, description="Dollars per million completion tokens (default 0).")
 
 
 class AdapterCreate(Body):

@@ -35,6 +35,8 @@ def upgrade() -> None:
         sa.Column("upstream_model", sa.String(200), nullable=False),
         sa.Column("kind", sa.String(16), nullable=False),
         sa.Column("region", sa.String(64), nullable=False),
+        sa.Column("input_price_per_1m", sa.Float, nullable=False, server_default="0"),
+        sa.Column("output_price_per_1m", sa.Float, nullable=False, server_default="0"),
         sa.Column("created_at", sa.Float, nullable=False),
     )
     op.create_table(
