@@ -4,12 +4,19 @@ SQL backend: rows belong to one tenant, a foreign name answers like a missing on
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
 
+from services import PostgresDatabase
 from tenantlm.errors import Conflict
-from tenantlm.storage.sql.engine import Database
-from tenantlm.tenancy.models import Tenant, TenantStatus
+from tenantlm.storage.sql.engine import Database, make_engine
+from tenantlm.storage.sql.migrate import MIGRATIONS, migrate
+from tenantlm.tenancy import keys
+from tenantlm.tenancy.models import ApiKey, Role, Tenant, TenantStatus
 from tenantlm.tenancy.private_catalog import Adapter, PrivateCatalog, PrivateCatalogStore, PrivateModel
 from tenantlm.tenancy.store import TenancyStore
 
@@ -19,6 +26,13 @@ def make_tenant(tid: str, regions: list[str] | None = None) -> Tenant:
     return Tenant(id=tid, name=tid, status=TenantStatus.ACTIVE, plan="free", region="local", metadata={},
                   settings={}, allowed_models=None, model_aliases={}, created_at=now, updated_at=now,
                   allowed_regions=regions)
+
+
+def make_key(tid: str) -> ApiKey:
+    token = keys.make_token(keys.TENANT_PREFIX, keys.new_key_id())
+    return ApiKey(id=f"key_{tid}", tenant_id=tid, name="k", role=Role.MEMBER, scopes=None,
+                  secret_hash=keys.hash_token(token), hint="abcd", created_at=1.0, expires_at=None, revoked_at=None,
+                  last_used_at=None)
 
 
 def model(tid: str, name: str = "dedicated") -> PrivateModel:
@@ -95,3 +109,49 @@ async def test_allowed_regions_round_trip(database: Database) -> None:
     updated = await tenants.update_tenant(tenant_id="ten_r", values={"allowed_regions": None})
     assert updated is not None and updated.allowed_regions is None
     assert updated.public()["allowed_regions"] is None
+
+
+async def _downgrade_to(url: str, revision: str) -> None:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+
+    def run(conn: sa.Connection) -> None:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, revision)
+
+    engine = make_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(run)
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_migration_0016_down_and_up_keeps_tenants(backend: str, tmp_path: Path,
+                                                        request: pytest.FixtureRequest) -> None:
+    """Downgrading 0016 drops the catalog tables and the column, and nothing else: tenants and their keys stay
+    (on SQLite the column is dropped in place, never by copying the tenants table, which would cascade)."""
+    if backend == "sqlite":
+        url = owner = f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
+    else:
+        pg: PostgresDatabase = request.getfixturevalue("pg_database")
+        url, owner = pg.app_url, pg.owner_url
+    await migrate(url=url, migrate_url=None if backend == "sqlite" else owner)
+    db = Database.from_url(url)
+    try:
+        store = await seeded(db)
+        await TenancyStore(db).insert_key(tenant_id="ten_a", key=make_key("ten_a"))
+        await store.insert_model(tenant_id="ten_a", model=model("ten_a"))
+    finally:
+        await db.dispose()
+    await _downgrade_to(owner, "0011")
+    await migrate(url=url, migrate_url=None if backend == "sqlite" else owner)  # up again, grants included
+    db = Database.from_url(url)
+    try:
+        tenants = TenancyStore(db)
+        assert {t.id for t in await tenants.platform_list_tenants(limit=10, after=None)} == {"ten_a", "ten_b"}
+        assert len(await tenants.list_keys(tenant_id="ten_a")) == 1
+        assert (await PrivateCatalogStore(db).entries(tenant_id="ten_a")).models == {}
+    finally:
+        await db.dispose()

@@ -58,5 +58,4 @@ def upgrade() -> None:
 def downgrade() -> None:
     for table in reversed(TABLES):
         op.drop_table(table)
-    with op.batch_alter_table("tenants") as batch:
-        batch.drop_column("allowed_regions")
+    op.drop_column("tenants", "allowed_regions")  # native DROP COLUMN (SQLite 3.35+): no copy of tenants
