@@ -177,10 +177,11 @@ class PrivateCatalogService:
         adapter = await self.get_adapter(tenant_id=tenant_id, name=name)
         await self.store.delete_adapter(tenant_id=tenant_id, name=name)
         self.cache.invalidate(tenant_id)
-        tenant = await self.tenants.get_tenant(tenant_id=tenant_id)
-        base = self.catalog.base(tenant, await self.store.entries(tenant_id=tenant_id), adapter.base_model)
-        if base is not None:
-            await self.adapters.forget_adapter(base.provider, adapter.lora_name)
+        shared = self.catalog.get(adapter.base_model)
+        private = (await self.store.entries(tenant_id=tenant_id)).models.get(adapter.base_model)
+        provider = shared.provider if shared is not None else private.provider if private is not None else None
+        if provider is not None:
+            await self.adapters.forget_adapter(provider, adapter.lora_name)
         await self._audit(actor, "adapter.deleted", tenant_id, name=name, base_model=adapter.base_model,
                           lora_name=adapter.lora_name)
         return adapter
