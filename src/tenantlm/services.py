@@ -150,7 +150,7 @@ def build_services(settings: Settings) -> Services:
                            max_entries=settings.cache_max_entries, seed_plans=settings.plans)
     tenancy = TenancyService(store=store, auth=auth, known_models=catalog.names, audit=audit, tenant_keys=keyring,
                              settings_listener=request_log, plan_exists=limits.has_plan,
-                             known_regions=settings.regions)
+                             known_regions=settings.regions, storage_region=settings.storage_region)
     private_catalog = PrivateCatalogService(store=private_store, cache=private_cache, catalog=catalog,
                                             settings=settings, tenants=tenancy, adapters=providers, audit=audit)
     files = FilesService(store=FileStore(db), sealer=keyring, limits=limits, audit=audit,

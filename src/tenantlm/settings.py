@@ -135,6 +135,9 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./data")
     config_file: Path | None = None
     database_url: str | None = None
+    # The region where this deployment keeps tenant data (database, files, vector indexes, request log, usage
+    # journal). When set, it is a configured region and a tenant's allowed_regions must include it. Unset: untagged.
+    storage_region: str | None = None
     # Postgres only: the owner role that runs migrations. The server itself connects with database_url, which must
     # be a role that neither owns the tables nor bypasses row-level security.
     database_migrate_url: str | None = None
@@ -270,8 +273,9 @@ class Settings(BaseSettings):
         return None
 
     def regions(self) -> set[str]:
-        """The regions the operator named: on models and providers (and "local", where nothing says otherwise)."""
-        return {m.region for m in self.models} | {p.region for p in self.providers if p.region is not None}
+        """The regions the operator named: on models, providers and storage ("local" where nothing says otherwise)."""
+        named = {m.region for m in self.models} | {p.region for p in self.providers if p.region is not None}
+        return named | ({self.storage_region} if self.storage_region else set())
 
     def provider(self, name: str) -> ProviderConfig:
         for p in self.providers:

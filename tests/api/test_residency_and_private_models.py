@@ -45,7 +45,7 @@ def residency_config(upstream_url: str) -> ServerConfig:
         {"name": "eu-down", "provider": "eu-dead", "fallbacks": ["us-chat"]},
         {"name": "fake-chat", "provider": "fake"},
     ]
-    return ServerConfig(providers=providers, models=models)
+    return ServerConfig(providers=providers, models=models, env={"TENANTLM_STORAGE_REGION": "eu-west"})
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +119,10 @@ def test_allowed_regions_are_validated_and_shown(live: Live, held: Tenant) -> No
         bad = c.patch(f"/admin/v1/tenants/{held.id}", json={"allowed_regions": ["mars-1"]})
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "allowed_regions"
         assert "eu-west" in bad.json()["error"]["message"]
+        # the deployment keeps tenant data in eu-west (TENANTLM_STORAGE_REGION): a tenant held elsewhere cannot be here
+        bad = c.patch(f"/admin/v1/tenants/{held.id}", json={"allowed_regions": ["us-east"]})
+        assert bad.status_code == 400 and "keeps tenant data in region 'eu-west'" in bad.json()["error"]["message"]
+        assert c.get(f"/admin/v1/tenants/{held.id}").json()["allowed_regions"] == ["eu-west"]
     with live.admin(held.admin_key) as c:  # the tenant's own admin may not widen its regions
         r = c.patch(f"/admin/v1/tenants/{held.id}", json={"allowed_regions": None})
         assert r.status_code == 403 and r.json()["error"]["param"] == "allowed_regions"

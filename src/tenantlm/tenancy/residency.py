@@ -26,9 +26,10 @@ def permits(tenant: Tenant, config: ModelConfig) -> bool:
     return tenant.allowed_regions is None or config.region in tenant.allowed_regions
 
 
-def check_allowed_regions(value: Any, known: set[str] | None) -> list[str] | None:
+def check_allowed_regions(value: Any, known: set[str] | None, storage_region: str | None = None) -> list[str] | None:
     """``allowed_regions`` as sent to PATCH /admin/v1/tenants/{id}: null (any region) or a list of region names the
-    operator configured (on models or providers); an empty list allows no model at all."""
+    operator configured (on models, providers or storage); an empty list allows no model at all. When the
+    deployment's storage is tagged with a region, the list must include it: the tenant's data is kept there."""
     if value is None:
         return None
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
@@ -38,6 +39,10 @@ def check_allowed_regions(value: Any, known: set[str] | None) -> list[str] | Non
     if unknown:
         raise InvalidRequest(f"unknown region(s) {', '.join(unknown)}; configured: {', '.join(sorted(known or ()))}",
                              param="allowed_regions")
+    if storage_region is not None and storage_region not in value:
+        raise InvalidRequest(f"this deployment keeps tenant data in region {storage_region!r}, so allowed_regions "
+                             f"must include it; a tenant whose data must stay elsewhere belongs on a deployment "
+                             f"there", param="allowed_regions")
     return sorted(set(value))
 
 

@@ -125,7 +125,7 @@ class TenancyService:
     def __init__(self, *, store: TenancyStore, auth: Authenticator, known_models: Callable[[], set[str]],
                  audit: AuditSink, tenant_keys: TenantKeys, settings_listener: SettingsListener,
                  plan_exists: Callable[[str], Awaitable[bool]] | None = None,
-                 known_regions: Callable[[], set[str]] | None = None,
+                 known_regions: Callable[[], set[str]] | None = None, storage_region: str | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.auth = auth
@@ -135,6 +135,7 @@ class TenancyService:
         self.settings_listener = settings_listener
         self.plan_exists = plan_exists
         self.known_regions = known_regions
+        self.storage_region = storage_region
         self.clock = clock
 
     async def _audit(self, actor: str, action: str, tenant_id: str | None, **details: Any) -> None:
@@ -228,7 +229,8 @@ class TenancyService:
             raise InvalidRequest("status must be 'active' or 'suspended'", param="status") from None
 
     def _regions(self, value: Any) -> list[str] | None:
-        return check_allowed_regions(value, None if self.known_regions is None else self.known_regions())
+        known = None if self.known_regions is None else self.known_regions()
+        return check_allowed_regions(value, known, self.storage_region)
 
     def _models(self, value: Any) -> list[str] | None:
         models = _check_models(value)

@@ -5,6 +5,7 @@ idle one is unloaded past ``max_loras``."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,6 +19,7 @@ from tenantlm.settings import ModelConfig, ProviderConfig, Settings
 from tenantlm.tenancy.catalog import ModelCatalog
 from tenantlm.tenancy.models import Role, Tenant, TenantContext, TenantStatus
 from tenantlm.tenancy.private_catalog import Adapter, PrivateCatalog, PrivateModel, TenantEntries
+from tenantlm.tenancy.residency import check_allowed_regions
 
 
 class Audit:
@@ -207,3 +209,20 @@ async def test_an_adapter_is_loaded_before_first_use_and_lru_unloaded(upstream: 
             await registry.chat(local, ask())
     finally:
         await registry.aclose()
+
+
+def test_allowed_regions_are_checked_against_configured_regions_and_storage() -> None:
+    known = {"eu-west", "us-east"}
+    assert check_allowed_regions(None, known, "eu-west") is None  # any region: the storage's included
+    assert check_allowed_regions(["us-east", "eu-west", "eu-west"], known, "eu-west") == ["eu-west", "us-east"]
+    assert check_allowed_regions(["us-east"], known, None) == ["us-east"]
+    for value, fragment in ((["mars"], "unknown region(s) mars"), (["us-east"], "keeps tenant data in region"),
+                            ("eu-west", "must be a list"), ([""], "must be a list")):
+        with pytest.raises(InvalidRequest, match=re.escape(fragment)) as bad:
+            check_allowed_regions(value, known, "eu-west")
+        assert bad.value.param == "allowed_regions"
+
+
+def test_the_storage_region_is_a_configured_region(upstream: FakeServerThread) -> None:
+    s = settings(upstream.base_url).model_copy(update={"storage_region": "eu-central"})
+    assert s.regions() == {"eu-west", "us-east", "ap-south", "eu-central"}
