@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from tenantlm import __version__
 from tenantlm.api import errors as api_errors
 from tenantlm.api.admin.audit_routes import router as audit_router
+from tenantlm.api.admin.catalog_routes import router as catalog_router
 from tenantlm.api.admin.compliance_routes import router as compliance_router
 from tenantlm.api.admin.end_user_routes import router as end_user_router
 from tenantlm.api.admin.limits_routes import router as limits_router
@@ -246,6 +247,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Tenan
     app.include_router(compliance_router)
     app.include_router(end_user_router)
     app.include_router(limits_router)
+    app.include_router(catalog_router)
     app.include_router(usage_router)
     _health_routes(app)
     install_docs(app)

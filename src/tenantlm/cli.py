@@ -53,6 +53,12 @@ platform_keys_app = typer.Typer(help="Issue, list and revoke platform keys (role
 app.add_typer(platform_keys_app, name="platform-keys")
 app.add_typer(files_app, name="files")
 app.add_typer(stores_app, name="vector-stores")
+models_app = typer.Typer(help="A tenant's private models: deployments only that tenant sees and uses.",
+                         no_args_is_help=True)
+adapters_app = typer.Typer(help="A tenant's LoRA adapters on a base model served by vLLM (runtime LoRA loading).",
+                           no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(adapters_app, name="adapters")
 
 @app.command()
 def serve(
@@ -227,6 +233,82 @@ def tenants_requests(
     """List a tenant's request log (on when the tenant's settings.request_log_days > 0)."""
     _show(_call("GET", url, admin_key, f"/admin/v1/tenants/{tenant_id}/requests?limit={limit}"), as_json,
           ["id", "created_at", "model", "endpoint", "status", "key_id"])
+
+
+@tenants_app.command("regions")
+def tenants_regions(
+    tenant_id: str, url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt = None, as_json: JsonOpt = False,
+    allow: Annotated[list[str] | None, typer.Option("--allow", help="A region the tenant may use (repeat).")] = None,
+    any_region: Annotated[bool, typer.Option("--any", help="Allow every region (clears the list).")] = False,
+) -> None:
+    """Set the regions whose models may serve a tenant (--allow eu-west --allow eu-central), or --any.
+    Requests to a model elsewhere (directly, by alias, fallback or adapter) are refused with 403."""
+    if any_region == bool(allow):
+        _fail("give --allow REGION (one or more) or --any")
+    body = {"allowed_regions": None if any_region else allow}
+    _show(_call("PATCH", url, admin_key, f"/admin/v1/tenants/{tenant_id}", body), as_json,
+          ["id", "name", "allowed_regions"])
+
+
+_MODEL_COLUMNS = ["id", "kind", "provider", "upstream_model", "region"]
+_ADAPTER_COLUMNS = ["id", "base_model", "source", "lora_name"]
+
+
+@models_app.command("create")
+def models_create(
+    tenant_id: str, name: str,
+    provider: Annotated[str, typer.Option(help="A configured provider.")],
+    upstream_model: Annotated[str, typer.Option(help="The model name the provider serves.")],
+    url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt = None, as_json: JsonOpt = False,
+    kind: Annotated[str, typer.Option(help="chat or embedding.")] = "chat",
+    region: Annotated[str | None, typer.Option(help="Default: the provider's region.")] = None,
+) -> None:
+    """Add a private model to a tenant's catalog."""
+    body: dict[str, Any] = {"name": name, "provider": provider, "upstream_model": upstream_model, "kind": kind}
+    if region is not None:
+        body["region"] = region
+    _show(_call("POST", url, admin_key, f"/admin/v1/tenants/{tenant_id}/models", body), as_json, _MODEL_COLUMNS)
+
+
+@models_app.command("list")
+def models_list(tenant_id: str, url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt = None, as_json: JsonOpt = False
+                ) -> None:
+    """List a tenant's private models."""
+    _show(_call("GET", url, admin_key, f"/admin/v1/tenants/{tenant_id}/models"), as_json, _MODEL_COLUMNS)
+
+
+@models_app.command("delete")
+def models_delete(tenant_id: str, name: str, url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt = None,
+                  as_json: JsonOpt = False) -> None:
+    """Remove a private model (refused while an adapter runs on it)."""
+    _show(_call("DELETE", url, admin_key, f"/admin/v1/tenants/{tenant_id}/models/{quote(name)}"), as_json)
+
+
+@adapters_app.command("create")
+def adapters_create(
+    tenant_id: str, name: str,
+    base_model: Annotated[str, typer.Option(help="A chat model on a vLLM upstream.")],
+    source: Annotated[str, typer.Option(help="lora_path: a path on the upstream host or a HF repo.")],
+    url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Register a LoRA adapter; requests with model=NAME use it (loaded on the upstream at first use)."""
+    body = {"name": name, "base_model": base_model, "source": source}
+    _show(_call("POST", url, admin_key, f"/admin/v1/tenants/{tenant_id}/adapters", body), as_json,
+          _ADAPTER_COLUMNS)
+
+
+@adapters_app.command("list")
+def adapters_list(tenant_id: str, url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt = None, as_json: JsonOpt = False
+                  ) -> None:
+    """List a tenant's adapters."""
+    _show(_call("GET", url, admin_key, f"/admin/v1/tenants/{tenant_id}/adapters"), as_json, _ADAPTER_COLUMNS)
+
+
+@adapters_app.command("delete")
+def adapters_delete(tenant_id: str, name: str, url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt = None,
+                    as_json: JsonOpt = False) -> None:
+    """Remove an adapter (unloaded from its upstream)."""
+    _show(_call("DELETE", url, admin_key, f"/admin/v1/tenants/{tenant_id}/adapters/{quote(name)}"), as_json)
 
 
 @keys_app.command("create")

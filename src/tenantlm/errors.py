@@ -6,7 +6,8 @@
     │   └── UnsupportedFeature         400 invalid_request_error  code=unsupported_parameter
     ├── AuthenticationFailed           401 invalid_request_error  code=invalid_api_key
     ├── PermissionDenied               403 permission_error
-    │   └── TenantSuspended            403 permission_error       code=tenant_suspended
+    │   ├── TenantSuspended            403 permission_error       code=tenant_suspended
+    │   └── RegionNotAllowed           403 permission_error       code=region_not_allowed
     ├── NotFound                       404 invalid_request_error  code=not_found
     │   └── ModelNotFound              404 invalid_request_error  code=model_not_found
     ├── Conflict                       409 invalid_request_error  code=conflict
@@ -87,6 +88,12 @@ class PermissionDenied(TenantLMError):
 
 class TenantSuspended(PermissionDenied):
     code = "tenant_suspended"
+
+
+class RegionNotAllowed(PermissionDenied):
+    """A request would reach a model deployment outside the tenant's ``allowed_regions``."""
+
+    code = "region_not_allowed"
 
 
 class NotFound(TenantLMError):

@@ -55,6 +55,8 @@ from tenantlm.tenancy.catalog import ModelCatalog
 from tenantlm.tenancy.end_users import EndUserRecorder
 from tenantlm.tenancy.limits_service import LimitsService
 from tenantlm.tenancy.limits_store import LimitsStore
+from tenantlm.tenancy.private_catalog import PrivateCatalog, PrivateCatalogStore
+from tenantlm.tenancy.private_service import PrivateCatalogService
 from tenantlm.tenancy.service import TenancyService
 from tenantlm.tenancy.store import TenancyStore
 
@@ -68,6 +70,7 @@ class Services:
     tenancy: TenancyService
     end_users: EndUserRecorder
     catalog: ModelCatalog
+    private_catalog: PrivateCatalogService
     providers: ProviderRegistry
     inference: InferenceService
     keyring: Keyring
@@ -154,19 +157,25 @@ def build_services(settings: Settings) -> Services:
     auth = Authenticator(store=store, ttl_s=settings.key_cache_ttl_s, max_entries=settings.cache_max_entries,
                          bootstrap_admin_key=admin_key, min_refresh_s=settings.key_index_refresh_s)
     metrics.registry.register(AuthReads(auth.stats))
-    catalog = ModelCatalog(settings.models, created_at=int(time.time()))
     end_users = EndUserRecorder(store=store)
     providers = ProviderRegistry.from_settings(settings)
     keyring = Keyring(db, build_kek_provider(settings), cache_ttl_s=settings.dek_cache_ttl_s)
     audit = AuditLog(db, AuditSigner.load_or_create(settings.data_dir),
                      checkpoint_every=settings.audit_checkpoint_every,
                      checkpoint_interval_s=settings.audit_checkpoint_interval_s)
+    private_store = PrivateCatalogStore(db)
+    private_cache = PrivateCatalog(store=private_store, ttl_s=settings.key_cache_ttl_s,
+                                   max_entries=settings.cache_max_entries)
+    catalog = ModelCatalog(settings.models, created_at=int(time.time()), private=private_cache, audit=audit)
     auth_failures = AuthFailureAggregator(audit, window_s=settings.audit_auth_failure_window_s)
     request_log = RequestLogService(store=RequestLogStore(db), sealer=keyring)
     limits = LimitsService(store=LimitsStore(db), audit=audit, ttl_s=settings.key_cache_ttl_s,
                            max_entries=settings.cache_max_entries, seed_plans=settings.plans)
     tenancy = TenancyService(store=store, auth=auth, known_models=catalog.names, audit=audit, tenant_keys=keyring,
-                             settings_listener=request_log, plan_exists=limits.has_plan)
+                             settings_listener=request_log, plan_exists=limits.has_plan,
+                             known_regions=settings.regions, storage_region=settings.storage_region)
+    private_catalog = PrivateCatalogService(store=private_store, cache=private_cache, catalog=catalog,
+                                            settings=settings, tenants=tenancy, adapters=providers, audit=audit)
     files = FilesService(store=FileStore(db), sealer=keyring, limits=limits, audit=audit,
                          max_upload_bytes=settings.max_upload_bytes)
     limit_store, replicas, redis = build_limit_store(settings)
@@ -210,13 +219,14 @@ def build_services(settings: Settings) -> Services:
     return Services(
         admission=admission, schedulers=schedulers, replicas=replicas, ledger=ledger, alerts=alerts, redis=redis,
         settings=settings, db=db, metrics=metrics, auth=auth, end_users=end_users, catalog=catalog,
+        private_catalog=private_catalog,
         providers=providers, tenancy=tenancy, keyring=keyring, audit=audit, auth_failures=auth_failures,
         request_log=request_log, limits=limits,
         inference=inference, responses=responses, memories=memories, conversations=conversations, cache=cache,
         files=files, vector_stores=vector_stores, search=search, ingestion=ingestion, storage=storage,
         eraser=TenantEraser(tenancy=tenancy, keyring=keyring,
                             contents=[conversations, responses, memories, cache, search, vector_stores, files,
-                                      request_log, end_users, ledger, storage],
+                                      request_log, end_users, ledger, storage, private_catalog],
                             audit=audit, auth=auth, data_dir=settings.data_dir, metrics=metrics),
         end_user_eraser=EndUserEraser(tenancy=tenancy, audit=audit, after_erase=db.reclaim, contents={
             "conversations": conversations, "memories": memories, "responses": responses,

@@ -25,6 +25,8 @@ class ProviderConfig(BaseModel):
 
     name: str
     type: Literal["openai_compatible", "local", "fake"]
+    # Where this provider runs (an operator-defined region name). Its models take it unless they name their own.
+    region: str | None = None
     # openai_compatible
     base_url: str | None = None
     api_key: SecretStr | None = None
@@ -39,6 +41,10 @@ class ProviderConfig(BaseModel):
     http_pool: Literal["native", "httpx"] = "native"
     breaker_failures: int = 5
     breaker_reset_s: float = 30.0
+    # Per-tenant LoRA adapters (a vLLM upstream started with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING):
+    # adapters this server keeps loaded on the upstream at once; the least recently used one not in use is unloaded
+    # to make room. Match the upstream's --max-loras (or --max-cpu-loras when it is larger).
+    max_loras: int = Field(default=8, ge=1)
     # local
     threads: int = 1
     instances: int = 1
@@ -82,6 +88,9 @@ class ModelConfig(BaseModel):
     # The model's tokenizer (a Hugging Face tokenizer.json): prompts are counted with it for admission and for
     # billing an attempt the upstream reported no usage for. Unset: four bytes of text a token (tenantlm.tokens).
     tokenizer: str | None = None
+    # A LoRA adapter served by the provider (vLLM runtime LoRA): ``upstream_model`` is its lora_name, loaded from
+    # this path or URL on first use. Set on tenants' adapters (``tenancy.private_catalog``).
+    lora_source: str | None = None
 
     @field_validator("tokenizer")
     @classmethod
@@ -100,6 +109,10 @@ class ModelConfig(BaseModel):
     @property
     def upstream(self) -> str:
         return self.upstream_model or self.name
+
+    @property
+    def is_adapter(self) -> bool:
+        return self.lora_source is not None
 
 
 def default_providers() -> list[ProviderConfig]:
@@ -122,6 +135,9 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./data")
     config_file: Path | None = None
     database_url: str | None = None
+    # The region where this deployment keeps tenant data (database, files, vector indexes, request log, usage
+    # journal). When set, it is a configured region and a tenant's allowed_regions must include it. Unset: untagged.
+    storage_region: str | None = None
     # Postgres only: the owner role that runs migrations. The server itself connects with database_url, which must
     # be a role that neither owns the tables nor bypasses row-level security.
     database_migrate_url: str | None = None
@@ -239,6 +255,9 @@ class Settings(BaseSettings):
         for m in self.models:
             if m.provider not in names:
                 raise ValueError(f"model {m.name!r} names unknown provider {m.provider!r}")
+            provider_region = self.provider(m.provider).region
+            if "region" not in m.model_fields_set and provider_region is not None:
+                m.region = provider_region  # a model runs where its provider does unless it says otherwise
             if m.name in seen:
                 raise ValueError(f"model {m.name!r} is declared twice")
             seen.add(m.name)
@@ -267,6 +286,11 @@ class Settings(BaseSettings):
             if m.name == name:
                 return m
         return None
+
+    def regions(self) -> set[str]:
+        """The regions the operator named: on models, providers and storage ("local" where nothing says otherwise)."""
+        named = {m.region for m in self.models} | {p.region for p in self.providers if p.region is not None}
+        return named | ({self.storage_region} if self.storage_region else set())
 
     def provider(self, name: str) -> ProviderConfig:
         for p in self.providers:

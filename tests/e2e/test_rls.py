@@ -17,13 +17,22 @@ from tenantlm.metering.storage import StorageUsageStore
 from tenantlm.responses.store import ResponseRow, ResponseStore
 from tenantlm.storage.sql.engine import Database
 from tenantlm.storage.sql.migrate import UnsafeDatabaseRole, check_app_role, migrate
-from tenantlm.storage.sql.tables import TENANT_OWNED, api_keys, chunks, end_users, memories
+from tenantlm.storage.sql.tables import (
+    TENANT_OWNED,
+    api_keys,
+    chunks,
+    end_users,
+    memories,
+    tenant_adapters,
+    tenant_models,
+)
 from tenantlm.tenancy import keys
 from tenantlm.tenancy.models import ApiKey, Role, Tenant, TenantStatus
+from tenantlm.tenancy.private_catalog import Adapter, PrivateCatalogStore, PrivateModel
 from tenantlm.tenancy.store import TenancyStore, _key
 
 SEEDED = ("tenants", "api_keys", "end_users", "files", "file_parts", "vector_stores", "vector_store_files", "chunks",
-          "responses", "storage_usage", "memories")
+          "responses", "storage_usage", "memories", "tenant_models", "tenant_adapters")
 
 
 class UnfilteredStore(TenancyStore):
@@ -59,6 +68,7 @@ async def _seed(db: Database) -> None:
             sealed_output=b"o"))
         await StorageUsageStore(db).record(tenant_id=tid, day="2026-12-04", sizes={"files": 1}, now=1.0)
         await _seed_memories(db, tid)
+        await _seed_catalog(db, tid)
 
 
 async def _seed_memories(db: Database, tid: str) -> None:
@@ -68,6 +78,15 @@ async def _seed_memories(db: Database, tid: str) -> None:
         await store.insert(tenant_id=tid, row=MemoryRow(tenant_id=tid, end_user=user, id=f"mem_{tid}_{user}",
                                                         created_at=1.0, source=None, sealed_text=b"t",
                                                         sealed_vector=b"v"))
+
+
+async def _seed_catalog(db: Database, tid: str) -> None:
+    """A private model and an adapter, both named alike in every tenant."""
+    store = PrivateCatalogStore(db)
+    await store.insert_model(tenant_id=tid, model=PrivateModel(tid, "dedicated", "upstream", f"{tid}-deployment",
+                                                               "chat", "eu-west", 1.0))
+    await store.insert_adapter(tenant_id=tid, adapter=Adapter(tid, "support-v1", "dedicated", f"/loras/{tid}",
+                                                              f"{tid}__support-v1__0001", 1.0))
 
 
 async def _seed_knowledge(db: Database, tid: str) -> None:
@@ -196,4 +215,20 @@ async def test_an_unfiltered_chunk_query_sees_only_its_own_tenant(app_db: Databa
         async with app_db.tenant_tx(tenant_id=tid) as conn:
             owners = set((await conn.execute(sa.select(chunks.c.tenant_id))).scalars())
         assert owners == {tid}
+    await app_db.dispose()
+
+
+async def test_an_unfiltered_catalog_query_sees_only_its_own_tenants_models_and_adapters(app_db: Database) -> None:
+    """Private models and adapters with the tenant filter forgotten: RLS still shows each tenant its own only."""
+    for tid in ("ten_a", "ten_b"):
+        async with app_db.tenant_tx(tenant_id=tid) as conn:
+            models = (await conn.execute(sa.select(tenant_models.c.tenant_id, tenant_models.c.upstream_model))).all()
+            adapters = (await conn.execute(sa.select(tenant_adapters.c.tenant_id, tenant_adapters.c.source))).all()
+        assert [tuple(r) for r in models] == [(tid, f"{tid}-deployment")]
+        assert [tuple(r) for r in adapters] == [(tid, f"/loras/{tid}")]
+    with pytest.raises(sa.exc.DBAPIError, match="row-level security"):
+        async with app_db.tenant_tx(tenant_id="ten_a") as conn:
+            await conn.execute(tenant_adapters.insert().values(
+                tenant_id="ten_b", name="planted", base_model="dedicated", source="/evil", lora_name="x",
+                created_at=1.0))
     await app_db.dispose()

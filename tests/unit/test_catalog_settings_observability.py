@@ -15,7 +15,7 @@ from tenantlm.observability.metrics import LATENCY_BUCKETS, Metrics, TenantLabel
 from tenantlm.settings import ModelConfig, load_settings
 from tenantlm.tenancy.catalog import ModelCatalog
 from tenantlm.tenancy.end_users import pick_end_user
-from tenantlm.tenancy.models import Tenant, TenantStatus
+from tenantlm.tenancy.models import Role, Tenant, TenantContext, TenantStatus
 
 
 def _tenant(allowed: list[str] | None = None, aliases: dict[str, str] | None = None) -> Tenant:
@@ -27,19 +27,24 @@ CATALOG = ModelCatalog([ModelConfig(name="m1", provider="p"), ModelConfig(name="
                         ModelConfig(name="e1", provider="p", kind="embedding")], created_at=1)
 
 
-def test_catalog_allow_list_and_aliases() -> None:
-    assert [m.name for m in CATALOG.visible(_tenant())] == ["e1", "m1", "m2"]
+def _ctx(tenant: Tenant) -> TenantContext:
+    return TenantContext(tenant=tenant, key_id="key_1", role=Role.MEMBER, permissions=frozenset())
+
+
+async def test_catalog_allow_list_and_aliases() -> None:
+    assert [m.name for m in await CATALOG.visible(_tenant())] == ["e1", "m1", "m2"]
     t = _tenant(allowed=["m1"], aliases={"house": "m1", "sneaky": "m2"})
-    assert [m.name for m in CATALOG.visible(t)] == ["house", "m1"]
-    assert CATALOG.resolve(t, "house").config.name == "m1" and CATALOG.resolve(t, "house").name == "house"
+    assert [m.name for m in await CATALOG.visible(t)] == ["house", "m1"]
+    house = await CATALOG.resolve(_ctx(t), "house")
+    assert house.config.name == "m1" and house.name == "house"
     for name in ("m2", "sneaky", "nope", ""):
         with pytest.raises(ModelNotFound):
-            CATALOG.resolve(t, name)
+            await CATALOG.resolve(_ctx(t), name)
 
 
-def test_alias_cannot_shadow_a_catalog_model() -> None:
+async def test_alias_cannot_shadow_a_catalog_model() -> None:
     t = _tenant(aliases={"m1": "m2"})
-    assert CATALOG.resolve(t, "m1").config.name == "m1"
+    assert (await CATALOG.resolve(_ctx(t), "m1")).config.name == "m1"
 
 
 def test_settings_from_yaml_env_and_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,6 +20,7 @@ from tenantlm.errors import InvalidRequest, UnsupportedFeature
 from tenantlm.providers.base import AttemptHook, EmbeddingResult
 from tenantlm.providers.registry import ProviderRegistry
 from tenantlm.settings import ModelConfig
+from tenantlm.tenancy.residency import Residency
 
 
 class TokenIds(list[list[int]]):
@@ -68,14 +69,15 @@ def tokenizer_for(providers: ProviderRegistry, model: ModelConfig, inputs: list[
 
 async def embed(providers: ProviderRegistry, tokenizer: KnownTokenizer | None, model: ModelConfig,
                 inputs: list[str] | TokenIds, *, on_attempt: AttemptHook, prompt_estimate: int | None = None,
-                ) -> EmbeddingResult:
+                residency: Residency | None = None) -> EmbeddingResult:
     """Text through the router (retries, fallbacks); token ids to the model's own tokenizer, never to a fallback
     model, whose vocabulary differs."""
     if isinstance(inputs, TokenIds):
         if tokenizer is None:  # tokenizer_for refused these already
             raise UnsupportedFeature("token-id input needs the model's tokenizer; send the text", param="input")
         return await tokenizer.embed_token_ids(inputs, model=model.upstream, on_attempt=on_attempt)
-    return await providers.embed(model, inputs, on_attempt=on_attempt, prompt_estimate=prompt_estimate)
+    return await providers.embed(model, inputs, on_attempt=on_attempt, prompt_estimate=prompt_estimate,
+                                 residency=residency)
 
 
 async def check_lengths(tokenizer: KnownTokenizer, inputs: list[str] | TokenIds, *, model_name: str,

@@ -338,7 +338,7 @@ class Gate:
     async def _slot(self, ctx: TenantContext, model: ResolvedModel, tl: TenantLimits, prompt_tokens: int
                     ) -> Grant | None:
         try:
-            scheduler = self.schedulers.get(model.config.name)
+            scheduler = self.schedulers.get(model.pool)
         except KeyError:
             return None
         return await scheduler.slot(tenant_id=ctx.tenant_id, weight=tl.weight, priority=tl.priority,

@@ -141,8 +141,8 @@ class InferenceService:
             self.end_users.record(tenant_id=ctx.tenant_id, user_id=user)
         return user
 
-    def _resolve(self, ctx: TenantContext, name: str, kind: str) -> ResolvedModel:
-        resolved = self.catalog.resolve(ctx.tenant, name)
+    async def _resolve(self, ctx: TenantContext, name: str, kind: str) -> ResolvedModel:
+        resolved = await self.catalog.resolve(ctx, name)
         if resolved.config.kind != kind:
             other = "/v1/embeddings" if resolved.config.kind == "embedding" else "/v1/chat/completions"
             raise InvalidRequest(f"'{name}' is an {resolved.config.kind} model; use {other}", param="model")
@@ -166,7 +166,7 @@ class InferenceService:
         usage is on disk, and the admission is settled after it (see ``Passage.finish``). ``endpoint`` names the
         use case in the request log (the Responses API calls the model through here too). ``cache``: the request
         may be answered from the tenant's response cache (chat completions only; see ``respcache``)."""
-        model = self._resolve(ctx, body["model"], "chat")
+        model = await self._resolve(ctx, body["model"], "chat")
         user = self._note_end_user(ctx, body, end_user_header)
         probe = await self._probe(ctx, model, body, user, cache)
         if probe is not None and probe.hit:
@@ -174,7 +174,7 @@ class InferenceService:
         passage = await self._enter(ctx, model, body, user)
         try:  # not finishing(): an async context manager costs a generator on the hot path
             result = await self.providers.chat(model.config, dict(body), on_attempt=passage.on_attempt,
-                                               prompt_estimate=passage.prompt_estimate)
+                                               prompt_estimate=passage.prompt_estimate, residency=model.residency)
         except BaseException as exc:
             await passage.finish(status="cancelled" if isinstance(exc, asyncio.CancelledError) else "error")
             raise
@@ -274,7 +274,7 @@ class InferenceService:
 
     async def _stream(self, ctx: TenantContext, body: JSON, end_user_header: str | None, framing: Framing[T],
                       endpoint: str, cache: CacheRequest | None = None) -> tuple[AsyncIterator[T], dict[str, str]]:
-        model = self._resolve(ctx, body["model"], "chat")
+        model = await self._resolve(ctx, body["model"], "chat")
         user = self._note_end_user(ctx, body, end_user_header)
         probe = await self._probe(ctx, model, body, user, cache)
         if probe is not None and probe.hit:
@@ -284,7 +284,7 @@ class InferenceService:
         wants_usage = bool(options.get("include_usage"))
         upstream = {**body, "stream_options": {**options, "include_usage": True}}
         chunks = self.providers.stream_chat(model.config, upstream, on_attempt=passage.on_attempt,
-                                            prompt_estimate=passage.prompt_estimate)
+                                            prompt_estimate=passage.prompt_estimate, residency=model.residency)
         try:
             first = await anext(chunks)
         except StopAsyncIteration:
@@ -353,7 +353,7 @@ class InferenceService:
 
     # --- embeddings -------------------------------------------------------------------------------------------
     async def embed(self, *, ctx: TenantContext, body: JSON, end_user_header: str | None) -> Reply:
-        model = self._resolve(ctx, body["model"], "embedding")
+        model = await self._resolve(ctx, body["model"], "embedding")
         user = self._note_end_user(ctx, body, end_user_header)
         inputs = embedding_inputs.parse_input(body["input"])
         dims = body.get("dimensions")
@@ -369,7 +369,8 @@ class InferenceService:
         async with finishing(passage):
             result = await embedding_inputs.embed(self.providers, tokenizer, model.config, inputs,
                                                   on_attempt=passage.on_attempt,
-                                                  prompt_estimate=passage.prompt_estimate)
+                                                  prompt_estimate=passage.prompt_estimate,
+                                                  residency=model.residency)
         self._count(ctx, model, result.usage)
         self._capture(ctx, model, "embeddings", body,
                       {"vectors": len(result.vectors), "usage": result.usage.as_dict()}, end_user=user)

@@ -36,7 +36,7 @@ class Embedder:
 
     async def embed(self, *, ctx: TenantContext, texts: Sequence[str], end_user: str | None = None) -> np.ndarray:
         """One unit-length row per text, embedded in batches of ``batch``, each batch one passage of the gate."""
-        model = self.catalog.resolve(ctx.tenant, self.model)
+        model = await self.catalog.resolve(ctx, self.model)
         rows: list[np.ndarray] = []
         for start in range(0, len(texts), self.batch):
             part = list(texts[start:start + self.batch])
@@ -44,7 +44,8 @@ class Embedder:
                                             output=False)
             async with finishing(passage):
                 result = await self.providers.embed(model.config, part, on_attempt=passage.on_attempt,
-                                                    prompt_estimate=passage.prompt_estimate)
+                                                    prompt_estimate=passage.prompt_estimate,
+                                                    residency=model.residency)
             rows.append(np.asarray(result.vectors, dtype=np.float32))
         if not rows:
             return np.zeros((0, 0), dtype=np.float32)

@@ -2,7 +2,11 @@
 served directly" for benchmarks. A raw ASGI app with orjson: no framework between the socket and the fake.
 
 Routes: ``POST /v1/chat/completions`` (JSON, or SSE when ``stream`` is true), ``POST /v1/embeddings``,
-``GET /v1/models``, and ``GET /fake/stats`` (counters for tests: requests, injected failures, disconnects).
+``GET /v1/models``, vLLM's runtime LoRA routes ``POST /v1/load_lora_adapter`` (``{"lora_name", "lora_path"}``; 400
+when already loaded) and ``POST /v1/unload_lora_adapter`` (``{"lora_name"}``; 404 when not loaded), and
+``GET /fake/stats`` (counters for tests: requests, injected failures, disconnects, requests per model name, the
+adapters loaded now and every load and unload in order). A chat request naming an adapter that was loaded once and
+is not loaded now gets vLLM's 404.
 When ``config.api_key`` is set, requests must carry ``Authorization: Bearer <key>`` (else 401).
 
 Failure injection (tests of retries, breakers, fallbacks) — a field in the request body::
@@ -28,7 +32,7 @@ from typing import Any
 import orjson
 import uvicorn
 
-from tenantlm.errors import AuthenticationFailed, InvalidRequest, MalformedJSON, TenantLMError
+from tenantlm.errors import AuthenticationFailed, InvalidRequest, MalformedJSON, NotFound, TenantLMError
 from tenantlm.providers.base import JSON, ChatChunk, close_stream
 from tenantlm.providers.fake import FakeProvider
 from tenantlm.providers.wire import embedding_body, embedding_inputs
@@ -50,6 +54,13 @@ class FakeStats:
     failures: int = 0
     disconnects: int = 0
     failed_keys: dict[str, int] = field(default_factory=dict)
+    models: dict[str, int] = field(default_factory=dict)  # model name -> chat and embedding requests
+    loras: dict[str, str] = field(default_factory=dict)  # loaded now: lora_name -> lora_path
+    lora_events: list[list[str]] = field(default_factory=list)  # ["load" | "unload", lora_name], in order
+
+    def public(self) -> dict[str, Any]:
+        return {"requests": self.requests, "failures": self.failures, "disconnects": self.disconnects,
+                "models": self.models, "loras": self.loras, "lora_events": self.lora_events}
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +139,7 @@ class _FakeApp:
         self._name = config.name
         self._auth = None if config.api_key is None else f"Bearer {config.api_key.get_secret_value()}".encode()
         self.stats = FakeStats()
+        self._ever_loaded: set[str] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -142,8 +154,7 @@ class _FakeApp:
         self.stats.requests += 1
         method, path = scope["method"], scope["path"]
         if method == "GET" and path == "/fake/stats":
-            await _send_json(send, 200, {"requests": self.stats.requests, "failures": self.stats.failures,
-                                         "disconnects": self.stats.disconnects})
+            await _send_json(send, 200, self.stats.public())
             return
         self._check_auth(scope)
         if method == "GET" and path == "/v1/models":
@@ -153,6 +164,8 @@ class _FakeApp:
             await self._chat(await self._json(receive), receive, send)
         elif method == "POST" and path == "/v1/embeddings":
             await self._embeddings(await self._json(receive), send)
+        elif method == "POST" and path in ("/v1/load_lora_adapter", "/v1/unload_lora_adapter"):
+            await self._lora(path.removeprefix("/v1/").split("_")[0], await self._json(receive), send)
         else:
             await _send_json(send, 404, {"error": {"message": f"no route {method} {path}", "type":
                                                    "invalid_request_error", "param": None, "code": "not_found"}})
@@ -172,7 +185,30 @@ class _FakeApp:
             raise InvalidRequest("request body must be a JSON object")
         return body
 
+    async def _lora(self, action: str, body: JSON, send: Send) -> None:
+        name = str(body.get("lora_name", ""))
+        if action == "load" and name in self.stats.loras:
+            raise InvalidRequest(f"The lora adapter '{name}' has already been loaded.")
+        if action == "unload" and name not in self.stats.loras:
+            await _send_json(send, 404, {"error": {"message": f"The lora adapter '{name}' cannot be found.",
+                                                   "type": "NotFoundError", "param": None, "code": 404}})
+            return
+        if action == "load":
+            self.stats.loras[name] = str(body.get("lora_path", ""))
+            self._ever_loaded.add(name)
+        else:
+            del self.stats.loras[name]
+        self.stats.lora_events.append([action, name])
+        await _send_json(send, 200, {"status": "ok"})
+
+    def _count(self, body: JSON) -> None:
+        model = str(body.get("model", ""))
+        self.stats.models[model] = self.stats.models.get(model, 0) + 1
+        if model in self._ever_loaded and model not in self.stats.loras:
+            raise NotFound(f"The model `{model}` does not exist.", param="model")
+
     async def _chat(self, body: JSON, receive: Receive, send: Send) -> None:
+        self._count(body)
         failure = _failure_for(body, self.stats)
         if failure is not None and failure.after_chunks is None:
             await _send_failure(send, failure)
@@ -210,6 +246,7 @@ class _FakeApp:
         await send({"type": "http.response.body", "body": tail, "more_body": False})
 
     async def _embeddings(self, body: JSON, send: Send) -> None:
+        self._count(body)
         failure = _failure_for(body, self.stats)
         if failure is not None:
             await _send_failure(send, failure)

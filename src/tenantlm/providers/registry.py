@@ -5,12 +5,18 @@ The router takes a catalog :class:`ModelConfig`, sends the request to its provid
 ``model.fallbacks`` in order (a stream only while it has yielded nothing). Bodies come back labelled with the
 catalog name of the model that actually served them, and every attempt is reported to ``on_attempt`` with
 ``catalog_model`` set, so the ledger prices each attempt at the right model.
+
+Residency: given the request's ``Residency``, the router checks every model before trying it. A fallback outside
+the tenant's regions is skipped; when the chain runs out after skipping one, the request is refused (403
+``region_not_allowed``, audited) instead of answering with the last upstream error. A model that is a tenant's LoRA
+adapter (``lora_source`` set) is loaded on its upstream first (``providers.lora``).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from tenantlm.errors import InvalidRequest, ModelNotFound, UpstreamError
 from tenantlm.providers.base import (
@@ -26,8 +32,12 @@ from tenantlm.providers.base import (
 from tenantlm.providers.fake import FakeProvider
 from tenantlm.providers.local_chat import LocalChatProvider
 from tenantlm.providers.local_embeddings import LocalEmbeddingProvider
+from tenantlm.providers.lora import LoraSlots
 from tenantlm.providers.openai_compatible import OpenAICompatibleProvider
 from tenantlm.settings import ModelConfig, ProviderConfig, Settings
+
+if TYPE_CHECKING:
+    from tenantlm.tenancy.residency import Residency
 
 T = TypeVar("T")
 FALLBACK_ERRORS = (UpstreamError,)
@@ -57,12 +67,21 @@ def _relabel(body: JSON, model: ModelConfig) -> JSON:
     return body
 
 
+async def _refuse_or_raise(exc: Exception, refused: ModelConfig | None, residency: Residency | None) -> NoReturn:
+    """The chain ran out with ``exc``: when a fallback was skipped for its region, the request is refused for
+    that (audited); otherwise ``exc`` goes on."""
+    if refused is not None and residency is not None:
+        raise await residency.refuse(refused, via="fallback") from exc
+    raise exc
+
+
 class ProviderRegistry:
     def __init__(self, settings: Settings, chat: dict[str, ChatProvider],
-                 embeddings: dict[str, EmbeddingProvider]) -> None:
+                 embeddings: dict[str, EmbeddingProvider], loras: dict[str, LoraSlots] | None = None) -> None:
         self._settings = settings
         self._chat = chat
         self._embeddings = embeddings
+        self._loras = loras or {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ProviderRegistry:
@@ -74,7 +93,8 @@ class ProviderRegistry:
                 chat[config.name] = chat_adapter
             if embedding_adapter is not None:
                 embeddings[config.name] = embedding_adapter
-        return cls(settings, chat, embeddings)
+        loras = {c.name: LoraSlots(c) for c in settings.providers if c.type == "openai_compatible"}
+        return cls(settings, chat, embeddings, loras)
 
     @property
     def settings(self) -> Settings:
@@ -86,6 +106,16 @@ class ProviderRegistry:
     def embedding_provider(self, name: str) -> EmbeddingProvider:
         return self._embeddings[name]
 
+    def serves_adapters(self, provider: str) -> bool:
+        """Whether ``provider`` can load LoRA adapters at run time (an OpenAI-compatible upstream such as vLLM)."""
+        return provider in self._loras
+
+    async def forget_adapter(self, provider: str, lora_name: str) -> None:
+        """Unload a deleted adapter from its upstream, where this replica loaded it and nothing uses it."""
+        slots = self._loras.get(provider)
+        if slots is not None:
+            await slots.forget(lora_name)
+
     def candidates(self, model: ModelConfig) -> list[ModelConfig]:
         """The model, then its fallbacks of the same kind, in order, each once."""
         chain = [model]
@@ -96,46 +126,49 @@ class ProviderRegistry:
         return chain
 
     async def chat(self, model: ModelConfig, request: JSON, *, on_attempt: AttemptHook | None = None,
-                   prompt_estimate: int | None = None) -> ChatCompletion:
+                   prompt_estimate: int | None = None, residency: Residency | None = None) -> ChatCompletion:
         self._require(model, "chat")
 
         async def call(candidate: ModelConfig) -> ChatCompletion:
             provider = self._chat_for(candidate)
-            result = await provider.chat({**request, "model": candidate.upstream},
-                                         on_attempt=_with_catalog(on_attempt, candidate),
-                                         prompt_estimate=prompt_estimate)
+            async with self._adapter_loaded(candidate):
+                result = await provider.chat({**request, "model": candidate.upstream},
+                                             on_attempt=_with_catalog(on_attempt, candidate),
+                                             prompt_estimate=prompt_estimate)
             _relabel(result.body, candidate)
             return result
 
-        return await self._first_success(model, call)
+        return await self._first_success(model, call, residency)
 
     async def stream_chat(self, model: ModelConfig, request: JSON, *, on_attempt: AttemptHook | None = None,
-                          prompt_estimate: int | None = None) -> AsyncIterator[ChatChunk]:
+                          prompt_estimate: int | None = None, residency: Residency | None = None
+                          ) -> AsyncIterator[ChatChunk]:
         self._require(model, "chat")
-        chain = self.candidates(model)
+        chain, refused = await self._chain(model, residency)
         for position, candidate in enumerate(chain):
-            stream = self._chat_for(candidate).stream_chat({**request, "model": candidate.upstream},
-                                                           on_attempt=_with_catalog(on_attempt, candidate),
-                                                           prompt_estimate=prompt_estimate)
-            try:
-                first = await anext(stream)
-            except StopAsyncIteration:
+            async with self._adapter_loaded(candidate):
+                stream = self._chat_for(candidate).stream_chat({**request, "model": candidate.upstream},
+                                                               on_attempt=_with_catalog(on_attempt, candidate),
+                                                               prompt_estimate=prompt_estimate)
+                try:
+                    first = await anext(stream)
+                except StopAsyncIteration:
+                    return
+                except FALLBACK_ERRORS as exc:
+                    await close_stream(stream)
+                    if position == len(chain) - 1:
+                        await _refuse_or_raise(exc, refused, residency)
+                    continue
+                try:
+                    yield ChatChunk(_relabel(first.body, candidate), first.usage)
+                    async for chunk in stream:
+                        yield ChatChunk(_relabel(chunk.body, candidate), chunk.usage)
+                finally:
+                    await close_stream(stream)
                 return
-            except FALLBACK_ERRORS:
-                await close_stream(stream)
-                if position == len(chain) - 1:
-                    raise
-                continue
-            try:
-                yield ChatChunk(_relabel(first.body, candidate), first.usage)
-                async for chunk in stream:
-                    yield ChatChunk(_relabel(chunk.body, candidate), chunk.usage)
-            finally:
-                await close_stream(stream)
-            return
 
     async def embed(self, model: ModelConfig, inputs: Sequence[str], *, on_attempt: AttemptHook | None = None,
-                    prompt_estimate: int | None = None) -> EmbeddingResult:
+                    prompt_estimate: int | None = None, residency: Residency | None = None) -> EmbeddingResult:
         self._require(model, "embedding")
 
         async def call(candidate: ModelConfig) -> EmbeddingResult:
@@ -144,7 +177,7 @@ class ProviderRegistry:
                                         on_attempt=_with_catalog(on_attempt, candidate),
                                         prompt_estimate=prompt_estimate)
 
-        return await self._first_success(model, call)
+        return await self._first_success(model, call, residency)
 
     async def warmup(self) -> None:
         """Load the embedded models now instead of on the first request."""
@@ -156,15 +189,41 @@ class ProviderRegistry:
     async def aclose(self) -> None:
         for provider in self._unique():
             await provider.aclose()
+        for slots in self._loras.values():
+            await slots.aclose()
 
-    async def _first_success(self, model: ModelConfig, call: Callable[[ModelConfig], Awaitable[T]]) -> T:
-        chain = self.candidates(model)
+    async def _first_success(self, model: ModelConfig, call: Callable[[ModelConfig], Awaitable[T]],
+                             residency: Residency | None) -> T:
+        chain, refused = await self._chain(model, residency)
         for candidate in chain[:-1]:
             try:
                 return await call(candidate)
             except FALLBACK_ERRORS:
                 continue
-        return await call(chain[-1])
+        try:
+            return await call(chain[-1])
+        except FALLBACK_ERRORS as exc:
+            await _refuse_or_raise(exc, refused, residency)
+
+    async def _chain(self, model: ModelConfig, residency: Residency | None
+                     ) -> tuple[list[ModelConfig], ModelConfig | None]:
+        """The candidates the tenant's regions allow, and the first fallback they do not (skipped). The model
+        itself outside them is refused at once."""
+        chain = self.candidates(model)
+        if residency is None:
+            return chain, None
+        await residency.check(model, via="direct")
+        allowed = [c for c in chain if residency.allows(c)]
+        return allowed, next((c for c in chain if c not in allowed), None)
+
+    def _adapter_loaded(self, model: ModelConfig) -> contextlib.AbstractAsyncContextManager[None]:
+        if model.lora_source is None:
+            return contextlib.nullcontext()
+        slots = self._loras.get(model.provider)
+        if slots is None:
+            raise InvalidRequest(f"'{model.name}' is a LoRA adapter, and adapters need a vLLM upstream "
+                                 f"(an openai_compatible provider); '{model.provider}' is not one", param="model")
+        return slots.using(model.upstream, model.lora_source)
 
     def _require(self, model: ModelConfig, kind: str) -> None:
         if model.kind != kind:

@@ -167,7 +167,7 @@ class ResponsesService:
     # --- create -----------------------------------------------------------------------------------------------
     async def create(self, *, ctx: TenantContext, body: JSON, end_user_header: str | None) -> Reply | EventStream:
         request = parse_request(body)
-        model = self.catalog.resolve(ctx.tenant, request.model)  # 404 before any search
+        model = await self.catalog.resolve(ctx, request.model)  # 404 (or 403 region) before any search
         if model.config.kind != "chat":
             raise InvalidRequest(f"'{request.model}' is an {model.config.kind} model; responses need a chat model",
                                  param="model")

@@ -112,6 +112,8 @@ class Tenant:
     created_at: float
     updated_at: float
     billing: dict[str, Any] = field(default_factory=dict)  # the operator's billing identifiers; platform-only
+    # Regions whose model deployments may serve this tenant (None: any); enforced by tenancy.residency.
+    allowed_regions: list[str] | None = None
 
     def public(self) -> dict[str, Any]:
         return {
@@ -121,6 +123,7 @@ class Tenant:
             "status": self.status.value,
             "plan": self.plan,
             "region": self.region,
+            "allowed_regions": self.allowed_regions,
             "metadata": self.metadata,
             "settings": self.settings,
             "allowed_models": self.allowed_models,

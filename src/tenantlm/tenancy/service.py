@@ -30,12 +30,13 @@ from tenantlm.tenancy.models import (
     Tenant,
     TenantStatus,
 )
+from tenantlm.tenancy.residency import check_allowed_regions
 from tenantlm.tenancy.store import TenancyStore
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,199}$")
 EDITABLE = frozenset({"name", "status", "plan", "region", "metadata", "settings", "allowed_models",
-                       "model_aliases", "billing"})
-# Fields a tenant's own admin may change; status, plan, region and billing identifiers are the operator's.
+                       "model_aliases", "billing", "allowed_regions"})
+# Fields a tenant's own admin may change; status, plan, regions and billing identifiers are the operator's.
 TENANT_ADMIN_EDITABLE = frozenset({"name", "metadata", "settings"})
 
 
@@ -128,6 +129,7 @@ class TenancyService:
     def __init__(self, *, store: TenancyStore, auth: Authenticator, known_models: Callable[[], set[str]],
                  audit: AuditSink, tenant_keys: TenantKeys, settings_listener: SettingsListener,
                  plan_exists: Callable[[str], Awaitable[bool]] | None = None,
+                 known_regions: Callable[[], set[str]] | None = None, storage_region: str | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.auth = auth
@@ -136,6 +138,8 @@ class TenancyService:
         self.tenant_keys = tenant_keys
         self.settings_listener = settings_listener
         self.plan_exists = plan_exists
+        self.known_regions = known_regions
+        self.storage_region = storage_region
         self.clock = clock
 
     async def _audit(self, actor: str, action: str, tenant_id: str | None, **details: Any) -> None:
@@ -157,11 +161,12 @@ class TenancyService:
             allowed_models=self._models(body.get("allowed_models")),
             model_aliases=self._aliases(body.get("model_aliases", {})), created_at=now, updated_at=now,
             billing=_check_billing(body.get("billing", {}), {}),
+            allowed_regions=self._regions(body.get("allowed_regions")),
         )
         await self.store.insert_tenant(tenant_id=tenant.id, tenant=tenant)
         await self.tenant_keys.ensure_tenant(tenant.id)
         await self._audit(actor, "tenant.created", tenant.id, plan=tenant.plan, region=tenant.region,
-                          status=tenant.status.value)
+                          status=tenant.status.value, allowed_regions=tenant.allowed_regions)
         return tenant
 
     async def list_tenants(self, *, limit: int = 100, after: str | None = None) -> list[Tenant]:
@@ -195,6 +200,9 @@ class TenancyService:
             action = "tenant.suspended" if after.status is TenantStatus.SUSPENDED else "tenant.resumed"
             await self._audit(actor, action, after.id)
         await self._audit(actor, "tenant.updated", after.id, fields=fields)
+        if before.allowed_regions != after.allowed_regions:
+            await self._audit(actor, "tenant.regions_changed", after.id, before=before.allowed_regions,
+                              after=after.allowed_regions)
         old_days, new_days = before.settings.get(REQUEST_LOG_DAYS, 0), after.settings.get(REQUEST_LOG_DAYS, 0)
         if new_days != old_days:
             await self.settings_listener.retention_changed(tenant_id=after.id, days=int(new_days))
@@ -209,6 +217,7 @@ class TenancyService:
             "plan": str, "region": str, "metadata": lambda v: _check_json_object(v, "metadata"),
             "settings": lambda v: _check_settings(v, current.settings), "allowed_models": self._models,
             "model_aliases": self._aliases, "billing": lambda v: _check_billing(v, current.billing),
+            "allowed_regions": self._regions,
         }
         return {k: checks[k](v) for k, v in body.items()}
 
@@ -222,6 +231,10 @@ class TenancyService:
             return TenantStatus(value)
         except ValueError:
             raise InvalidRequest("status must be 'active' or 'suspended'", param="status") from None
+
+    def _regions(self, value: Any) -> list[str] | None:
+        known = None if self.known_regions is None else self.known_regions()
+        return check_allowed_regions(value, known, self.storage_region)
 
     def _models(self, value: Any) -> list[str] | None:
         models = _check_models(value)

@@ -17,6 +17,8 @@ from tenantlm.tenancy.models import Permission, PlatformRole, Role
 
 Status = Literal["active", "suspended"]
 _LAX = Field(strict=False)  # enums arrive as JSON strings
+_REGIONS = ("Regions whose model deployments may serve the tenant (region: on models/providers); null: any. "
+            "Platform keys only.")
 
 
 class Body(BaseModel):
@@ -41,6 +43,7 @@ class TenantCreate(Body):
     allowed_models: list[str] | None = Field(None, description="Catalog models the tenant may use; null: all.")
     model_aliases: dict[str, str] = Field(default_factory=dict, description="Alias name -> catalog model name.")
     billing: Billing = Field(default_factory=Billing, description="Platform-only billing identifiers.")
+    allowed_regions: list[str] | None = Field(None, description=_REGIONS)
 
 
 class TenantUpdate(Body):
@@ -55,6 +58,7 @@ class TenantUpdate(Body):
     allowed_models: list[str] | None = None
     model_aliases: dict[str, str] | None = None
     billing: Billing | None = Field(None, description="Merged key by key; null removes an identifier.")
+    allowed_regions: list[str] | None = Field(None, description=_REGIONS)
 
 
 class TenantDelete(Body):
@@ -130,3 +134,24 @@ class MemoryCreate(Body):
 class MemorySearch(Body):
     query: str = Field(description="What to look for among the end user's memories.")
     k: int = Field(5, ge=1, le=50, description="How many memories to return, best first.")
+
+
+class TenantModelCreate(Body):
+    """A private catalog entry: a deployment only this tenant sees."""
+
+    name: str = Field(description="The model name the tenant sends; 1-100 letters, digits, '.', '_', ':' or '-'.")
+    provider: str = Field(description="A configured provider (the YAML's providers).")
+    upstream_model: str = Field(description="The model name the provider serves it under.")
+    kind: Literal["chat", "embedding"] = "chat"
+    region: str | None = Field(None, description="Where it runs; default the provider's region.")
+    input_price_per_1m: float | None = Field(None, description="Dollars per million prompt tokens (default 0).")
+    output_price_per_1m: float | None = Field(None, description="Dollars per million completion tokens (default 0).")
+
+
+class AdapterCreate(Body):
+    """A LoRA adapter of this tenant on a base model served by a vLLM upstream."""
+
+    name: str = Field(description="The model name the tenant sends; 1-100 letters, digits, '.', '_', ':' or '-'.")
+    base_model: str = Field(description="A chat model the tenant may use (catalog or private) on a vLLM upstream.")
+    source: str = Field(description="Where the upstream loads it from (lora_path): a path on the upstream's host "
+                                    "or a Hugging Face repository id.")

@@ -23,7 +23,7 @@ async def list_models(request: Request, who: PrincipalDep) -> Any:
     ctx = access.data_plane(who, Permission.MODELS_READ)
     catalog = services(request).catalog
     data = [{"id": m.name, "object": "model", "created": catalog.created_at, "owned_by": "tenantlm"}
-            for m in catalog.visible(ctx.tenant)]
+            for m in await catalog.visible(ctx.tenant)]
     return {"object": "list", "data": data}
 
 
@@ -31,7 +31,7 @@ async def list_models(request: Request, who: PrincipalDep) -> Any:
 async def get_model(model_id: str, request: Request, who: PrincipalDep) -> Any:
     ctx = access.data_plane(who, Permission.MODELS_READ)
     catalog = services(request).catalog
-    for m in catalog.visible(ctx.tenant):
+    for m in await catalog.visible(ctx.tenant):
         if m.name == model_id:
             return {"id": m.name, "object": "model", "created": catalog.created_at, "owned_by": "tenantlm"}
     raise ModelNotFound(f"The model '{model_id}' does not exist or you do not have access to it.", param="model")

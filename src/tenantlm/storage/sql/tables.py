@@ -26,6 +26,7 @@ tenants = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.Column("billing", sa.JSON, nullable=False, server_default="{}"),
+    sa.Column("allowed_regions", sa.JSON, nullable=True),
 )
 
 api_keys = sa.Table(
@@ -395,3 +396,33 @@ conversation_items = sa.Table(
 )
 
 TENANT_OWNED.update({"conversations": "tenant_id", "conversation_items": "tenant_id"})
+
+# A tenant's private catalog entries: a dedicated deployment only that tenant sees (``tenant_models``), and its LoRA
+# adapters on a base model's vLLM upstream (``tenant_adapters``; ``lora_name`` is the name the upstream knows it by,
+# unique per tenant and per creation).
+tenant_models = sa.Table(
+    "tenant_models",
+    metadata,
+    sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("provider", sa.String(100), nullable=False),
+    sa.Column("upstream_model", sa.String(200), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("region", sa.String(64), nullable=False),
+    sa.Column("input_price_per_1m", sa.Float, nullable=False, server_default="0"),
+    sa.Column("output_price_per_1m", sa.Float, nullable=False, server_default="0"),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+tenant_adapters = sa.Table(
+    "tenant_adapters",
+    metadata,
+    sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("base_model", sa.String(100), nullable=False),
+    sa.Column("source", sa.String(1000), nullable=False),
+    sa.Column("lora_name", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+TENANT_OWNED.update({"tenant_models": "tenant_id", "tenant_adapters": "tenant_id"})
