@@ -41,6 +41,7 @@ from tenantlm.responses.store import ResponseStore
 from tenantlm.scheduling.registry import RedisReplicaCount, ReplicaCount, SchedulerRegistry, StaticReplicaCount
 from tenantlm.settings import Settings
 from tenantlm.storage.sql.engine import Database
+from tenantlm.storage.sql.router import TenantRouter
 from tenantlm.tenancy.auth import Authenticator
 from tenantlm.tenancy.catalog import ModelCatalog
 from tenantlm.tenancy.end_users import EndUserRecorder
@@ -48,12 +49,16 @@ from tenantlm.tenancy.limits_service import LimitsService
 from tenantlm.tenancy.limits_store import LimitsStore
 from tenantlm.tenancy.service import TenancyService
 from tenantlm.tenancy.store import TenancyStore
+from tenantlm.tiers.service import TiersService
+from tenantlm.tiers.silos import SqliteSilos
 
 
 @dataclass
 class Services:
     settings: Settings
     db: Database
+    router: TenantRouter  # the database of tenant content: the pool, or a tenant's silo
+    tiers: TiersService
     metrics: Metrics
     auth: Authenticator
     tenancy: TenancyService
@@ -125,6 +130,7 @@ def _alert_hook(alerts: BudgetAlerts) -> Any:
 
 def build_services(settings: Settings) -> Services:
     db = Database.from_url(settings.sql_url)
+    router = TenantRouter(db.engine)
     store = TenancyStore(db)
     metrics = Metrics(max_tenants=settings.metrics_max_tenants)
     admin_key = (settings.admin_key.get_secret_value() if settings.admin_key else "") or None
@@ -139,12 +145,12 @@ def build_services(settings: Settings) -> Services:
                      checkpoint_every=settings.audit_checkpoint_every,
                      checkpoint_interval_s=settings.audit_checkpoint_interval_s)
     auth_failures = AuthFailureAggregator(audit, window_s=settings.audit_auth_failure_window_s)
-    request_log = RequestLogService(store=RequestLogStore(db), sealer=keyring)
+    request_log = RequestLogService(store=RequestLogStore(router), sealer=keyring)
     limits = LimitsService(store=LimitsStore(db), audit=audit, ttl_s=settings.key_cache_ttl_s,
                            max_entries=settings.cache_max_entries, seed_plans=settings.plans)
     tenancy = TenancyService(store=store, auth=auth, known_models=catalog.names, audit=audit, tenant_keys=keyring,
                              settings_listener=request_log, plan_exists=limits.has_plan)
-    files = FilesService(store=FileStore(db), sealer=keyring, limits=limits, audit=audit,
+    files = FilesService(store=FileStore(router), sealer=keyring, limits=limits, audit=audit,
                          max_upload_bytes=settings.max_upload_bytes)
     limit_store, replicas, redis = build_limit_store(settings)
     admission = AdmissionService(limit_store)
@@ -162,14 +168,17 @@ def build_services(settings: Settings) -> Services:
                               settings=AlertSettings(secret=secret, platform_url=settings.alert_webhook_url))
         ledger.on_flushed = _alert_hook(alerts)
     gate = Gate(settings=settings, limits=limits, admission=admission, schedulers=schedulers, ledger=ledger)
-    vector_stores, search, ingestion = build_knowledge(settings, db=db, files=files, keyring=keyring, audit=audit,
+    vector_stores, search, ingestion = build_knowledge(settings, db=router, files=files, keyring=keyring, audit=audit,
                                                        catalog=catalog, providers=providers, gate=gate,
                                                        tenancy=tenancy)
     inference = InferenceService(catalog=catalog, providers=providers, metrics=metrics, end_users=end_users,
                                  request_log=request_log, gate=gate)
-    responses = ResponsesService(store=ResponseStore(db), sealer=keyring, inference=inference, catalog=catalog,
+    responses = ResponsesService(store=ResponseStore(router), sealer=keyring, inference=inference, catalog=catalog,
                                  search=search, vector_stores=vector_stores)
+    tiers = TiersService(router=router, silos=None if settings.is_postgres else SqliteSilos(settings.data_dir),
+                         tenancy=tenancy, audit=audit, caches=[search])
     return Services(
+        router=router, tiers=tiers,
         admission=admission, schedulers=schedulers, replicas=replicas, ledger=ledger, alerts=alerts, redis=redis,
         settings=settings, db=db, metrics=metrics, auth=auth, end_users=end_users, catalog=catalog,
         providers=providers, tenancy=tenancy, keyring=keyring, audit=audit, auth_failures=auth_failures,
@@ -177,7 +186,8 @@ def build_services(settings: Settings) -> Services:
         inference=inference, responses=responses,
         files=files, vector_stores=vector_stores, search=search, ingestion=ingestion,
         eraser=TenantEraser(tenancy=tenancy, keyring=keyring,
-                            contents=[responses, search, vector_stores, files, request_log, end_users, ledger],
+                            contents=[responses, search, vector_stores, files, request_log, end_users, ledger,
+                                      tiers],
                             audit=audit, auth=auth, data_dir=settings.data_dir, metrics=metrics),
         rewrapper=TenantRewrapper(contents=[request_log, files, vector_stores, responses], audit=audit),
         exporter=TenantExporter(tenancy=tenancy, request_log=request_log, audit=audit, audit_reader=audit,

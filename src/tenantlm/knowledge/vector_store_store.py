@@ -303,8 +303,10 @@ class VectorStoreStore:
         c = vector_store_files.c
         q = sa.select(c.tenant_id).where(c.status == IN_PROGRESS,
                                           sa.or_(c.lease_until.is_(None), c.lease_until < now)).distinct().limit(limit)
-        async with self.db.platform_tx() as conn:
-            return sorted(r[0] for r in await conn.execute(q))
+        found: set[str] = set()
+        async for conn in self.db.platform_each():
+            found.update(r[0] for r in await conn.execute(q))
+        return sorted(found)[:limit]
 
     async def claim(self, *, tenant_id: str, now: float, lease_s: float, token: str) -> Claim | None:
         """Take the tenant's oldest waiting job (or one whose lease ran out) until ``now + lease_s``."""

@@ -51,6 +51,7 @@ class PlatformPermission(StrEnum):
     TENANTS_LIST = "tenants:list"
     TENANTS_CREATE = "tenants:create"
     TENANTS_DELETE = "tenants:delete"
+    TENANTS_TIER = "tenants:tier"  # move a tenant between the pool and its own silo database
     PLANS_READ = "plans:read"
     PLANS_WRITE = "plans:write"
     CATALOG_READ = "catalog:read"
@@ -108,6 +109,7 @@ class Tenant:
     created_at: float
     updated_at: float
     billing: dict[str, Any] = field(default_factory=dict)  # the operator's billing identifiers; platform-only
+    tier: str = "pool"  # where its content lives: "pool" (shared tables) or "silo" (its own database)
 
     def public(self) -> dict[str, Any]:
         return {
@@ -122,6 +124,7 @@ class Tenant:
             "allowed_models": self.allowed_models,
             "model_aliases": self.model_aliases,
             "billing": self.billing,
+            "tier": self.tier,
             "created_at": int(self.created_at),
             "updated_at": int(self.updated_at),
         }

@@ -57,6 +57,11 @@ class TenantUpdate(Body):
     billing: Billing | None = Field(None, description="Merged key by key; null removes an identifier.")
 
 
+class TenantTier(Body):
+    tier: str = Field(description="pool (shared tables with row-level security) or silo (the tenant's own "
+                                  "database).")
+
+
 class TenantDelete(Body):
     confirm: str | bool = Field(description="The tenant's id (or true): deleting shreds its keys, irreversibly.")
 

@@ -66,6 +66,12 @@ class Database:
                 await conn.execute(_SET_PLATFORM)
             yield conn
 
+    async def platform_each(self) -> AsyncIterator[AsyncConnection]:
+        """One platform transaction per database that holds tenant content: here only this one (a
+        ``TenantRouter`` adds each silo). For the sweeps that look across tenants."""
+        async with self.platform_tx() as conn:
+            yield conn
+
     @asynccontextmanager
     async def _begin(self) -> AsyncIterator[AsyncConnection]:
         try:

@@ -26,6 +26,8 @@ tenants = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.Column("billing", sa.JSON, nullable=False, server_default="{}"),
+    # migration 0017: where the tenant's content lives, "pool" (shared tables) or "silo" (its own database)
+    sa.Column("tier", sa.String(8), nullable=False, server_default="pool"),
 )
 
 api_keys = sa.Table(

@@ -1,0 +1,24 @@
+"""Isolation tiers: each tenant's ``tier`` says where its content lives, ``pool`` (the shared tables, the default)
+or ``silo`` (its own database). The row stays in the pool's ``tenants`` table either way; only content moves.
+
+Revision ID: 0017
+Revises: 0011
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0017"
+down_revision = "0011"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column("tenants", sa.Column("tier", sa.String(8), nullable=False, server_default="pool"))
+
+
+def downgrade() -> None:
+    op.drop_column("tenants", "tier")
