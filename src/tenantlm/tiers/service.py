@@ -196,9 +196,9 @@ class TiersService:
         tenant_id = move.tenant_id
         async with self.router.fence.closed(tenant_id, drain_timeout_s=self.drain_timeout_s):
             fenced_at = time.monotonic()
-            await tenant_copy.sync(source, target, tenant_id, None)
-            before, after = (await tenant_copy.fingerprint(source, tenant_id),
-                             await tenant_copy.fingerprint(target, tenant_id))
+            diffs, before = await tenant_copy.diff(source, target, tenant_id)
+            await tenant_copy.apply(target, tenant_id, diffs)
+            after = await tenant_copy.fingerprint(target, tenant_id)
             if before != after:
                 differ = sorted(t for t in before if before[t] != after.get(t))
                 raise VerificationFailed(f"the copy differs from the source in {', '.join(differ)}")

@@ -58,6 +58,7 @@ def _plain(value: Any) -> Any:
 
 
 Rows = dict[tuple[Any, ...], dict[str, Any]]
+Fingerprint = dict[str, tuple[int, str]]
 
 
 async def _read(db: Database, tenant_id: str) -> dict[str, Rows]:
@@ -89,7 +90,8 @@ class TableDiff:
         return len(self.insert) + len(self.update) + len(self.delete)
 
 
-async def diff(source: Database, target: Database, tenant_id: str) -> list[TableDiff]:
+async def diff(source: Database, target: Database, tenant_id: str) -> tuple[list[TableDiff], Fingerprint]:
+    """What to change in the target to make it equal the source, and the fingerprint of the source it read."""
     out = []
     targets, sources = await _read(target, tenant_id), await _read(source, tenant_id)
     for table in CONTENT_TABLES:
@@ -102,7 +104,7 @@ async def diff(source: Database, target: Database, tenant_id: str) -> list[Table
             elif have[k] != row:
                 d.update.append(row)
         out.append(d)
-    return out
+    return out, _fingerprint(sources)
 
 
 def _match(table: sa.Table, key: tuple[Any, ...]) -> sa.ColumnElement[bool]:
@@ -146,7 +148,8 @@ async def apply(target: Database, tenant_id: str, diffs: list[TableDiff], progre
 
 async def sync(source: Database, target: Database, tenant_id: str, progress: Progress | None = None) -> int:
     """Make the target's rows of the tenant equal to the source's; returns how many rows changed."""
-    return await apply(target, tenant_id, await diff(source, target, tenant_id), progress)
+    diffs, _ = await diff(source, target, tenant_id)
+    return await apply(target, tenant_id, diffs, progress)
 
 
 async def count_rows(db: Database, tenant_id: str) -> int:
@@ -166,16 +169,20 @@ def _canonical(value: Any) -> Any:
     return value
 
 
-async def fingerprint(db: Database, tenant_id: str) -> dict[str, tuple[int, str]]:
-    """Per content table: (rows, SHA-256 of the rows in key order)."""
+def _fingerprint(tables: dict[str, Rows]) -> Fingerprint:
     out = {}
-    for table_name, rows in (await _read(db, tenant_id)).items():
+    for table_name, rows in tables.items():
         digest = hashlib.sha256()
         for key in sorted(rows, key=repr):
             row = rows[key]
             digest.update(json.dumps([_canonical(row[c]) for c in sorted(row)], sort_keys=True).encode())
         out[table_name] = (len(rows), digest.hexdigest())
     return out
+
+
+async def fingerprint(db: Database, tenant_id: str) -> Fingerprint:
+    """Per content table: (rows, SHA-256 of the rows in key order)."""
+    return _fingerprint(await _read(db, tenant_id))
 
 
 async def delete_tenant_rows(db: Database, tenant_id: str) -> None:
