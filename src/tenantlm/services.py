@@ -50,7 +50,7 @@ from tenantlm.tenancy.limits_store import LimitsStore
 from tenantlm.tenancy.service import TenancyService
 from tenantlm.tenancy.store import TenancyStore
 from tenantlm.tiers.service import TiersService
-from tenantlm.tiers.silos import SqliteSilos
+from tenantlm.tiers.silos import PostgresSchemaSilos, Silos, SqliteSilos
 
 
 @dataclass
@@ -115,6 +115,16 @@ def build_limit_store(settings: Settings) -> tuple[LimitStore, ReplicaCount, Any
     return (RedisLimitStore(client, fail_open=settings.limits_fail_open), RedisReplicaCount(client), client)
 
 
+def build_silos(settings: Settings) -> Silos | None:
+    """A file per silo tenant next to the embedded database; a schema per silo tenant on Postgres, which only the
+    owner role may create (no migrate URL: no silos)."""
+    if not settings.is_postgres:
+        return SqliteSilos(settings.data_dir)
+    if not settings.database_migrate_url:
+        return None
+    return PostgresSchemaSilos(url=settings.sql_url, migrate_url=settings.database_migrate_url)
+
+
 def _budgets(limits: LimitsService, tenancy: TenancyService) -> Any:
     async def budgets(tenant_id: str) -> tuple[int | None, float | None]:
         eff = await limits.effective(await tenancy.get_tenant(tenant_id=tenant_id))
@@ -175,8 +185,7 @@ def build_services(settings: Settings) -> Services:
                                  request_log=request_log, gate=gate)
     responses = ResponsesService(store=ResponseStore(router), sealer=keyring, inference=inference, catalog=catalog,
                                  search=search, vector_stores=vector_stores)
-    tiers = TiersService(router=router, silos=None if settings.is_postgres else SqliteSilos(settings.data_dir),
-                         tenancy=tenancy, audit=audit, caches=[search])
+    tiers = TiersService(router=router, silos=build_silos(settings), tenancy=tenancy, audit=audit, caches=[search])
     return Services(
         router=router, tiers=tiers,
         admission=admission, schedulers=schedulers, replicas=replicas, ledger=ledger, alerts=alerts, redis=redis,

@@ -19,6 +19,7 @@ import openai
 import pytest
 
 from live import Live, Tenant, catalog_config, cli, start_server
+from services import PostgresDatabase, PostgresServer
 
 CONTENT_TABLES = ("files", "file_parts", "request_log", "vector_stores", "responses")
 
@@ -27,26 +28,53 @@ CONTENT_TABLES = ("files", "file_parts", "request_log", "vector_stores", "respon
 class Deployment:
     live: Live
     data_dir: Path
-
-    @property
-    def pool_file(self) -> Path:
-        return self.data_dir / "tenantlm.db"
+    pg: PostgresDatabase | None = None
 
     def silo_file(self, tenant_id: str) -> Path:
         return self.data_dir / "tenants" / tenant_id / "tenant.db"
 
+    def _count(self, schema: str, tenant_id: str) -> dict[str, int]:
+        assert self.pg is not None
+        sql = " UNION ALL ".join(f"SELECT '{t}', count(*) FROM {schema}.{t} WHERE tenant_id = '{tenant_id}'"
+                                 for t in CONTENT_TABLES)
+        return {line.split("|")[0]: int(line.split("|")[1]) for line in self.pg.psql(sql).splitlines()}
 
-@pytest.fixture(scope="module")
-def dep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    tmp = tmp_path_factory.mktemp("tiers")
-    proc = start_server(tmp, catalog_config(None, local=False), warmup=False, data_dir=tmp / "data")
+    def pool_rows(self, tenant_id: str) -> dict[str, int]:
+        if self.pg is not None:
+            return self._count("public", tenant_id)
+        return _sqlite_rows(self.data_dir / "tenantlm.db", tenant_id)
+
+    def silo_rows(self, silo_tenant: str, tenant_id: str) -> dict[str, int]:
+        if self.pg is not None:
+            return self._count(f"silo_{silo_tenant}", tenant_id)
+        return _sqlite_rows(self.silo_file(silo_tenant), tenant_id)
+
+    def silo_exists(self, tenant_id: str) -> bool:
+        if self.pg is not None:
+            return self.pg.psql(f"SELECT count(*) FROM pg_namespace WHERE nspname = 'silo_{tenant_id}'") == "1"
+        return self.silo_file(tenant_id).exists()
+
+
+def _deploy(request: pytest.FixtureRequest, backend: str) -> tuple[PostgresDatabase | None, dict[str, str]]:
+    if backend != "postgres":
+        return None, {}
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    pg = server.create_database()
+    return pg, {"database_url": pg.app_url, "migrate_url": pg.owner_url}
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def dep(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    tmp = tmp_path_factory.mktemp(f"tiers-{request.param}")
+    pg, kw = _deploy(request, request.param)
+    proc = start_server(tmp, catalog_config(None, local=False), warmup=False, data_dir=tmp / "data", **kw)
     try:
-        yield Deployment(Live(proc.url, proc, "sqlite"), tmp / "data")
+        yield Deployment(Live(proc.url, proc, request.param), tmp / "data", pg)
     finally:
         proc.stop()
 
 
-def _rows(db_file: Path, tenant_id: str) -> dict[str, int]:
+def _sqlite_rows(db_file: Path, tenant_id: str) -> dict[str, int]:
     with sqlite3.connect(db_file) as conn:
         return {t: conn.execute(f"SELECT count(*) FROM {t} WHERE tenant_id = ?", (tenant_id,)).fetchone()[0]
                 for t in CONTENT_TABLES}
@@ -142,8 +170,8 @@ def test_promote_and_demote_under_steady_load_fail_no_request(dep: Deployment) -
         before_move = load.served
         promoted = _move(dep, t.id, "silo")
         during_promotion = load.served - before_move
-        assert dep.silo_file(t.id).exists()
-        assert set(_rows(dep.pool_file, t.id).values()) == {0}  # nothing of the tenant left in the pool's tables
+        assert dep.silo_exists(t.id)
+        assert set(dep.pool_rows(t.id).values()) == {0}  # nothing of the tenant left in the pool's tables
         before_demotion = load.served
         _move(dep, t.id, "pool")
         during_demotion = load.served - before_demotion
@@ -152,12 +180,12 @@ def test_promote_and_demote_under_steady_load_fail_no_request(dep: Deployment) -
     assert load.failures == [], load.failures[:5]
     assert during_promotion > 0 and during_demotion > 0  # the load really ran across both moves
     assert promoted["tier_move"]["rows_total"] > 0 and promoted["tier_move"]["fenced_ms"] is not None
-    assert not dep.silo_file(t.id).exists()
+    assert not dep.silo_exists(t.id)
     for file_id, data in load.uploaded.items():  # every upload acknowledged during the moves is there, intact
         assert sdk.files.content(file_id).read() == data
     listed = {f.id for f in sdk.files.list(limit=10000)}
     assert set(load.uploaded) <= listed
-    assert _rows(dep.pool_file, t.id)["files"] == len(listed)
+    assert dep.pool_rows(t.id)["files"] == len(listed)
     for file_id, data in kept.items():
         assert other_sdk.files.content(file_id).read() == data
     assert _request_log_count(dep, t.id) >= 20
@@ -169,13 +197,13 @@ def test_silo_holds_only_its_tenant_and_the_pool_keeps_the_others(dep: Deploymen
     mine = sdk.files.create(file=("a.txt", b"silo tenant's secret"), purpose="assistants")
     theirs = other_sdk.files.create(file=("b.txt", b"pooled tenant's"), purpose="assistants")
     sdk.chat.completions.create(model="fake-chat", messages=[{"role": "user", "content": "hi"}])
-    before = _rows(dep.pool_file, t.id)
+    before = dep.pool_rows(t.id)
     _move(dep, t.id, "silo")
-    silo = _rows(dep.silo_file(t.id), t.id)
+    silo = dep.silo_rows(t.id, t.id)
     assert silo["files"] == before["files"] == 1 and silo["file_parts"] == before["file_parts"]
-    assert set(_rows(dep.pool_file, t.id).values()) == {0}
-    assert set(_rows(dep.silo_file(t.id), other.id).values()) == {0}
-    assert _rows(dep.pool_file, other.id)["files"] == 1
+    assert set(dep.pool_rows(t.id).values()) == {0}
+    assert set(dep.silo_rows(t.id, other.id).values()) == {0}
+    assert dep.pool_rows(other.id)["files"] == 1
     assert sdk.files.content(mine.id).read() == b"silo tenant's secret"
     assert other_sdk.files.content(theirs.id).read() == b"pooled tenant's"
     # a foreign id is still a 404 both ways, exactly like a missing one
@@ -183,32 +211,33 @@ def test_silo_holds_only_its_tenant_and_the_pool_keeps_the_others(dep: Deploymen
         with pytest.raises(openai.NotFoundError):
             client.files.retrieve(foreign)
     new = sdk.files.create(file=("c.txt", b"written in the silo"), purpose="assistants")
-    assert _rows(dep.silo_file(t.id), t.id)["files"] == 2 and _rows(dep.pool_file, t.id)["files"] == 0
+    assert dep.silo_rows(t.id, t.id)["files"] == 2 and dep.pool_rows(t.id)["files"] == 0
     assert sdk.files.content(new.id).read() == b"written in the silo"
 
 
-def test_silo_survives_a_restart(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    cfg = catalog_config(None, local=False)
-    proc = start_server(tmp_path, cfg, warmup=False, data_dir=data)
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_silo_survives_a_restart(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    pg, kw = _deploy(request, backend)
+    data, cfg = tmp_path / "data", catalog_config(None, local=False)
+    proc = start_server(tmp_path, cfg, warmup=False, data_dir=data, **kw)
     try:
-        dep = Deployment(Live(proc.url, proc, "sqlite"), data)
+        dep = Deployment(Live(proc.url, proc, backend), data, pg)
         t = _tenant(dep, "restart")
         f = dep.live.sdk(t.member_key).files.create(file=("r.txt", b"before restart"), purpose="assistants")
         _move(dep, t.id, "silo")
     finally:
         proc.stop()
-    proc = start_server(tmp_path, cfg, warmup=False, data_dir=data)
+    proc = start_server(tmp_path, cfg, warmup=False, data_dir=data, **kw)
     try:
-        live = Live(proc.url, proc, "sqlite")
-        with live.admin() as c:
+        dep = Deployment(Live(proc.url, proc, backend), data, pg)
+        with dep.live.admin() as c:
             got = c.get(f"/admin/v1/tenants/{t.id}").json()
         assert got["tier"] == "silo" and got["tier_move"] is None
-        sdk = live.sdk(t.member_key)
+        sdk = dep.live.sdk(t.member_key)
         assert sdk.files.content(f.id).read() == b"before restart"
         sdk.files.create(file=("s.txt", b"after restart"), purpose="assistants")
-        assert _rows(data / "tenants" / t.id / "tenant.db", t.id)["files"] == 2
-        assert _rows(data / "tenantlm.db", t.id)["files"] == 0
+        assert dep.silo_rows(t.id, t.id)["files"] == 2
+        assert dep.pool_rows(t.id)["files"] == 0
     finally:
         proc.stop()
 
@@ -220,7 +249,7 @@ def test_cli_promote_waits_and_erasure_removes_the_silo(dep: Deployment) -> None
     assert out.returncode == 0, out.stderr
     shown = json.loads(out.stdout)
     assert shown["tier"] == "silo" and shown["tier_move"]["phase"] == "done"
-    assert dep.silo_file(t.id).exists()
+    assert dep.silo_exists(t.id)
     with dep.live.admin() as c:
         again = c.post(f"/admin/v1/tenants/{t.id}/tier", json={"tier": "silo"})
         assert again.status_code == 202 and again.json()["tier_move"]["phase"] == "done"  # already there: no-op
@@ -231,7 +260,7 @@ def test_cli_promote_waits_and_erasure_removes_the_silo(dep: Deployment) -> None
         assert member.status_code == 403  # a tenant's own admin cannot move it
         r = c.delete(f"/admin/v1/tenants/{t.id}", params={"confirm": t.id})
         assert r.status_code == 200, r.text
-        assert not dep.silo_file(t.id).exists() and not dep.silo_file(t.id).parent.exists()
+        assert not dep.silo_exists(t.id) and not dep.silo_file(t.id).parent.exists()
         audit = c.get("/admin/v1/audit", params={"tenant_id": t.id, "limit": 100}).json()["data"]
     actions = [e["action"] for e in audit]
     assert "tenant.tier_move_started" in actions

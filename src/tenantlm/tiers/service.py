@@ -6,7 +6,8 @@ A move runs in the background, in phases the tenant object shows (``tier_move``)
 ``copying``     copy every content row, table by table, while the tenant keeps working on the source
 ``catching_up`` copy again what changed during the copy (a shorter delta)
 ``switching``   close the tenant's fence (new transactions wait, those in flight finish), copy the last delta,
-                compare row counts and checksums of both sides, record the new tier, switch the route, open the fence
+                read the target again and compare it with the source row by row and value by value, record the new
+                tier, switch the route, open the fence
 ``cleaning``    delete the tenant's rows from the old side (the pool's rows, or the silo's file)
 ``done`` / ``failed``
 
@@ -30,7 +31,7 @@ from tenantlm.storage.sql.engine import Database
 from tenantlm.storage.sql.router import TenantRouter
 from tenantlm.storage.sql.tables import tenants
 from tenantlm.tenancy.service import AuditSink, TenancyService
-from tenantlm.tiers.silos import SqliteSilos
+from tenantlm.tiers.silos import Silos
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ class Move:
     started_at: float = field(default_factory=time.time)
     finished_at: float | None = None
     fenced_ms: float | None = None
+    last_delta: int | None = None  # rows copied with the fence closed
+    verified_rows: int | None = None  # rows compared value by value before the switch
     error: str | None = None
 
     def public(self) -> dict[str, Any]:
@@ -69,11 +72,12 @@ class Move:
                 "rows_total": self.rows_total, "rows_copied": self.rows_copied,
                 "started_at": round(self.started_at, 3),
                 "finished_at": None if self.finished_at is None else round(self.finished_at, 3),
-                "fenced_ms": None if self.fenced_ms is None else round(self.fenced_ms, 1), "error": self.error}
+                "fenced_ms": None if self.fenced_ms is None else round(self.fenced_ms, 1),
+                "last_delta_rows": self.last_delta, "verified_rows": self.verified_rows, "error": self.error}
 
 
 class TiersService:
-    def __init__(self, *, router: TenantRouter, silos: SqliteSilos | None, tenancy: TenancyService,
+    def __init__(self, *, router: TenantRouter, silos: Silos | None, tenancy: TenancyService,
                  audit: AuditSink, caches: list[TenantCaches], drain_timeout_s: float = 30.0) -> None:
         self.router = router
         self.silos = silos
@@ -105,7 +109,8 @@ class TiersService:
         if self.moving(tenant_id):
             raise Conflict(f"tenant {tenant_id} is already moving; wait for its move to finish", param="tier")
         if tier == SILO and self.silos is None:
-            raise InvalidRequest("the silo tier is available on the embedded (SQLite) database only in this version",
+            raise InvalidRequest("the silo tier needs a database the server can create silos in: on Postgres, set "
+                                 "TENANTLM_DATABASE_MIGRATE_URL (the owner role creates each silo's schema)",
                                  param="tier", code="tier_unavailable")
         move = Move(tenant_id=tenant_id, source=tenant.tier, target=tier)
         self._moves[tenant_id] = move
@@ -196,12 +201,12 @@ class TiersService:
         tenant_id = move.tenant_id
         async with self.router.fence.closed(tenant_id, drain_timeout_s=self.drain_timeout_s):
             fenced_at = time.monotonic()
-            diffs, before = await tenant_copy.diff(source, target, tenant_id)
-            await tenant_copy.apply(target, tenant_id, diffs)
-            after = await tenant_copy.fingerprint(target, tenant_id)
-            if before != after:
-                differ = sorted(t for t in before if before[t] != after.get(t))
+            sources, targets = await tenant_copy.read_both(source, target, tenant_id)
+            move.last_delta = await tenant_copy.apply(target, tenant_id, tenant_copy.compare(sources, targets))
+            differ = tenant_copy.differing_tables(sources, await tenant_copy.read(target, tenant_id))
+            if differ:
                 raise VerificationFailed(f"the copy differs from the source in {', '.join(differ)}")
+            move.verified_rows = sum(len(rows) for rows in sources.values())
             await self.tenancy.set_tier(tenant_id=tenant_id, tier=move.target)
             if attach is not None:
                 self.router.attach(tenant_id, attach)

@@ -1,13 +1,33 @@
-"""Where silo databases live. Embedded (SQLite): one file per tenant, ``<data_dir>/tenants/<tenant_id>/tenant.db``,
-migrated to the same head as the pool; it sits in the tenant's own directory, which erasure removes."""
+"""Where silo databases live.
+
+- Embedded (SQLite): one file per tenant, ``<data_dir>/tenants/<tenant_id>/tenant.db``, migrated to the same head
+  as the pool; it sits in the tenant's own directory, which erasure removes.
+- Scaled out (Postgres): one schema per tenant, ``silo_<tenant_id>``, in the pool's database, created and migrated by
+  the owner role (so it needs ``TENANTLM_DATABASE_MIGRATE_URL``), used by the server's own role with the same
+  row-level security as the pool; the server connects to it with ``search_path`` set to that schema alone.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
+from typing import Protocol
 
-from tenantlm.storage.sql.engine import Database
-from tenantlm.storage.sql.migrate import migrate
+import sqlalchemy as sa
+
+from tenantlm.storage.sql.engine import Database, make_engine
+from tenantlm.storage.sql.migrate import drop_schema, migrate
+
+SILO_POOL_SIZE = 4  # connections per silo (its engine is separate from the pool's)
+
+
+class Silos(Protocol):
+    async def create(self, tenant_id: str) -> Database: ...
+
+    def open(self, tenant_id: str) -> Database: ...
+
+    async def remove(self, tenant_id: str, db: Database | None) -> None: ...
 
 
 class SqliteSilos:
@@ -19,9 +39,6 @@ class SqliteSilos:
 
     def url(self, tenant_id: str) -> str:
         return f"sqlite+aiosqlite:///{self.path(tenant_id)}"
-
-    def exists(self, tenant_id: str) -> bool:
-        return self.path(tenant_id).exists()
 
     async def create(self, tenant_id: str) -> Database:
         """Create (or reopen) the tenant's database and bring its schema to head."""
@@ -39,3 +56,36 @@ class SqliteSilos:
         base = self.path(tenant_id)
         for path in (base, base.with_name(base.name + "-wal"), base.with_name(base.name + "-shm")):
             await asyncio.to_thread(path.unlink, missing_ok=True)
+
+
+def schema_name(tenant_id: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_]{1,50}", tenant_id):
+        raise ValueError(f"tenant id {tenant_id!r} cannot name a schema")
+    return f"silo_{tenant_id.lower()}"
+
+
+class PostgresSchemaSilos:
+    def __init__(self, *, url: str, migrate_url: str) -> None:
+        self.url = url
+        self.migrate_url = migrate_url
+
+    async def create(self, tenant_id: str) -> Database:
+        await migrate(url=self.url, migrate_url=self.migrate_url, schema=schema_name(tenant_id))
+        return self.open(tenant_id)
+
+    def open(self, tenant_id: str) -> Database:
+        return Database(make_engine(self.url, pool_size=SILO_POOL_SIZE, search_path=schema_name(tenant_id)))
+
+    async def remove(self, tenant_id: str, db: Database | None) -> None:
+        if db is not None:
+            await db.dispose()
+        await drop_schema(migrate_url=self.migrate_url, schema=schema_name(tenant_id))
+
+    async def exists(self, tenant_id: str) -> bool:
+        engine = make_engine(self.migrate_url)
+        try:
+            async with engine.connect() as conn:
+                q = sa.text("SELECT 1 FROM pg_namespace WHERE nspname = :n")
+                return (await conn.execute(q, {"n": schema_name(tenant_id)})).first() is not None
+        finally:
+            await engine.dispose()

@@ -3,8 +3,9 @@
 ``sync`` reads the tenant's rows of every content table on both sides, then deletes what the target has and the
 source no longer has (children first), and inserts or updates what differs (parents first), in batches of short
 transactions so that a pool target is never locked for long. Run once it is the bulk copy; run again it is the
-catch-up, and what it changes is only the delta. ``fingerprint`` gives per table the row count and a SHA-256 over the
-rows in key order: the move compares the two sides with it before switching.
+catch-up, and what it changes is only the delta. For the switch, the move reads both sides, applies the delta, reads
+the target again and compares it with the source row by row and value by value (``differing_tables``).
+``fingerprint`` gives per table the row count and a SHA-256 over the rows in key order (for tests and reports).
 
 Tables with a surrogate key that a database numbers itself (``chunks.id``) are matched on their natural key and
 inserted without the surrogate, so two databases' numbering never collide; the caller drops anything cached by
@@ -13,8 +14,8 @@ those ids (the search indexes).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,28 +54,21 @@ def _value_columns(table: sa.Table) -> tuple[str, ...]:
     return tuple(c.name for c in table.columns if c.name != skip)
 
 
-def _plain(value: Any) -> Any:
-    return bytes(value) if isinstance(value, memoryview) else value
-
-
-Rows = dict[tuple[Any, ...], dict[str, Any]]
+Rows = dict[tuple[Any, ...], tuple[Any, ...]]  # key -> the row's values, in _value_columns order
+Snapshot = dict[str, Rows]
 Fingerprint = dict[str, tuple[int, str]]
 
 
-async def _read(db: Database, tenant_id: str) -> dict[str, Rows]:
-    """Every content table of the tenant, read in ONE transaction: a consistent snapshot (a file's parts are never
-    read without the file they belong to, though the tenant keeps writing)."""
-    out: dict[str, Rows] = {}
-    async with db.tenant_tx(tenant_id=tenant_id) as conn:
-        if not db.is_postgres:
-            # SQLite's driver starts a transaction only at the first write; an explicit BEGIN makes every read
-            # below see the same snapshot (WAL mode: writers go on meanwhile).
-            await conn.exec_driver_sql("BEGIN")
+async def read(db: Database, tenant_id: str) -> Snapshot:
+    """Every content table of the tenant, read in ONE snapshot transaction (a file's parts are never read without
+    the file they belong to, though the tenant keeps writing)."""
+    out: Snapshot = {}
+    async with db.tenant_snapshot(tenant_id=tenant_id) as conn:
         for table in CONTENT_TABLES:
-            keys, cols = _key_columns(table), _value_columns(table)
+            cols = _value_columns(table)
+            at = [cols.index(k) for k in _key_columns(table)]
             q = sa.select(*(table.c[c] for c in cols)).where(table.c.tenant_id == tenant_id)
-            rows = [{c: _plain(v) for c, v in zip(cols, r, strict=True)} for r in await conn.execute(q)]
-            out[table.name] = {tuple(r[k] for k in keys): r for r in rows}
+            out[table.name] = {tuple(row[i] for i in at): tuple(row) for row in await conn.execute(q)}
     return out
 
 
@@ -90,21 +84,27 @@ class TableDiff:
         return len(self.insert) + len(self.update) + len(self.delete)
 
 
-async def diff(source: Database, target: Database, tenant_id: str) -> tuple[list[TableDiff], Fingerprint]:
-    """What to change in the target to make it equal the source, and the fingerprint of the source it read."""
+def compare(sources: Snapshot, targets: Snapshot) -> list[TableDiff]:
+    """What to change in the target to make it equal the source."""
     out = []
-    targets, sources = await _read(target, tenant_id), await _read(source, tenant_id)
     for table in CONTENT_TABLES:
+        cols = _value_columns(table)
         have, want = targets[table.name], sources[table.name]
-        d = TableDiff(table)
-        d.delete = [k for k in have if k not in want]
+        d = TableDiff(table, delete=[k for k in have if k not in want])
         for k, row in want.items():
-            if k not in have:
-                d.insert.append(row)
-            elif have[k] != row:
-                d.update.append(row)
+            old = have.get(k)
+            if old is None:
+                d.insert.append(dict(zip(cols, row, strict=True)))
+            elif old != row:
+                d.update.append(dict(zip(cols, row, strict=True)))
         out.append(d)
-    return out, _fingerprint(sources)
+    return out
+
+
+async def read_both(source: Database, target: Database, tenant_id: str) -> tuple[Snapshot, Snapshot]:
+    """Both sides at once (two databases, two connections)."""
+    sources, targets = await asyncio.gather(read(source, tenant_id), read(target, tenant_id))
+    return sources, targets
 
 
 def _match(table: sa.Table, key: tuple[Any, ...]) -> sa.ColumnElement[bool]:
@@ -148,8 +148,13 @@ async def apply(target: Database, tenant_id: str, diffs: list[TableDiff], progre
 
 async def sync(source: Database, target: Database, tenant_id: str, progress: Progress | None = None) -> int:
     """Make the target's rows of the tenant equal to the source's; returns how many rows changed."""
-    diffs, _ = await diff(source, target, tenant_id)
-    return await apply(target, tenant_id, diffs, progress)
+    sources, targets = await read_both(source, target, tenant_id)
+    return await apply(target, tenant_id, compare(sources, targets), progress)
+
+
+def differing_tables(a: Snapshot, b: Snapshot) -> list[str]:
+    """The tables whose rows differ, compared row by row and value by value."""
+    return [name for name in a if a[name] != b.get(name)]
 
 
 async def count_rows(db: Database, tenant_id: str) -> int:
@@ -161,28 +166,19 @@ async def count_rows(db: Database, tenant_id: str) -> int:
     return total
 
 
-def _canonical(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return {"b": value.hex()}
-    if isinstance(value, float):
-        return repr(value)
-    return value
-
-
-def _fingerprint(tables: dict[str, Rows]) -> Fingerprint:
+def _fingerprint(tables: Snapshot) -> Fingerprint:
     out = {}
     for table_name, rows in tables.items():
         digest = hashlib.sha256()
         for key in sorted(rows, key=repr):
-            row = rows[key]
-            digest.update(json.dumps([_canonical(row[c]) for c in sorted(row)], sort_keys=True).encode())
+            digest.update(repr(rows[key]).encode())
         out[table_name] = (len(rows), digest.hexdigest())
     return out
 
 
 async def fingerprint(db: Database, tenant_id: str) -> Fingerprint:
     """Per content table: (rows, SHA-256 of the rows in key order)."""
-    return _fingerprint(await _read(db, tenant_id))
+    return _fingerprint(await read(db, tenant_id))
 
 
 async def delete_tenant_rows(db: Database, tenant_id: str) -> None:
