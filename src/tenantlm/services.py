@@ -115,14 +115,12 @@ def build_limit_store(settings: Settings) -> tuple[LimitStore, ReplicaCount, Any
     return (RedisLimitStore(client, fail_open=settings.limits_fail_open), RedisReplicaCount(client), client)
 
 
-def build_silos(settings: Settings) -> Silos | None:
+def build_silos(settings: Settings) -> Silos:
     """A file per silo tenant next to the embedded database; a schema per silo tenant on Postgres, which only the
-    owner role may create (no migrate URL: no silos)."""
+    owner role may create (no migrate URL: existing silos are served, no tenant can move)."""
     if not settings.is_postgres:
         return SqliteSilos(settings.data_dir)
-    if not settings.database_migrate_url:
-        return None
-    return PostgresSchemaSilos(url=settings.sql_url, migrate_url=settings.database_migrate_url)
+    return PostgresSchemaSilos(url=settings.sql_url, migrate_url=settings.database_migrate_url or None)
 
 
 def _budgets(limits: LimitsService, tenancy: TenancyService) -> Any:
@@ -185,7 +183,8 @@ def build_services(settings: Settings) -> Services:
                                  request_log=request_log, gate=gate)
     responses = ResponsesService(store=ResponseStore(router), sealer=keyring, inference=inference, catalog=catalog,
                                  search=search, vector_stores=vector_stores)
-    tiers = TiersService(router=router, silos=build_silos(settings), tenancy=tenancy, audit=audit, caches=[search])
+    tiers = TiersService(router=router, silos=build_silos(settings), tenancy=tenancy, audit=audit, caches=[search],
+                         one_replica=settings.redis_url is None and settings.replicas <= 1)
     return Services(
         router=router, tiers=tiers,
         admission=admission, schedulers=schedulers, replicas=replicas, ledger=ledger, alerts=alerts, redis=redis,

@@ -77,23 +77,24 @@ class Move:
 
 
 class TiersService:
-    def __init__(self, *, router: TenantRouter, silos: Silos | None, tenancy: TenancyService,
-                 audit: AuditSink, caches: list[TenantCaches], drain_timeout_s: float = 30.0) -> None:
+    def __init__(self, *, router: TenantRouter, silos: Silos, tenancy: TenancyService,
+                 audit: AuditSink, caches: list[TenantCaches], drain_timeout_s: float = 30.0,
+                 one_replica: bool = True) -> None:
         self.router = router
         self.silos = silos
         self.tenancy = tenancy
         self.audit = audit
         self.caches = caches
         self.drain_timeout_s = drain_timeout_s
+        self.one_replica = one_replica
         self._moves: dict[str, Move] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     async def load(self) -> None:
-        """At start: route every silo tenant to its database."""
-        if self.silos is None:
-            return
+        """At start: bring every silo's schema to head (as the pool's was) and route its tenant to it."""
         for tenant_id in await self.tenancy.store.platform_silo_tenants():
-            self.router.attach(tenant_id, self.silos.open(tenant_id))
+            silo = await self.silos.create(tenant_id) if self.silos.can_create else self.silos.open(tenant_id)
+            self.router.attach(tenant_id, silo)
 
     def progress(self, tenant_id: str) -> dict[str, Any] | None:
         move = self._moves.get(tenant_id)
@@ -108,10 +109,15 @@ class TiersService:
         tenant = await self.tenancy.get_tenant(tenant_id=tenant_id)
         if self.moving(tenant_id):
             raise Conflict(f"tenant {tenant_id} is already moving; wait for its move to finish", param="tier")
-        if tier == SILO and self.silos is None:
-            raise InvalidRequest("the silo tier needs a database the server can create silos in: on Postgres, set "
-                                 "TENANTLM_DATABASE_MIGRATE_URL (the owner role creates each silo's schema)",
+        if not self.silos.can_create and tenant.tier != tier:
+            raise InvalidRequest("moving a tenant needs a database the server can create silos in: on Postgres, set "
+                                 "TENANTLM_DATABASE_MIGRATE_URL (the owner role creates and drops silo schemas)",
                                  param="tier", code="tier_unavailable")
+        if not self.one_replica and tenant.tier != tier:
+            raise InvalidRequest(
+                "an online tier move is fenced and switched inside one server process; this deployment runs several "
+                "replicas (TENANTLM_REDIS_URL or TENANTLM_REPLICAS > 1): run one replica for the move",
+                param="tier", code="tier_unavailable")
         move = Move(tenant_id=tenant_id, source=tenant.tier, target=tier)
         self._moves[tenant_id] = move
         if tenant.tier == tier:
@@ -149,7 +155,6 @@ class TiersService:
             "seconds": round(move.finished_at - move.started_at, 3), "fenced_ms": move.fenced_ms})
 
     async def _promote(self, move: Move) -> None:
-        assert self.silos is not None
         tenant_id, pool = move.tenant_id, self.router.pool()
         silo = await self.silos.create(tenant_id)
         try:
@@ -164,7 +169,6 @@ class TiersService:
         await tenant_copy.delete_tenant_rows(pool, tenant_id)
 
     async def _demote(self, move: Move) -> None:
-        assert self.silos is not None
         tenant_id, pool = move.tenant_id, self.router.pool()
         silo = self.router.silo(tenant_id) or self.silos.open(tenant_id)
         try:
@@ -229,9 +233,7 @@ class TiersService:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         self._moves.pop(tenant_id, None)
-        silo = self.router.detach(tenant_id)
-        if self.silos is not None:
-            await self.silos.remove(tenant_id, silo)
+        await self.silos.remove(tenant_id, self.router.detach(tenant_id))
 
     async def close(self) -> None:
         for task in list(self._tasks.values()):

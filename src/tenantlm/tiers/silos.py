@@ -10,19 +10,21 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from pathlib import Path
 from typing import Protocol
 
-import sqlalchemy as sa
-
 from tenantlm.storage.sql.engine import Database, make_engine
 from tenantlm.storage.sql.migrate import drop_schema, migrate
 
+log = logging.getLogger(__name__)
 SILO_POOL_SIZE = 4  # connections per silo (its engine is separate from the pool's)
 
 
 class Silos(Protocol):
+    can_create: bool
+
     async def create(self, tenant_id: str) -> Database: ...
 
     def open(self, tenant_id: str) -> Database: ...
@@ -31,6 +33,8 @@ class Silos(Protocol):
 
 
 class SqliteSilos:
+    can_create = True
+
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
 
@@ -65,11 +69,16 @@ def schema_name(tenant_id: str) -> str:
 
 
 class PostgresSchemaSilos:
-    def __init__(self, *, url: str, migrate_url: str) -> None:
+    """Without the owner's migrate URL, existing silos are opened (the server's role cannot create schemas)."""
+
+    def __init__(self, *, url: str, migrate_url: str | None) -> None:
         self.url = url
         self.migrate_url = migrate_url
+        self.can_create = migrate_url is not None
 
     async def create(self, tenant_id: str) -> Database:
+        if self.migrate_url is None:
+            raise RuntimeError("creating a silo schema needs the owner role's migrate URL")
         await migrate(url=self.url, migrate_url=self.migrate_url, schema=schema_name(tenant_id))
         return self.open(tenant_id)
 
@@ -79,13 +88,7 @@ class PostgresSchemaSilos:
     async def remove(self, tenant_id: str, db: Database | None) -> None:
         if db is not None:
             await db.dispose()
+        if self.migrate_url is None:  # its rows are deleted already; the empty schema waits for the owner
+            log.warning("silo schema %s left for the owner role to drop (no migrate URL)", schema_name(tenant_id))
+            return
         await drop_schema(migrate_url=self.migrate_url, schema=schema_name(tenant_id))
-
-    async def exists(self, tenant_id: str) -> bool:
-        engine = make_engine(self.migrate_url)
-        try:
-            async with engine.connect() as conn:
-                q = sa.text("SELECT 1 FROM pg_namespace WHERE nspname = :n")
-                return (await conn.execute(q, {"n": schema_name(tenant_id)})).first() is not None
-        finally:
-            await engine.dispose()
