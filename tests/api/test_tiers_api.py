@@ -67,7 +67,9 @@ def _deploy(request: pytest.FixtureRequest, backend: str) -> tuple[PostgresDatab
 def dep(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     tmp = tmp_path_factory.mktemp(f"tiers-{request.param}")
     pg, kw = _deploy(request, request.param)
-    proc = start_server(tmp, catalog_config(None, local=False), warmup=False, data_dir=tmp / "data", **kw)
+    config = catalog_config(None, local=False)
+    config.env.update({"TENANTLM_KNOWLEDGE_EMBEDDING_MODEL": "fake-embed"})
+    proc = start_server(tmp, config, warmup=False, data_dir=tmp / "data", **kw)
     try:
         yield Deployment(Live(proc.url, proc, request.param), tmp / "data", pg)
     finally:
@@ -107,6 +109,7 @@ class Load:
     """Threads sending the tenant chat completions, file uploads and file listings until stopped."""
 
     sdk: openai.OpenAI
+    store_id: str
     served: int = 0
     failures: list[str] = field(default_factory=list)
     uploaded: dict[str, bytes] = field(default_factory=dict)
@@ -122,6 +125,9 @@ class Load:
             f = self.sdk.files.create(file=(f"f{n}.txt", data), purpose="assistants")
             with self.lock:
                 self.uploaded[f.id] = data
+        elif kind == "search":
+            hits = self.sdk.vector_stores.search(self.store_id, query="lava magma")
+            assert hits.data and "lava" in hits.data[0].content[0].text
         else:
             assert self.sdk.files.list().data is not None
 
@@ -140,7 +146,7 @@ class Load:
 
     def __enter__(self) -> Load:
         self.threads = [threading.Thread(target=self._worker, args=(k,), daemon=True)
-                        for k in ("chat", "chat", "upload", "list")]
+                        for k in ("chat", "chat", "upload", "list", "search")]
         for t in self.threads:
             t.start()
         return self
@@ -149,6 +155,15 @@ class Load:
         self.stop.set()
         for t in self.threads:
             t.join(timeout=60)
+
+
+DOCS = {"volcano.txt": "Volcanoes erupt lava and magma from the mantle. " * 20,
+        "bread.md": "Bread rises when yeast ferments the dough. " * 20}
+
+
+def _search(sdk: openai.OpenAI, store_id: str) -> list[tuple[str, float, str]]:
+    page = sdk.vector_stores.search(store_id, query="lava magma yeast")
+    return [(r.file_id, r.score, r.content[0].text) for r in page.data]
 
 
 def _request_log_count(dep: Deployment, tenant_id: str) -> int:
@@ -164,7 +179,13 @@ def test_promote_and_demote_under_steady_load_fail_no_request(dep: Deployment) -
     kept = {other_sdk.files.create(file=("mine.txt", b"bystander's"), purpose="assistants").id: b"bystander's"}
     for n in range(20):
         sdk.chat.completions.create(model="fake-chat", messages=[{"role": "user", "content": f"seed {n}"}])
-    with Load(sdk) as load:
+    store = sdk.vector_stores.create(name="docs")
+    for name, text in DOCS.items():
+        done = sdk.vector_stores.files.upload_and_poll(vector_store_id=store.id, file=(name, text.encode()),
+                                                       poll_interval_ms=100)
+        assert done.status == "completed", done.last_error
+    found_before = _search(sdk, store.id)
+    with Load(sdk, store.id) as load:
         while load.served < 20:
             time.sleep(0.01)
         before_move = load.served
@@ -189,6 +210,7 @@ def test_promote_and_demote_under_steady_load_fail_no_request(dep: Deployment) -
     for file_id, data in kept.items():
         assert other_sdk.files.content(file_id).read() == data
     assert _request_log_count(dep, t.id) >= 20
+    assert _search(sdk, store.id) == found_before  # same files, scores and texts after two moves
 
 
 def test_silo_holds_only_its_tenant_and_the_pool_keeps_the_others(dep: Deployment) -> None:

@@ -278,15 +278,16 @@ class VectorStoreStore:
             yield page
             after = page[-1].id
 
-    async def chunk_texts(self, *, tenant_id: str, store_id: str, ids: Sequence[int]) -> dict[int, tuple[str, bytes]]:
-        """(file id, sealed text) of the given chunk ids, for a search's results."""
+    async def chunk_texts(self, *, tenant_id: str, store_id: str, ids: Sequence[int]
+                          ) -> dict[int, tuple[str, int, bytes]]:
+        """(file id, seq, sealed text) of the given chunk ids, for a search's results."""
         if not ids:
             return {}
         c = chunks.c
-        q = sa.select(c.id, c.file_id, c.sealed_text).where(c.tenant_id == tenant_id, c.vector_store_id == store_id,
-                                                             c.id.in_(list(ids)))
+        q = sa.select(c.id, c.file_id, c.seq, c.sealed_text).where(
+            c.tenant_id == tenant_id, c.vector_store_id == store_id, c.id.in_(list(ids)))
         async with self.db.tenant_tx(tenant_id=tenant_id) as conn:
-            return {int(r.id): (r.file_id, bytes(r.sealed_text)) for r in await conn.execute(q)}
+            return {int(r.id): (r.file_id, int(r.seq), bytes(r.sealed_text)) for r in await conn.execute(q)}
 
     async def file_chunks(self, *, tenant_id: str, store_id: str, file_id: str) -> list[ChunkRow]:
         c = chunks.c
