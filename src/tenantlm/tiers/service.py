@@ -227,7 +227,8 @@ class TiersService:
                 log.exception("dropping the cached content of tenant %s after its move failed", tenant_id)
 
     async def forget_tenant(self, *, tenant_id: str) -> None:
-        """Erasure (after the content services deleted the rows): stop any move, drop the silo and its file."""
+        """Erasure (first of the content steps, after the keys are shredded): stop any move, drop the silo's file
+        or schema and route the tenant back to the pool, where the other content steps delete what is left."""
         task = self._tasks.get(tenant_id)
         if task is not None:
             task.cancel()
