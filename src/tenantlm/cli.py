@@ -270,9 +270,12 @@ def tenants_promote(
     tenant_id: str, url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt = None, as_json: JsonOpt = False,
     tier: Annotated[str, typer.Option(help="silo (the tenant's own database) or pool (the shared tables).")] = "silo",
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Start the move and return.")] = False,
+    reserved_share: Annotated[float | None, typer.Option(
+        help="silo only: the share of every model's capacity kept for the tenant (0 < share <= 0.9).")] = None,
 ) -> None:
     """Move a tenant's content to another isolation tier, online, and wait for it (with a progress bar)."""
-    tenant = _call("POST", url, admin_key, f"/admin/v1/tenants/{tenant_id}/tier", {"tier": tier})
+    body: dict[str, Any] = {"tier": tier, "reserved_share": reserved_share}
+    tenant = _call("POST", url, admin_key, f"/admin/v1/tenants/{tenant_id}/tier", body)
     if not no_wait:
         tenant = _wait_move(url, admin_key, tenant_id, tenant, quiet=as_json)
     move = tenant.get("tier_move") or {}

@@ -110,6 +110,7 @@ class Tenant:
     updated_at: float
     billing: dict[str, Any] = field(default_factory=dict)  # the operator's billing identifiers; platform-only
     tier: str = "pool"  # where its content lives: "pool" (shared tables) or "silo" (its own database)
+    reserved_share: float | None = None  # a silo tenant's reserved share of every model's capacity
 
     def public(self) -> dict[str, Any]:
         return {
@@ -125,6 +126,7 @@ class Tenant:
             "model_aliases": self.model_aliases,
             "billing": self.billing,
             "tier": self.tier,
+            "reserved_share": self.reserved_share,
             "created_at": int(self.created_at),
             "updated_at": int(self.updated_at),
         }

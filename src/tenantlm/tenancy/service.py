@@ -186,9 +186,10 @@ class TenancyService:
         await self._after_update(actor, current, tenant, sorted(body))
         return tenant
 
-    async def set_tier(self, *, tenant_id: str, tier: str) -> Tenant:
-        """Record where the tenant's content now lives (only the tier service moves it there)."""
-        tenant = await self.store.update_tenant(tenant_id=tenant_id, values={"tier": tier, "updated_at": self.clock()})
+    async def set_tier(self, *, tenant_id: str, tier: str, reserved_share: float | None) -> Tenant:
+        """Record where the tenant's content now lives and its reserved capacity (only the tier service does)."""
+        tenant = await self.store.update_tenant(tenant_id=tenant_id, values={
+            "tier": tier, "reserved_share": reserved_share, "updated_at": self.clock()})
         if tenant is None:
             raise NotFound(f"no tenant {tenant_id!r}", param="tenant_id")
         self.auth.invalidate_tenant(tenant_id)

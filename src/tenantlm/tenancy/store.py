@@ -25,7 +25,7 @@ def _tenant(row: Any) -> Tenant:
         metadata=dict(row.metadata or {}), settings=dict(row.settings or {}),
         allowed_models=None if row.allowed_models is None else list(row.allowed_models),
         model_aliases=dict(row.model_aliases or {}), created_at=row.created_at, updated_at=row.updated_at,
-        billing=dict(row.billing or {}), tier=row.tier,
+        billing=dict(row.billing or {}), tier=row.tier, reserved_share=row.reserved_share,
     )
 
 
@@ -49,7 +49,7 @@ def _tenant_values(t: Tenant) -> dict[str, Any]:
         "id": t.id, "name": t.name, "status": t.status.value, "plan": t.plan, "region": t.region,
         "metadata": t.metadata, "settings": t.settings, "allowed_models": t.allowed_models,
         "model_aliases": t.model_aliases, "created_at": t.created_at, "updated_at": t.updated_at,
-        "billing": t.billing, "tier": t.tier,
+        "billing": t.billing, "tier": t.tier, "reserved_share": t.reserved_share,
     }
 
 

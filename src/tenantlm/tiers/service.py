@@ -40,6 +40,23 @@ TIERS = (POOL, SILO)
 FINISHED = ("done", "failed")
 
 
+MAX_RESERVED_SHARE = 0.9
+
+
+def _check_request(tier: Any, reserved_share: Any) -> float | None:
+    if tier not in TIERS:
+        raise InvalidRequest("tier must be 'pool' or 'silo'", param="tier")
+    if reserved_share is None:
+        return None
+    if tier != SILO:
+        raise InvalidRequest("only a silo tenant may have a reserved share of capacity", param="reserved_share")
+    if isinstance(reserved_share, bool) or not isinstance(reserved_share, int | float) or not (
+            0 < reserved_share <= MAX_RESERVED_SHARE):
+        raise InvalidRequest(f"reserved_share must be a number above 0 and at most {MAX_RESERVED_SHARE}",
+                             param="reserved_share")
+    return float(reserved_share)
+
+
 class VerificationFailed(RuntimeError):
     """The two sides differed after the last delta copy; the move does not switch."""
 
@@ -55,6 +72,7 @@ class Move:
     tenant_id: str
     source: str
     target: str
+    reserved_share: float | None = None
     phase: str = "preparing"
     rows_total: int = 0
     rows_copied: int = 0
@@ -68,7 +86,8 @@ class Move:
     def public(self) -> dict[str, Any]:
         progress = 1.0 if self.phase in ("cleaning", "done") else (
             min(self.rows_copied / self.rows_total, 1.0) if self.rows_total else 0.0)
-        return {"from": self.source, "to": self.target, "phase": self.phase, "progress": round(progress, 4),
+        return {"from": self.source, "to": self.target, "reserved_share": self.reserved_share,
+                "phase": self.phase, "progress": round(progress, 4),
                 "rows_total": self.rows_total, "rows_copied": self.rows_copied,
                 "started_at": round(self.started_at, 3),
                 "finished_at": None if self.finished_at is None else round(self.finished_at, 3),
@@ -103,31 +122,40 @@ class TiersService:
     def moving(self, tenant_id: str) -> bool:
         return tenant_id in self._tasks
 
-    async def start_move(self, *, tenant_id: str, tier: Any, actor: str) -> Move:
-        if tier not in TIERS:
-            raise InvalidRequest("tier must be 'pool' or 'silo'", param="tier")
+    async def start_move(self, *, tenant_id: str, tier: Any, actor: str, reserved_share: Any = None) -> Move:
+        """Start moving the tenant to ``tier`` (or only change a silo tenant's ``reserved_share``)."""
         tenant = await self.tenancy.get_tenant(tenant_id=tenant_id)
+        share = _check_request(tier, reserved_share)
         if self.moving(tenant_id):
             raise Conflict(f"tenant {tenant_id} is already moving; wait for its move to finish", param="tier")
-        if not self.silos.can_create and tenant.tier != tier:
-            raise InvalidRequest("moving a tenant needs a database the server can create silos in: on Postgres, set "
-                                 "TENANTLM_DATABASE_MIGRATE_URL (the owner role creates and drops silo schemas)",
-                                 param="tier", code="tier_unavailable")
-        if not self.one_replica and tenant.tier != tier:
-            raise InvalidRequest(
-                "an online tier move is fenced and switched inside one server process; this deployment runs several "
-                "replicas (TENANTLM_REDIS_URL or TENANTLM_REPLICAS > 1): run one replica for the move",
-                param="tier", code="tier_unavailable")
-        move = Move(tenant_id=tenant_id, source=tenant.tier, target=tier)
-        self._moves[tenant_id] = move
+        move = Move(tenant_id=tenant_id, source=tenant.tier, target=tier, reserved_share=share)
         if tenant.tier == tier:
+            if share != tenant.reserved_share:
+                await self.tenancy.set_tier(tenant_id=tenant_id, tier=tier, reserved_share=share)
+                await self._audit(actor, "tenant.reserved_share_changed", tenant_id,
+                                  **{"from": tenant.reserved_share, "to": share})
             move.phase, move.finished_at = "done", time.time()
+            self._moves[tenant_id] = move
             return move
-        await self._audit(actor, "tenant.tier_move_started", tenant_id, **{"from": tenant.tier, "to": tier})
+        self._check_can_move()
+        self._moves[tenant_id] = move
+        await self._audit(actor, "tenant.tier_move_started", tenant_id,
+                          **{"from": tenant.tier, "to": tier, "reserved_share": share})
         task = asyncio.create_task(self._run(move, actor), name=f"tenantlm-tier-{tenant_id}")
         self._tasks[tenant_id] = task
         task.add_done_callback(lambda _t: self._tasks.pop(tenant_id, None))
         return move
+
+    def _check_can_move(self) -> None:
+        if not self.silos.can_create:
+            raise InvalidRequest("moving a tenant needs a database the server can create silos in: on Postgres, set "
+                                 "TENANTLM_DATABASE_MIGRATE_URL (the owner role creates and drops silo schemas)",
+                                 param="tier", code="tier_unavailable")
+        if not self.one_replica:
+            raise InvalidRequest(
+                "an online tier move is fenced and switched inside one server process; this deployment runs several "
+                "replicas (TENANTLM_REDIS_URL or TENANTLM_REPLICAS > 1): run one replica for the move",
+                param="tier", code="tier_unavailable")
 
     async def wait(self, tenant_id: str) -> Move | None:
         task = self._tasks.get(tenant_id)
@@ -211,7 +239,7 @@ class TiersService:
             if differ:
                 raise VerificationFailed(f"the copy differs from the source in {', '.join(differ)}")
             move.verified_rows = sum(len(rows) for rows in sources.values())
-            await self.tenancy.set_tier(tenant_id=tenant_id, tier=move.target)
+            await self.tenancy.set_tier(tenant_id=tenant_id, tier=move.target, reserved_share=move.reserved_share)
             if attach is not None:
                 self.router.attach(tenant_id, attach)
             else:

@@ -121,3 +121,40 @@ async def test_moves_are_refused_with_several_replicas_and_while_one_runs(app: T
     with pytest.raises(Conflict):
         await svc.tiers.start_move(tenant_id=ctx.tenant_id, tier="pool", actor="test")
     await svc.tiers.wait(ctx.tenant_id)
+
+
+async def test_a_reserved_share_comes_with_the_silo_and_reaches_the_scheduler(app: TenantLMApp) -> None:
+    svc = services(app)
+    ctx = await member(svc, "reserved")
+    for tier, share, param in (("pool", 0.2, "reserved_share"), ("silo", 0.0, "reserved_share"),
+                               ("silo", 0.95, "reserved_share"), ("silo", True, "reserved_share"),
+                               ("gold", None, "tier")):
+        with pytest.raises(InvalidRequest) as err:
+            await svc.tiers.start_move(tenant_id=ctx.tenant_id, tier=tier, reserved_share=share, actor="test")
+        assert err.value.param == param
+    await svc.tiers.start_move(tenant_id=ctx.tenant_id, tier="silo", reserved_share=0.25, actor="test")
+    await svc.tiers.wait(ctx.tenant_id)
+    tenant = await svc.tenancy.get_tenant(tenant_id=ctx.tenant_id)
+    assert tenant.tier == "silo" and tenant.reserved_share == 0.25 and tenant.public()["reserved_share"] == 0.25
+    ctx = await svc.auth.authenticate(f"Bearer {await _key(svc, ctx.tenant_id)}")
+    assert isinstance(ctx, TenantContext)
+    await respond(svc, ctx, "hello", None)
+    assert svc.schedulers.get("chat").reserved_shares == {ctx.tenant_id: 0.25}
+    same_tier = await svc.tiers.start_move(tenant_id=ctx.tenant_id, tier="silo", reserved_share=0.5, actor="test")
+    assert same_tier.phase == "done"  # no move: only the share changed
+    assert (await svc.tenancy.get_tenant(tenant_id=ctx.tenant_id)).reserved_share == 0.5
+    await svc.tiers.start_move(tenant_id=ctx.tenant_id, tier="pool", actor="test")
+    await svc.tiers.wait(ctx.tenant_id)
+    tenant = await svc.tenancy.get_tenant(tenant_id=ctx.tenant_id)
+    assert tenant.tier == "pool" and tenant.reserved_share is None
+    ctx = await svc.auth.authenticate(f"Bearer {await _key(svc, ctx.tenant_id)}")
+    assert isinstance(ctx, TenantContext)
+    await respond(svc, ctx, "hello again", None)
+    assert svc.schedulers.get("chat").reserved_shares == {}
+    audit = await svc.audit.read(tenant_id=ctx.tenant_id, after_seq=0, limit=100, action=None)
+    assert "tenant.reserved_share_changed" in [e["action"] for e in audit]
+
+
+async def _key(svc: Services, tenant_id: str) -> str:
+    created = await svc.tenancy.create_key(tenant_id=tenant_id, body={"role": "member"}, actor="test")
+    return created.secret

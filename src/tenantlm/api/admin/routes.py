@@ -91,7 +91,8 @@ async def move_tenant(tenant_id: str, body: TenantTier, request: Request, who: P
     access.on_tenant(who, tenant_id, Permission.TENANT_WRITE)
     access.platform_only(who, PlatformPermission.TENANTS_TIER)
     svc = services(request)
-    await svc.tiers.start_move(tenant_id=tenant_id, tier=body.tier, actor=access.actor(who))
+    await svc.tiers.start_move(tenant_id=tenant_id, tier=body.tier, reserved_share=body.reserved_share,
+                               actor=access.actor(who))
     return _tenant(svc, await svc.tenancy.get_tenant(tenant_id=tenant_id))
 
 

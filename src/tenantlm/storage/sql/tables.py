@@ -28,6 +28,7 @@ tenants = sa.Table(
     sa.Column("billing", sa.JSON, nullable=False, server_default="{}"),
     # migration 0017: where the tenant's content lives, "pool" (shared tables) or "silo" (its own database)
     sa.Column("tier", sa.String(8), nullable=False, server_default="pool"),
+    sa.Column("reserved_share", sa.Float, nullable=True),  # a silo tenant's share of every model's capacity
 )
 
 api_keys = sa.Table(
