@@ -49,7 +49,7 @@ from tenantlm.tenancy.limits_service import LimitsService
 from tenantlm.tenancy.limits_store import LimitsStore
 from tenantlm.tenancy.service import TenancyService
 from tenantlm.tenancy.store import TenancyStore
-from tenantlm.tiers.service import TiersService
+from tenantlm.tiers.service import TiersService, silo_key_prefix
 from tenantlm.tiers.silos import PostgresSchemaSilos, Silos, SqliteSilos
 
 
@@ -103,8 +103,9 @@ def build_kek_provider(settings: Settings) -> KekProvider:
     return LocalKekProvider(settings.keyring_path, load_or_create_master_key(settings.data_dir, env_key))
 
 
-def build_limit_store(settings: Settings) -> tuple[LimitStore, ReplicaCount, Any]:
-    """In-process limits and a static replica count, or both on Redis when ``redis_url`` is set."""
+def build_limit_store(settings: Settings, router: TenantRouter) -> tuple[LimitStore, ReplicaCount, Any]:
+    """In-process limits and a static replica count, or both on Redis when ``redis_url`` is set (a silo tenant's
+    limiter keys under its own prefix)."""
     if settings.redis_url is None:
         return MemoryLimitStore(), StaticReplicaCount(settings.replicas), None
     from redis.asyncio import Redis
@@ -112,7 +113,8 @@ def build_limit_store(settings: Settings) -> tuple[LimitStore, ReplicaCount, Any
     from tenantlm.admission.redis_store import RedisLimitStore
 
     client = Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=2.0, socket_connect_timeout=2.0)
-    return (RedisLimitStore(client, fail_open=settings.limits_fail_open), RedisReplicaCount(client), client)
+    store = RedisLimitStore(client, fail_open=settings.limits_fail_open, prefix_of=silo_key_prefix(router))
+    return store, RedisReplicaCount(client), client
 
 
 def build_silos(settings: Settings) -> Silos:
@@ -160,7 +162,7 @@ def build_services(settings: Settings) -> Services:
                              settings_listener=request_log, plan_exists=limits.has_plan)
     files = FilesService(store=FileStore(router), sealer=keyring, limits=limits, audit=audit,
                          max_upload_bytes=settings.max_upload_bytes)
-    limit_store, replicas, redis = build_limit_store(settings)
+    limit_store, replicas, redis = build_limit_store(settings, router)
     admission = AdmissionService(limit_store)
     schedulers = SchedulerRegistry({m.name: m.max_in_flight for m in settings.models}, replicas,
                                    headrooms={m.name: m.headroom for m in settings.models if m.headroom is not None},

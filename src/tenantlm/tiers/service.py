@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -41,6 +42,15 @@ FINISHED = ("done", "failed")
 
 
 MAX_RESERVED_SHARE = 0.9
+SILO_KEY_PREFIX = "tlm:silo:"
+
+
+def silo_key_prefix(router: TenantRouter) -> Callable[[str], str | None]:
+    """A silo tenant's own prefix for its keys in Redis (``tlm:silo:{<tenant_id>}:...``), else None (the default).
+    It follows the route, which never changes while Redis is in use: moves are refused with several replicas."""
+    def prefix_of(tenant_id: str) -> str | None:
+        return SILO_KEY_PREFIX if router.silo(tenant_id) is not None else None
+    return prefix_of
 
 
 def _check_request(tier: Any, reserved_share: Any) -> float | None:
