@@ -5,11 +5,13 @@ with a progress bar; erasing a silo tenant removes its database file; every move
 
 from __future__ import annotations
 
+import io
 import json
 import sqlite3
 import threading
 import time
 import uuid
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -232,6 +234,13 @@ def test_silo_holds_only_its_tenant_and_the_pool_keeps_the_others(dep: Deploymen
     for client, foreign in ((sdk, theirs.id), (other_sdk, mine.id)):
         with pytest.raises(openai.NotFoundError):
             client.files.retrieve(foreign)
+    with dep.live.admin() as c:  # the GDPR export reads the silo; the silo holds the content sealed
+        archive = c.post(f"/admin/v1/tenants/{t.id}/export")
+        assert archive.status_code == 200
+        assert zipfile.ZipFile(io.BytesIO(archive.content)).read(f"files/{mine.id}") == b"silo tenant's secret"
+    at_rest = dep.pg.pg_dump() if dep.pg is not None else b"".join(
+        p.read_bytes() for p in dep.silo_file(t.id).parent.iterdir() if p.is_file())  # with the WAL
+    assert b"silo tenant's secret" not in at_rest
     new = sdk.files.create(file=("c.txt", b"written in the silo"), purpose="assistants")
     assert dep.silo_rows(t.id, t.id)["files"] == 2 and dep.pool_rows(t.id)["files"] == 0
     assert sdk.files.content(new.id).read() == b"written in the silo"
