@@ -183,14 +183,18 @@ class TiersService:
             move.phase, move.error, move.finished_at = "failed", "cancelled", time.time()
             raise
         except Exception as exc:
-            log.exception("moving tenant %s to %s failed", move.tenant_id, move.target)
-            move.phase, move.error, move.finished_at = "failed", f"{type(exc).__name__}: {exc}", time.time()
-            await self._audit(actor, "tenant.tier_move_failed", move.tenant_id, to=move.target, error=move.error)
-            return
+            log.exception("moving tenant %s to %s failed in %s", move.tenant_id, move.target, move.phase)
+            if move.phase != "cleaning":  # before the switch: the tenant stays where it was
+                move.phase, move.error, move.finished_at = "failed", f"{type(exc).__name__}: {exc}", time.time()
+                await self._audit(actor, "tenant.tier_move_failed", move.tenant_id, to=move.target, error=move.error)
+                return
+            # after it: the tenant works on its new tier; only the old side's copy is left behind
+            move.error = f"switched; removing the old copy failed: {type(exc).__name__}: {exc}"
         move.phase, move.finished_at = "done", time.time()
         await self._audit(actor, "tenant.tier_changed", move.tenant_id, **{
             "from": move.source, "to": move.target, "rows": move.rows_total,
-            "seconds": round(move.finished_at - move.started_at, 3), "fenced_ms": move.fenced_ms})
+            "seconds": round(move.finished_at - move.started_at, 3), "fenced_ms": move.fenced_ms,
+            "error": move.error})
 
     async def _promote(self, move: Move) -> None:
         tenant_id, pool = move.tenant_id, self.router.pool()
