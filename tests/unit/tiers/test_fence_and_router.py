@@ -149,6 +149,8 @@ async def test_the_router_sends_a_silo_tenant_to_its_database_and_others_to_the_
         assert await _ids(silo, A) == [f"e-{A}"] and await _ids(pool_db, A) == []
         assert await _ids(pool_db, B) == [f"e-{B}"] and await _ids(silo, B) == []
         assert await _ids(router, A) == [f"e-{A}"]
+        async with router.tenant_snapshot(tenant_id=A) as conn:  # snapshots are routed too
+            assert list((await conn.execute(sa.select(request_log.c.id))).scalars()) == [f"e-{A}"]
         seen = []
         async for conn in router.platform_each():  # the sweeps see every database
             seen += list((await conn.execute(sa.select(request_log.c.id))).scalars())

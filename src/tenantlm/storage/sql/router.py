@@ -101,9 +101,6 @@ class TenantRouter(Database):
     def silo(self, tenant_id: str) -> Database | None:
         return self._silos.get(tenant_id)
 
-    def silo_tenants(self) -> list[str]:
-        return sorted(self._silos)
-
     def attach(self, tenant_id: str, silo: Database) -> None:
         """Route the tenant to ``silo`` from its next transaction on (call with the fence closed during a move)."""
         self._silos[tenant_id] = silo
@@ -126,6 +123,13 @@ class TenantRouter(Database):
             else:
                 async with silo.tenant_tx(tenant_id=tenant_id) as conn:
                     yield conn
+
+    @asynccontextmanager
+    async def tenant_snapshot(self, *, tenant_id: str) -> AsyncIterator[AsyncConnection]:
+        async with self.fence.passage(tenant_id):
+            db = self._silos.get(tenant_id) or self.pool()
+            async with db.tenant_snapshot(tenant_id=tenant_id) as conn:
+                yield conn
 
     async def platform_each(self) -> AsyncIterator[AsyncConnection]:
         for db in [self.pool(), *list(self._silos.values())]:
