@@ -158,6 +158,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     await migrate(url=settings.sql_url, migrate_url=settings.database_migrate_url)
     await check_app_role(svc.db.engine)
+    await svc.tiers.load()
     created = await svc.limits.ensure_plans()
     if created:
         log.info("created plans: %s", ", ".join(created))
@@ -196,7 +197,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await svc.providers.aclose()
         await svc.search.dense.aclose()
         await asyncio.to_thread(svc.ingestion.parser.close)
-        await svc.db.dispose()
+        await svc.tiers.close()
+        await svc.router.dispose()
 
 
 async def _authorize_scrape(svc: Services, authorization: str | None) -> None:

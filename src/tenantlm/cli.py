@@ -199,6 +199,41 @@ def tenants_resume(tenant_id: str, url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt 
           ["id", "name", "status"])
 
 
+@tenants_app.command("promote")
+def tenants_promote(
+    tenant_id: str, url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt = None, as_json: JsonOpt = False,
+    tier: Annotated[str, typer.Option(help="silo (the tenant's own database) or pool (the shared tables).")] = "silo",
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Start the move and return.")] = False,
+    reserved_share: Annotated[float | None, typer.Option(
+        help="silo only: the share of every model's capacity kept for the tenant (0 < share <= 0.9).")] = None,
+) -> None:
+    """Move a tenant's content to another isolation tier, online, and wait for it (with a progress bar)."""
+    body: dict[str, Any] = {"tier": tier, "reserved_share": reserved_share}
+    tenant = _call("POST", url, admin_key, f"/admin/v1/tenants/{tenant_id}/tier", body)
+    if not no_wait:
+        tenant = _wait_move(url, admin_key, tenant_id, tenant, quiet=as_json)
+    move = tenant.get("tier_move") or {}
+    if move.get("phase") == "failed":
+        _fail(f"the move to {tier} failed: {move.get('error')}")
+    _show(tenant, as_json, ["id", "name", "tier"])
+
+
+def _wait_move(url: str, key: str | None, tenant_id: str, tenant: dict[str, Any], *, quiet: bool) -> dict[str, Any]:
+    import time
+
+    from rich.progress import Progress
+
+    with Progress(disable=quiet, transient=True) as bar:
+        task = bar.add_task("moving", total=1.0)
+        while (tenant.get("tier_move") or {}).get("phase") not in (None, "done", "failed"):
+            move = tenant["tier_move"]
+            bar.update(task, completed=move["progress"], description=f"{move['phase']} ({move['to']})")
+            time.sleep(0.2)
+            tenant = _call("GET", url, key, f"/admin/v1/tenants/{tenant_id}")
+        bar.update(task, completed=1.0)
+    return tenant
+
+
 @tenants_app.command("delete")
 def tenants_delete(
     tenant_id: str, url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt = None, as_json: JsonOpt = False,

@@ -50,6 +50,7 @@ from tenantlm.responses.store import ResponseStore
 from tenantlm.scheduling.registry import RedisReplicaCount, ReplicaCount, SchedulerRegistry, StaticReplicaCount
 from tenantlm.settings import Settings
 from tenantlm.storage.sql.engine import Database
+from tenantlm.storage.sql.router import TenantRouter
 from tenantlm.tenancy.auth import Authenticator
 from tenantlm.tenancy.catalog import ModelCatalog
 from tenantlm.tenancy.end_users import EndUserRecorder
@@ -59,12 +60,16 @@ from tenantlm.tenancy.private_catalog import PrivateCatalog, PrivateCatalogStore
 from tenantlm.tenancy.private_service import PrivateCatalogService
 from tenantlm.tenancy.service import TenancyService
 from tenantlm.tenancy.store import TenancyStore
+from tenantlm.tiers.service import TiersService, silo_key_prefix
+from tenantlm.tiers.silos import PostgresSchemaSilos, Silos, SqliteSilos
 
 
 @dataclass
 class Services:
     settings: Settings
     db: Database
+    router: TenantRouter  # the database of tenant content: the pool, or a tenant's silo
+    tiers: TiersService
     metrics: Metrics
     auth: Authenticator
     tenancy: TenancyService
@@ -115,8 +120,9 @@ def build_kek_provider(settings: Settings) -> KekProvider:
     return LocalKekProvider(settings.keyring_path, load_or_create_master_key(settings.data_dir, env_key))
 
 
-def build_limit_store(settings: Settings) -> tuple[LimitStore, ReplicaCount, Any]:
-    """In-process limits and a static replica count, or both on Redis when ``redis_url`` is set."""
+def build_limit_store(settings: Settings, router: TenantRouter) -> tuple[LimitStore, ReplicaCount, Any]:
+    """In-process limits and a static replica count, or both on Redis when ``redis_url`` is set (a silo tenant's
+    limiter keys under its own prefix)."""
     if settings.redis_url is None:
         return MemoryLimitStore(), StaticReplicaCount(settings.replicas), None
     from redis.asyncio import Redis
@@ -124,7 +130,16 @@ def build_limit_store(settings: Settings) -> tuple[LimitStore, ReplicaCount, Any
     from tenantlm.admission.redis_store import RedisLimitStore
 
     client = Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=2.0, socket_connect_timeout=2.0)
-    return (RedisLimitStore(client, fail_open=settings.limits_fail_open), RedisReplicaCount(client), client)
+    store = RedisLimitStore(client, fail_open=settings.limits_fail_open, prefix_of=silo_key_prefix(router))
+    return store, RedisReplicaCount(client), client
+
+
+def build_silos(settings: Settings) -> Silos:
+    """A file per silo tenant next to the embedded database; a schema per silo tenant on Postgres, which only the
+    owner role may create (no migrate URL: existing silos are served, no tenant can move)."""
+    if not settings.is_postgres:
+        return SqliteSilos(settings.data_dir)
+    return PostgresSchemaSilos(url=settings.sql_url, migrate_url=settings.database_migrate_url or None)
 
 
 def build_cache_backend(settings: Settings, redis: Any) -> CacheBackend:
@@ -151,6 +166,7 @@ def _alert_hook(alerts: BudgetAlerts) -> Any:
 
 def build_services(settings: Settings) -> Services:
     db = Database.from_url(settings.sql_url)
+    router = TenantRouter(db.engine)
     store = TenancyStore(db)
     metrics = Metrics(max_tenants=settings.metrics_max_tenants)
     admin_key = (settings.admin_key.get_secret_value() if settings.admin_key else "") or None
@@ -168,7 +184,7 @@ def build_services(settings: Settings) -> Services:
                                    max_entries=settings.cache_max_entries)
     catalog = ModelCatalog(settings.models, created_at=int(time.time()), private=private_cache, audit=audit)
     auth_failures = AuthFailureAggregator(audit, window_s=settings.audit_auth_failure_window_s)
-    request_log = RequestLogService(store=RequestLogStore(db), sealer=keyring)
+    request_log = RequestLogService(store=RequestLogStore(router), sealer=keyring)
     limits = LimitsService(store=LimitsStore(db), audit=audit, ttl_s=settings.key_cache_ttl_s,
                            max_entries=settings.cache_max_entries, seed_plans=settings.plans)
     tenancy = TenancyService(store=store, auth=auth, known_models=catalog.names, audit=audit, tenant_keys=keyring,
@@ -176,9 +192,9 @@ def build_services(settings: Settings) -> Services:
                              known_regions=settings.regions, storage_region=settings.storage_region)
     private_catalog = PrivateCatalogService(store=private_store, cache=private_cache, catalog=catalog,
                                             settings=settings, tenants=tenancy, adapters=providers, audit=audit)
-    files = FilesService(store=FileStore(db), sealer=keyring, limits=limits, audit=audit,
+    files = FilesService(store=FileStore(router), sealer=keyring, limits=limits, audit=audit,
                          max_upload_bytes=settings.max_upload_bytes)
-    limit_store, replicas, redis = build_limit_store(settings)
+    limit_store, replicas, redis = build_limit_store(settings, router)
     admission = AdmissionService(limit_store)
     schedulers = SchedulerRegistry({m.name: m.max_in_flight for m in settings.models}, replicas,
                                    headrooms={m.name: m.headroom for m in settings.models if m.headroom is not None},
@@ -194,7 +210,7 @@ def build_services(settings: Settings) -> Services:
                               settings=AlertSettings(secret=secret, platform_url=settings.alert_webhook_url))
         ledger.on_flushed = _alert_hook(alerts)
     gate = Gate(settings=settings, limits=limits, admission=admission, schedulers=schedulers, ledger=ledger)
-    vector_stores, search, ingestion = build_knowledge(settings, db=db, files=files, keyring=keyring, audit=audit,
+    vector_stores, search, ingestion = build_knowledge(settings, db=router, files=files, keyring=keyring, audit=audit,
                                                        catalog=catalog, providers=providers, gate=gate,
                                                        tenancy=tenancy)
     cache = ResponseCache(
@@ -206,17 +222,20 @@ def build_services(settings: Settings) -> Services:
                            semantic_max_entries=settings.cache_semantic_max_entries))
     inference = InferenceService(catalog=catalog, providers=providers, metrics=metrics, end_users=end_users,
                                  request_log=request_log, gate=gate, cache=cache)
-    conversations = ConversationsService(store=ConversationStore(db), sealer=keyring, tenants=tenancy)
-    memories = LongTermMemory(store=MemoryStore(db), sealer=keyring, embedder=search.embedder,
+    conversations = ConversationsService(store=ConversationStore(router), sealer=keyring, tenants=tenancy)
+    memories = LongTermMemory(store=MemoryStore(router), sealer=keyring, embedder=search.embedder,
                               tenant=lambda tenant_id: tenancy.get_tenant(tenant_id=tenant_id))
-    responses = ResponsesService(store=ResponseStore(db), sealer=keyring, inference=inference, catalog=catalog,
+    responses = ResponsesService(store=ResponseStore(router), sealer=keyring, inference=inference, catalog=catalog,
                                  search=search, vector_stores=vector_stores, conversations=conversations,
                                  long_term=memories)
     conversations.responses = responses
     conversations.session_hooks.append(SessionMemories(memories=memories, responses=responses))  # a session's end
     storage = StorageMeter(store=StorageUsageStore(db), sources=(files, vector_stores, responses),
                            tenants=tenancy.store, price_per_gb_day=settings.storage_price_per_gb_day)
+    tiers = TiersService(router=router, silos=build_silos(settings), tenancy=tenancy, audit=audit, caches=[search],
+                         one_replica=settings.redis_url is None and settings.replicas <= 1)
     return Services(
+        router=router, tiers=tiers,
         admission=admission, schedulers=schedulers, replicas=replicas, ledger=ledger, alerts=alerts, redis=redis,
         settings=settings, db=db, metrics=metrics, auth=auth, end_users=end_users, catalog=catalog,
         private_catalog=private_catalog,
@@ -225,7 +244,7 @@ def build_services(settings: Settings) -> Services:
         inference=inference, responses=responses, memories=memories, conversations=conversations, cache=cache,
         files=files, vector_stores=vector_stores, search=search, ingestion=ingestion, storage=storage,
         eraser=TenantEraser(tenancy=tenancy, keyring=keyring,
-                            contents=[conversations, responses, memories, cache, search, vector_stores, files,
+                            contents=[tiers, conversations, responses, memories, cache, search, vector_stores, files,
                                       request_log, end_users, ledger, storage, private_catalog],
                             audit=audit, auth=auth, data_dir=settings.data_dir, metrics=metrics),
         end_user_eraser=EndUserEraser(tenancy=tenancy, audit=audit, after_erase=db.reclaim, contents={

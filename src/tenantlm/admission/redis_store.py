@@ -6,7 +6,8 @@ with redis-py (``register_script``), which answers NOSCRIPT (Redis restarted or 
 and sends the EVALSHA once more. Both scripts are idempotent per request id, so a client library retrying after a
 lost reply is safe.
 
-Keys: ``{prefix}{{tenant_id}}:w|c:{level}:{id}`` (window, slots), ``...:b:{level}:{id}:m:YYYY-MM`` (the month's
+Keys: ``{prefix}{{tenant_id}}:w|c:{level}:{id}`` (window, slots; ``prefix_of(tenant_id)``, when given and not None,
+replaces ``prefix`` for that tenant: a silo tenant's own prefix), ``...:b:{level}:{id}:m:YYYY-MM`` (the month's
 budget counters, with one field per day for the daily budget), ``...:r:{request_id}`` (the reservation record).
 Every key has a TTL, so nothing outlives its use.
 
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Self
 
 from redis import exceptions as redis_errors
@@ -75,11 +76,13 @@ class RedisLimitStore:
     """LimitStore on one Redis (see the module docstring for keys, clocks and failure behaviour)."""
 
     def __init__(self, client: Redis, *, prefix: str = "tlm:", fail_open: bool = False, server_time: bool = False,
-                 max_clock_skew_s: float = 5.0, record_ttl_s: float = 86_400.0) -> None:  # fmt: skip
+                 max_clock_skew_s: float = 5.0, record_ttl_s: float = 86_400.0,
+                 prefix_of: Callable[[str], str | None] | None = None) -> None:  # fmt: skip
         if "{" in prefix or "}" in prefix:
             raise ValueError("prefix must not contain braces (the tenant id is the key's hash tag)")
         self._client = client
         self._prefix = prefix
+        self._prefix_of = prefix_of
         self._fail_open = fail_open
         self._server_time = server_time
         self._margin = max_clock_skew_s
@@ -105,7 +108,8 @@ class RedisLimitStore:
     def _key(self, tenant_id: str, *parts: str) -> str:
         if "{" in tenant_id or "}" in tenant_id:
             raise ValueError("tenant_id must not contain braces")
-        return f"{self._prefix}{{{tenant_id}}}:" + ":".join(parts)
+        prefix = (self._prefix_of(tenant_id) if self._prefix_of is not None else None) or self._prefix
+        return f"{prefix}{{{tenant_id}}}:" + ":".join(parts)
 
     def _subject_keys(self, tenant_id: str, subjects: Sequence[Subject], month: str) -> list[str]:
         """Three keys per subject: window, slots, and the month's budget hash (which holds the day fields too)."""

@@ -342,4 +342,5 @@ class Gate:
         except KeyError:
             return None
         return await scheduler.slot(tenant_id=ctx.tenant_id, weight=tl.weight, priority=tl.priority,
-                                    input_tokens=prompt_tokens, max_wait_s=tl.max_queue_wait_s).__aenter__()
+                                    input_tokens=prompt_tokens, max_wait_s=tl.max_queue_wait_s,
+                                    reserved_share=ctx.tenant.reserved_share or 0.0).__aenter__()

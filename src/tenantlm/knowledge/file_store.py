@@ -154,5 +154,7 @@ class FileStore:
         q = sa.select(c.tenant_id, c.id).where(sa.or_(
             sa.and_(c.expires_at.is_not(None), c.expires_at <= now),
             sa.and_(c.status == UPLOADING, c.created_at < stale_before))).limit(limit)
-        async with self.db.platform_tx() as conn:
-            return [(r.tenant_id, r.id) for r in await conn.execute(q)]
+        found: list[tuple[str, str]] = []
+        async for conn in self.db.platform_each():
+            found += [(r.tenant_id, r.id) for r in await conn.execute(q)]
+        return found[:limit]

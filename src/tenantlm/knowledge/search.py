@@ -164,11 +164,13 @@ class KnowledgeSearch:
 
     async def _result(self, tenant_id: str, store_id: str, chunk_id: int, score: float, text: StoreText
                       ) -> dict[str, Any] | None:
-        """A result as OpenAI shapes it; None for a chunk deleted while this search ran (never shown)."""
+        """A result as OpenAI shapes it; None for a chunk deleted while this search ran (never shown), or whose id
+        now names another chunk (ids are renumbered when a tenant moves between tiers, and SQLite may reuse the
+        highest id of a deleted chunk)."""
         found = await self.store.chunk_texts(tenant_id=tenant_id, store_id=store_id, ids=[chunk_id])
-        if chunk_id not in found:
+        file_id, seq, sealed = found.get(chunk_id, ("", -1, b""))
+        if file_id != text.chunk_file.get(chunk_id) or seq != text.seqs.get(chunk_id):
             return None
-        file_id, sealed = found[chunk_id]
         plain = await self.opener.open(tenant_id=tenant_id, kind="chunk_text",
                                        record_id=chunk_record(store_id, file_id, text.seqs[chunk_id]),
                                        ciphertext=sealed)

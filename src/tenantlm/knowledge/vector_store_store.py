@@ -285,15 +285,16 @@ class VectorStoreStore:
             yield page
             after = page[-1].id
 
-    async def chunk_texts(self, *, tenant_id: str, store_id: str, ids: Sequence[int]) -> dict[int, tuple[str, bytes]]:
-        """(file id, sealed text) of the given chunk ids, for a search's results."""
+    async def chunk_texts(self, *, tenant_id: str, store_id: str, ids: Sequence[int]
+                          ) -> dict[int, tuple[str, int, bytes]]:
+        """(file id, seq, sealed text) of the given chunk ids, for a search's results."""
         if not ids:
             return {}
         c = chunks.c
-        q = sa.select(c.id, c.file_id, c.sealed_text).where(c.tenant_id == tenant_id, c.vector_store_id == store_id,
-                                                             c.id.in_(list(ids)))
+        q = sa.select(c.id, c.file_id, c.seq, c.sealed_text).where(
+            c.tenant_id == tenant_id, c.vector_store_id == store_id, c.id.in_(list(ids)))
         async with self.db.tenant_tx(tenant_id=tenant_id) as conn:
-            return {int(r.id): (r.file_id, bytes(r.sealed_text)) for r in await conn.execute(q)}
+            return {int(r.id): (r.file_id, int(r.seq), bytes(r.sealed_text)) for r in await conn.execute(q)}
 
     async def file_chunks(self, *, tenant_id: str, store_id: str, file_id: str) -> list[ChunkRow]:
         c = chunks.c
@@ -310,8 +311,10 @@ class VectorStoreStore:
         c = vector_store_files.c
         q = sa.select(c.tenant_id).where(c.status == IN_PROGRESS,
                                           sa.or_(c.lease_until.is_(None), c.lease_until < now)).distinct().limit(limit)
-        async with self.db.platform_tx() as conn:
-            return sorted(r[0] for r in await conn.execute(q))
+        found: set[str] = set()
+        async for conn in self.db.platform_each():
+            found.update(r[0] for r in await conn.execute(q))
+        return sorted(found)[:limit]
 
     async def claim(self, *, tenant_id: str, now: float, lease_s: float, token: str) -> Claim | None:
         """Take the tenant's oldest waiting job (or one whose lease ran out) until ``now + lease_s``."""

@@ -104,6 +104,8 @@ class RequestLogStore:
 
     async def platform_sweep(self, *, now: float) -> int:
         """Delete expired entries of every tenant (the retention sweeper)."""
-        async with self.db.platform_tx() as conn:
+        deleted = 0
+        async for conn in self.db.platform_each():
             res = await conn.execute(request_log.delete().where(request_log.c.expires_at <= now))
-        return int(res.rowcount or 0)
+            deleted += int(res.rowcount or 0)
+        return deleted

@@ -26,6 +26,13 @@ its tenant's only request waiting. So a flooding tenant fills at most capacity -
 next to it finds one free. The price: while a flood runs, up to h slots stay idle (h / capacity of the upstream's
 throughput). At most capacity - 1 slots are held back.
 
+Reserved shares (``slot(reserved_share=s)``, a silo tenant's option): ``floor(s * capacity)`` slots are the tenant's
+own. While it uses fewer, the rest of them stay free for it: other tenants fill at most capacity minus the unused
+reserved slots (never less than one), and a request of the tenant within its reservation starts at once, ahead of
+the queue. Beyond its reservation it shares the rest like anyone else. A share is known from the tenant's first
+request (each call says it; 0 removes it); shares that add up to more than the capacity are honoured only as far as
+it goes. The price: reserved slots idle while their tenant does not use them.
+
 Timing: ``max_wait_s`` is enforced with the event loop's timer (``loop.call_later``); the injected ``clock`` times
 waits (observer, QueueTimeout.waited_s) and service (the mean service time behind retry-after estimates).
 """
@@ -141,16 +148,30 @@ class FairScheduler:
         self._tenant_queued: dict[str, int] = {}
         self._mean_service_s: float | None = None
         self._seq = itertools.count()
+        self._shares: dict[str, float] = {}  # tenant -> reserved share of the capacity
+        self._tenant_in_flight: dict[str, int] = {}
 
     # ------------------------------------------------------------------------------------------------ public
     def slot(self, *, tenant_id: str, weight: float, priority: int, input_tokens: int,
-             max_wait_s: float) -> AbstractAsyncContextManager[Grant]:  # fmt: skip
-        """An async context manager that waits for this request's turn and holds a slot while inside it."""
+             max_wait_s: float, reserved_share: float = 0.0) -> AbstractAsyncContextManager[Grant]:  # fmt: skip
+        """An async context manager that waits for this request's turn and holds a slot while inside it.
+        ``reserved_share``: the share of the capacity reserved for this tenant (0: none)."""
+        if reserved_share > 0:
+            if reserved_share >= 1:
+                raise ValueError(f"reserved_share must be < 1, got {reserved_share!r}")
+            self._shares[tenant_id] = reserved_share
+        elif self._shares.pop(tenant_id, None) is not None:
+            self._dispatch()  # its held slots are free for everyone now
         return _Ticket(self, tenant_id, weight, priority, input_tokens, max_wait_s, next(self._seq))
 
     @property
     def capacity(self) -> int:
         return self._capacity
+
+    @property
+    def reserved_shares(self) -> dict[str, float]:
+        """Tenant -> its reserved share of the capacity, as its latest request said."""
+        return dict(self._shares)
 
     @property
     def headroom(self) -> int:
@@ -163,9 +184,24 @@ class FairScheduler:
         self._headroom = headroom
         self._dispatch()
 
-    def _queue_limit(self) -> int:
-        """How many slots requests dispatched from the queue may fill."""
-        return self._capacity - min(self._headroom, self._capacity - 1)
+    def _queue_limit(self, capacity: int) -> int:
+        """How many of ``capacity`` slots requests dispatched from the queue may fill."""
+        return capacity - min(self._headroom, capacity - 1)
+
+    def _reserved(self, tenant_id: str) -> int:
+        share = self._shares.get(tenant_id)
+        return int(share * self._capacity) if share else 0
+
+    def _within_reservation(self, tenant_id: str) -> bool:
+        return self._tenant_in_flight.get(tenant_id, 0) < self._reserved(tenant_id)
+
+    def _shared_capacity(self, exclude: str | None) -> int:
+        """The capacity less the reserved slots their tenants do not use (``exclude``'s own do not count)."""
+        if not self._shares:
+            return self._capacity
+        unused = sum(max(0, self._reserved(t) - self._tenant_in_flight.get(t, 0)) for t in self._shares
+                     if t != exclude)
+        return max(1, self._capacity - unused)
 
     def set_capacity(self, capacity: int) -> None:
         """Changes the number of slots. Growing dispatches waiters at once; shrinking lets the requests in flight
@@ -186,19 +222,29 @@ class FairScheduler:
         priority waiting). No future, no await."""
         if self._in_flight >= self._capacity:
             return None
-        limit = self._queue_limit()
+        if (self._shares and self._within_reservation(ticket.tenant_id)
+                and not self._vtc.depth(ticket.tenant_id, ticket.priority)):
+            return self._start_now(ticket)  # its reserved slot is free: others never fill it
+        capacity = self._shared_capacity(ticket.tenant_id)
+        if self._in_flight >= capacity:
+            return None
+        limit = self._queue_limit(capacity)
         if self._in_flight >= limit:  # only the headroom is free: for a newcomer
             if (self._vtc.depth(ticket.tenant_id, ticket.priority) or self._vtc.queued_above(ticket.priority)
                     or self._vtc.in_flight(ticket.tenant_id, ticket.priority) >= limit):
                 return None
         elif self._vtc.total_queued:
             return None
+        return self._start_now(ticket)
+
+    def _start_now(self, ticket: _Ticket) -> Grant:
         if self._vtc.total_queued:
             self._vtc.enqueue(ticket)  # joins at the class's virtual time, like any newcomer, and goes at once
             flow = self._vtc.dispatch(ticket)
         else:
             flow = self._vtc.admit(ticket)
         self._in_flight += 1
+        self._count_in(ticket.tenant_id)
         ticket.state = _GRANTED
         grant = ticket.grant = Grant(self, ticket, flow, self._clock(), 0.0)
         self._observer.waited(ticket.tenant_id, 0.0)
@@ -233,10 +279,15 @@ class FairScheduler:
     def _dispatch(self) -> None:
         """Grants waiters, best first, while there are free slots."""
         while self._in_flight < self._capacity:
-            limit = self._queue_limit()
-            ticket = self._vtc.head() if self._in_flight < limit else self._vtc.newcomer_head(limit)
+            ticket = self._reserved_head() if self._shares else None
             if ticket is None:
-                return
+                capacity = self._shared_capacity(None)
+                if self._in_flight >= capacity:
+                    return
+                limit = self._queue_limit(capacity)
+                ticket = self._vtc.head() if self._in_flight < limit else self._vtc.newcomer_head(limit)
+                if ticket is None:
+                    return
             assert ticket.future is not None
             if ticket.future.cancelled():  # its task was cancelled and has not run its handler yet
                 self._unqueue(ticket, _ABANDONED)
@@ -244,14 +295,32 @@ class FairScheduler:
             flow = self._vtc.dispatch(ticket)
             self._dequeued(ticket, _GRANTED)
             self._in_flight += 1
+            self._count_in(ticket.tenant_id)
             now = self._clock()
             waited = now - ticket.enqueued_at
             grant = ticket.grant = Grant(self, ticket, flow, now, waited)
             ticket.future.set_result(grant)
             self._observer.waited(ticket.tenant_id, waited)
 
+    def _reserved_head(self) -> _Ticket | None:
+        """The best waiting request of a tenant below its reservation (highest priority, then VTC order)."""
+        flows = [f for t in self._shares if self._within_reservation(t) for f in self._vtc.waiting_flows(t)]
+        if not flows:
+            return None
+        best = min(flows, key=lambda f: (-f.priority, f.counter, f.queue[0].seq))
+        head: _Ticket = best.queue[0]  # type: ignore[assignment]
+        return head
+
+    def _count_in(self, tenant_id: str) -> None:
+        self._tenant_in_flight[tenant_id] = self._tenant_in_flight.get(tenant_id, 0) + 1
+
     def _release(self, grant: Grant) -> None:
         self._in_flight -= 1
+        left = self._tenant_in_flight[grant.tenant_id] - 1
+        if left:
+            self._tenant_in_flight[grant.tenant_id] = left
+        else:
+            del self._tenant_in_flight[grant.tenant_id]
         self._vtc.finish(grant._flow)
         elapsed = self._clock() - grant.granted_at
         mean = self._mean_service_s

@@ -256,6 +256,15 @@ class VirtualTokenCounter(Generic[R]):
         flow = cls.flows.get(tenant_id) if cls is not None else None
         return flow.in_flight if flow is not None else 0
 
+    def waiting_flows(self, tenant_id: str) -> list[Flow]:
+        """The tenant's flows that have requests waiting, in every class."""
+        found = []
+        for cls in self._classes.values():
+            flow = cls.flows.get(tenant_id)
+            if flow is not None and flow.queue:
+                found.append(flow)
+        return found
+
     def queued_above(self, priority: int) -> int:
         """Requests waiting in classes of higher priority."""
         return sum(c.queued for p, c in self._classes.items() if p > priority)

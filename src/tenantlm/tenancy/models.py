@@ -54,6 +54,7 @@ class PlatformPermission(StrEnum):
     TENANTS_LIST = "tenants:list"
     TENANTS_CREATE = "tenants:create"
     TENANTS_DELETE = "tenants:delete"
+    TENANTS_TIER = "tenants:tier"  # move a tenant between the pool and its own silo database
     PLANS_READ = "plans:read"
     PLANS_WRITE = "plans:write"
     CATALOG_READ = "catalog:read"
@@ -114,6 +115,8 @@ class Tenant:
     billing: dict[str, Any] = field(default_factory=dict)  # the operator's billing identifiers; platform-only
     # Regions whose model deployments may serve this tenant (None: any); enforced by tenancy.residency.
     allowed_regions: list[str] | None = None
+    tier: str = "pool"  # where its content lives: "pool" (shared tables) or "silo" (its own database)
+    reserved_share: float | None = None  # a silo tenant's reserved share of every model's capacity
 
     def public(self) -> dict[str, Any]:
         return {
@@ -129,6 +132,8 @@ class Tenant:
             "allowed_models": self.allowed_models,
             "model_aliases": self.model_aliases,
             "billing": self.billing,
+            "tier": self.tier,
+            "reserved_share": self.reserved_share,
             "created_at": int(self.created_at),
             "updated_at": int(self.updated_at),
         }

@@ -195,6 +195,15 @@ class TenancyService:
         await self._after_update(actor, current, tenant, sorted(body))
         return tenant
 
+    async def set_tier(self, *, tenant_id: str, tier: str, reserved_share: float | None) -> Tenant:
+        """Record where the tenant's content now lives and its reserved capacity (only the tier service does)."""
+        tenant = await self.store.update_tenant(tenant_id=tenant_id, values={
+            "tier": tier, "reserved_share": reserved_share, "updated_at": self.clock()})
+        if tenant is None:
+            raise NotFound(f"no tenant {tenant_id!r}", param="tenant_id")
+        self.auth.invalidate_tenant(tenant_id)
+        return tenant
+
     async def _after_update(self, actor: str, before: Tenant, after: Tenant, fields: list[str]) -> None:
         if before.status != after.status:
             action = "tenant.suspended" if after.status is TenantStatus.SUSPENDED else "tenant.resumed"

@@ -25,7 +25,7 @@ def _tenant(row: Any) -> Tenant:
         metadata=dict(row.metadata or {}), settings=dict(row.settings or {}),
         allowed_models=None if row.allowed_models is None else list(row.allowed_models),
         model_aliases=dict(row.model_aliases or {}), created_at=row.created_at, updated_at=row.updated_at,
-        billing=dict(row.billing or {}),
+        billing=dict(row.billing or {}), tier=row.tier, reserved_share=row.reserved_share,
         allowed_regions=None if row.allowed_regions is None else list(row.allowed_regions),
     )
 
@@ -50,7 +50,7 @@ def _tenant_values(t: Tenant) -> dict[str, Any]:
         "id": t.id, "name": t.name, "status": t.status.value, "plan": t.plan, "region": t.region,
         "metadata": t.metadata, "settings": t.settings, "allowed_models": t.allowed_models,
         "model_aliases": t.model_aliases, "created_at": t.created_at, "updated_at": t.updated_at,
-        "billing": t.billing, "allowed_regions": t.allowed_regions,
+        "billing": t.billing, "allowed_regions": t.allowed_regions, "tier": t.tier, "reserved_share": t.reserved_share,
     }
 
 
@@ -121,6 +121,11 @@ class TenancyStore:
             for key_id, at in used.items():
                 await conn.execute(api_keys.update().where(api_keys.c.id == key_id).values(last_used_at=at))
                 await conn.execute(admin_keys.update().where(admin_keys.c.id == key_id).values(last_used_at=at))
+
+    async def platform_silo_tenants(self) -> list[str]:
+        """Ids of the tenants whose content lives in their own database."""
+        async with self.db.platform_tx() as conn:
+            return sorted((await conn.execute(sa.select(tenants.c.id).where(tenants.c.tier == "silo"))).scalars())
 
     # --- tenant scope ---------------------------------------------------------------------------------------
     async def insert_tenant(self, *, tenant_id: str, tenant: Tenant) -> None:

@@ -55,10 +55,10 @@ class FakeUpstream:
         self.running: list[Call] = []
 
     def send(self, tenant: str, *, weight: float = 1.0, priority: int = 0, input_tokens: int = 10,
-             max_wait_s: float = 60.0) -> Call:  # fmt: skip
+             max_wait_s: float = 60.0, reserved_share: float = 0.0) -> Call:  # fmt: skip
         call = Call(tenant)
         slot = self.scheduler.slot(tenant_id=tenant, weight=weight, priority=priority, input_tokens=input_tokens,
-                                   max_wait_s=max_wait_s)  # fmt: skip
+                                   max_wait_s=max_wait_s, reserved_share=reserved_share)  # fmt: skip
         call.task = asyncio.create_task(self._run(call, slot))
         return call
 

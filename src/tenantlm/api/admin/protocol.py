@@ -61,6 +61,13 @@ class TenantUpdate(Body):
     allowed_regions: list[str] | None = Field(None, description=_REGIONS)
 
 
+class TenantTier(Body):
+    tier: str = Field(description="pool (shared tables with row-level security) or silo (the tenant's own "
+                                  "database).")
+    reserved_share: float | None = Field(None, description="silo only: the share of every model's capacity "
+                                                           "kept for the tenant (0 < share <= 0.9); null: none.")
+
+
 class TenantDelete(Body):
     confirm: str | bool = Field(description="The tenant's id (or true): deleting shreds its keys, irreversibly.")
 

@@ -6,19 +6,34 @@ its own tenant only; foreign tenant ids answer 404, missing rights 403.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from tenantlm.api.admin.protocol import KeyCreate, PlatformKeyCreate, TenantCreate, TenantDelete, TenantUpdate
+from tenantlm.api.admin.protocol import (
+    KeyCreate,
+    PlatformKeyCreate,
+    TenantCreate,
+    TenantDelete,
+    TenantTier,
+    TenantUpdate,
+)
 from tenantlm.api.deps import principal, services
 from tenantlm.api.responses import JSONResponse
 from tenantlm.tenancy import access
-from tenantlm.tenancy.models import Permission, PlatformPermission, PlatformPrincipal, Principal
+from tenantlm.tenancy.models import Permission, PlatformPermission, PlatformPrincipal, Principal, Tenant
 from tenantlm.tenancy.service import EDITABLE, TENANT_ADMIN_EDITABLE
+
+if TYPE_CHECKING:
+    from tenantlm.services import Services
 
 router = APIRouter(prefix="/admin/v1", default_response_class=JSONResponse)
 PrincipalDep = Annotated[Principal, Depends(principal)]
+
+
+def _tenant(svc: Services, tenant: Tenant) -> dict[str, Any]:
+    """The tenant object, with the progress of its tier move (null when none ran since the server started)."""
+    return {**tenant.public(), "tier_move": svc.tiers.progress(tenant.id)}
 
 
 def _list(items: list[dict[str, Any]], has_more: bool = False) -> dict[str, Any]:
@@ -36,36 +51,49 @@ async def whoami(who: PrincipalDep) -> Any:
 @router.post("/tenants", status_code=201)
 async def create_tenant(body: TenantCreate, request: Request, who: PrincipalDep) -> Any:
     access.platform_only(who, PlatformPermission.TENANTS_CREATE)
-    tenant = await services(request).tenancy.create_tenant(body.changes(), actor=access.actor(who))
-    return tenant.public()
+    svc = services(request)
+    return _tenant(svc, await svc.tenancy.create_tenant(body.changes(), actor=access.actor(who)))
 
 
 @router.get("/tenants")
 async def list_tenants(request: Request, who: PrincipalDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                        after: str | None = None) -> Any:
-    tenancy = services(request).tenancy
+    svc = services(request)
     if isinstance(who, PlatformPrincipal):
         access.platform_only(who, PlatformPermission.TENANTS_LIST)
-        found = await tenancy.list_tenants(limit=limit + 1, after=after)
-        return _list([t.public() for t in found[:limit]], has_more=len(found) > limit)
+        found = await svc.tenancy.list_tenants(limit=limit + 1, after=after)
+        return _list([_tenant(svc, t) for t in found[:limit]], has_more=len(found) > limit)
     access.on_tenant(who, who.tenant_id, Permission.TENANT_READ)
-    return _list([(await tenancy.get_tenant(tenant_id=who.tenant_id)).public()])
+    return _list([_tenant(svc, await svc.tenancy.get_tenant(tenant_id=who.tenant_id))])
 
 
 @router.get("/tenants/{tenant_id}")
 async def get_tenant(tenant_id: str, request: Request, who: PrincipalDep) -> Any:
     access.on_tenant(who, tenant_id, Permission.TENANT_READ)
-    return (await services(request).tenancy.get_tenant(tenant_id=tenant_id)).public()
+    svc = services(request)
+    return _tenant(svc, await svc.tenancy.get_tenant(tenant_id=tenant_id))
 
 
 @router.patch("/tenants/{tenant_id}")
 async def update_tenant(tenant_id: str, body: TenantUpdate, request: Request, who: PrincipalDep) -> Any:
     access.on_tenant(who, tenant_id, Permission.TENANT_WRITE)
-    tenancy = services(request).tenancy
+    svc = services(request)
     allowed = EDITABLE if isinstance(who, PlatformPrincipal) else TENANT_ADMIN_EDITABLE
-    tenant = await tenancy.update_tenant(tenant_id=tenant_id, body=body.changes(), actor=access.actor(who),
-                                         allowed=allowed)
-    return tenant.public()
+    tenant = await svc.tenancy.update_tenant(tenant_id=tenant_id, body=body.changes(), actor=access.actor(who),
+                                             allowed=allowed)
+    return _tenant(svc, tenant)
+
+
+@router.post("/tenants/{tenant_id}/tier", status_code=202)
+async def move_tenant(tenant_id: str, body: TenantTier, request: Request, who: PrincipalDep) -> Any:
+    """Move the tenant's content to ``tier`` (pool or silo) online; the tenant object's ``tier_move`` shows the
+    progress and ``tier`` the tier once the move is done."""
+    access.on_tenant(who, tenant_id, Permission.TENANT_WRITE)
+    access.platform_only(who, PlatformPermission.TENANTS_TIER)
+    svc = services(request)
+    await svc.tiers.start_move(tenant_id=tenant_id, tier=body.tier, reserved_share=body.reserved_share,
+                               actor=access.actor(who))
+    return _tenant(svc, await svc.tenancy.get_tenant(tenant_id=tenant_id))
 
 
 @router.delete("/tenants/{tenant_id}")

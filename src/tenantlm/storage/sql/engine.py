@@ -35,12 +35,15 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+def make_engine(url: str, *, pool_size: int = 10, search_path: str | None = None) -> AsyncEngine:
+    """``search_path`` (Postgres): the only schema unqualified names resolve to (a tenant's silo schema)."""
     if url.startswith("sqlite"):
         engine = create_async_engine(url)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    connect_args = {"server_settings": {"search_path": search_path}} if search_path else {}
+    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
+                               connect_args=connect_args)
 
 
 class Database:
@@ -62,10 +65,39 @@ class Database:
             yield conn
 
     @asynccontextmanager
+    async def tenant_snapshot(self, *, tenant_id: str) -> AsyncIterator[AsyncConnection]:
+        """A tenant transaction for reading whose every statement sees the same snapshot, while writers go on
+        (Postgres: REPEATABLE READ; SQLite: an explicit BEGIN, as its driver starts one only at the first write)."""
+        if not tenant_id:
+            raise ValueError("tenant_snapshot needs a tenant_id")
+        if not self.is_postgres:
+            async with self._begin() as conn:
+                await conn.exec_driver_sql("BEGIN")
+                yield conn
+            return
+        try:
+            conn = await self.engine.connect()
+        except (OSError, sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            raise ServiceUnavailable("the database is unreachable") from exc
+        try:
+            conn = await conn.execution_options(isolation_level="REPEATABLE READ")
+            async with conn.begin():
+                await conn.execute(_SET_TENANT, {"t": tenant_id})
+                yield conn
+        finally:
+            await conn.close()
+
+    @asynccontextmanager
     async def platform_tx(self) -> AsyncIterator[AsyncConnection]:
         async with self._begin() as conn:
             if self.is_postgres:
                 await conn.execute(_SET_PLATFORM)
+            yield conn
+
+    async def platform_each(self) -> AsyncIterator[AsyncConnection]:
+        """One platform transaction per database that holds tenant content: here only this one (a
+        ``TenantRouter`` adds each silo). For the sweeps that look across tenants."""
+        async with self.platform_tx() as conn:
             yield conn
 
     @asynccontextmanager

@@ -40,15 +40,20 @@ def head_revision() -> str:
     return head
 
 
-def _upgrade(connection: Connection, app_role: str | None) -> None:
+def _upgrade(connection: Connection, app_role: str | None, schema: str | None = None) -> None:
+    if schema is not None:  # a tenant's silo: its own schema, and nothing else visible while migrating it
+        quoted = _quote_ident(connection, schema)
+        connection.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
+        connection.exec_driver_sql(f"SET LOCAL search_path TO {quoted}")
     cfg = _config()
     cfg.attributes["connection"] = connection
     command.upgrade(cfg, "head")
     if connection.dialect.name == "postgresql" and app_role:
         role = _quote_ident(connection, app_role)
-        connection.exec_driver_sql(f"GRANT USAGE ON SCHEMA public TO {role}")
-        connection.exec_driver_sql(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}")
-        connection.exec_driver_sql(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}")  # chunk ids
+        where = _quote_ident(connection, schema or "public")
+        connection.exec_driver_sql(f"GRANT USAGE ON SCHEMA {where} TO {role}")
+        connection.exec_driver_sql(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {where} TO {role}")
+        connection.exec_driver_sql(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA {where} TO {role}")  # chunk ids
         for table in APPEND_ONLY:
             connection.exec_driver_sql(f"REVOKE UPDATE, DELETE, TRUNCATE ON {table} FROM {role}")
         connection.exec_driver_sql(f"REVOKE ALL ON alembic_version FROM {role}")
@@ -63,9 +68,12 @@ def _current(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
-async def migrate(*, url: str, migrate_url: str | None) -> None:
-    """Bring the schema to head. On Postgres without a migrate URL, only verify it is already at head."""
+async def migrate(*, url: str, migrate_url: str | None, schema: str | None = None) -> None:
+    """Bring the schema to head. On Postgres without a migrate URL, only verify it is already at head. ``schema``
+    (Postgres, with a migrate URL): create that schema and migrate the tables inside it (a tenant's silo)."""
     is_pg = url.startswith("postgresql")
+    if schema is not None and not (is_pg and migrate_url):
+        raise ValueError("a schema of its own needs Postgres and the owner role's migrate URL")
     if is_pg and not migrate_url:
         await _require_head(url)
         return
@@ -73,7 +81,18 @@ async def migrate(*, url: str, migrate_url: str | None) -> None:
     app_role = sa.engine.make_url(url).username if is_pg else None
     try:
         async with engine.begin() as conn:
-            await conn.run_sync(_upgrade, app_role)
+            await conn.run_sync(_upgrade, app_role, schema)
+    finally:
+        await engine.dispose()
+
+
+async def drop_schema(*, migrate_url: str, schema: str) -> None:
+    """Drop a silo schema and everything in it (as the owner role)."""
+    engine = make_engine(migrate_url)
+    try:
+        async with engine.begin() as conn:
+            quoted = await conn.run_sync(_quote_ident, schema)
+            await conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {quoted} CASCADE")
     finally:
         await engine.dispose()
 

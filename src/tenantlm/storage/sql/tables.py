@@ -27,6 +27,9 @@ tenants = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.Column("billing", sa.JSON, nullable=False, server_default="{}"),
     sa.Column("allowed_regions", sa.JSON, nullable=True),
+    # migration 0017: where the tenant's content lives, "pool" (shared tables) or "silo" (its own database)
+    sa.Column("tier", sa.String(8), nullable=False, server_default="pool"),
+    sa.Column("reserved_share", sa.Float, nullable=True),  # a silo tenant's share of every model's capacity
 )
 
 api_keys = sa.Table(

@@ -1,0 +1,142 @@
+"""Where a tenant's content lives: the pool (shared tables, the default) or the tenant's own silo database.
+
+``TenantRouter`` is a ``Database`` whose ``tenant_tx(tenant_id=...)`` opens the transaction on the tenant's silo when
+it has one, else on the pool. Content stores (request log, files, vector stores, responses) are handed a router
+instead of the pool ``Database``; nothing else in them changes, because ``tenant_tx`` was already the only door to a
+tenant's rows. The control plane (tenants, keys, limits, data keys, audit, usage ledger) keeps the pool ``Database``.
+
+Every ``tenant_tx`` of the router first passes the tenant's ``TenantFence``. A move closes the fence for its last
+delta copy and the switch: new transactions of that tenant wait (they do not fail), the ones in flight finish, the
+move copies what changed, flips the route, and opens the fence; the waiters then run on the new database.
+
+``platform_each()`` opens one platform transaction per database (the pool, then each silo) for the sweeps that look
+across tenants (retention, expired files, the ingestion queue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from tenantlm.errors import ServiceUnavailable
+from tenantlm.storage.sql.engine import Database
+
+# Tenants whose fence this task already passed: a transaction opened inside another of the same tenant (same task)
+# must not wait for a fence that waits for the outer one to finish.
+_PASSED: ContextVar[frozenset[str]] = ContextVar("tenantlm_fence_passed", default=frozenset())
+
+
+class FenceTimeout(ServiceUnavailable):
+    """The tenant's transactions in flight did not finish in time; the move gives up and opens the fence again."""
+
+
+class TenantFence:
+    """Per tenant: count the transactions in flight, and hold new ones while a move has the fence closed."""
+
+    def __init__(self) -> None:
+        self._active: dict[str, int] = {}
+        self._closed: dict[str, asyncio.Event] = {}
+
+    def in_flight(self, tenant_id: str) -> int:
+        return self._active.get(tenant_id, 0)
+
+    def is_closed(self, tenant_id: str) -> bool:
+        return tenant_id in self._closed
+
+    @asynccontextmanager
+    async def passage(self, tenant_id: str) -> AsyncIterator[None]:
+        passed = _PASSED.get()
+        if tenant_id in passed:
+            yield
+            return
+        while (opened := self._closed.get(tenant_id)) is not None:
+            await opened.wait()
+        self._active[tenant_id] = self._active.get(tenant_id, 0) + 1
+        token = _PASSED.set(passed | {tenant_id})
+        try:
+            yield
+        finally:
+            _PASSED.reset(token)
+            left = self._active[tenant_id] - 1
+            if left:
+                self._active[tenant_id] = left
+            else:
+                del self._active[tenant_id]
+
+    @asynccontextmanager
+    async def closed(self, tenant_id: str, *, drain_timeout_s: float) -> AsyncIterator[None]:
+        """Hold the tenant's new transactions and wait for those in flight; open again on exit, whatever happens."""
+        if tenant_id in self._closed:
+            raise RuntimeError(f"the fence of {tenant_id} is already closed")
+        opened = asyncio.Event()
+        self._closed[tenant_id] = opened
+        try:
+            await self._drain(tenant_id, drain_timeout_s)
+            yield
+        finally:
+            del self._closed[tenant_id]
+            opened.set()
+
+    async def _drain(self, tenant_id: str, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.in_flight(tenant_id):
+            if time.monotonic() > deadline:
+                raise FenceTimeout(f"tenant {tenant_id} still had transactions in flight after {timeout_s}s")
+            await asyncio.sleep(0.002)
+
+
+class TenantRouter(Database):
+    """The pool ``Database`` plus the silos of the tenants that have one, chosen per ``tenant_tx``."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        super().__init__(engine)
+        self.fence = TenantFence()
+        self._silos: dict[str, Database] = {}
+
+    def silo(self, tenant_id: str) -> Database | None:
+        return self._silos.get(tenant_id)
+
+    def attach(self, tenant_id: str, silo: Database) -> None:
+        """Route the tenant to ``silo`` from its next transaction on (call with the fence closed during a move)."""
+        self._silos[tenant_id] = silo
+
+    def detach(self, tenant_id: str) -> Database | None:
+        """Route the tenant back to the pool; returns its silo (the caller disposes of it)."""
+        return self._silos.pop(tenant_id, None)
+
+    def pool(self) -> Database:
+        """The pool alone, whatever the routes (the mover's view of the pool)."""
+        return Database(self.engine)
+
+    @asynccontextmanager
+    async def tenant_tx(self, *, tenant_id: str) -> AsyncIterator[AsyncConnection]:
+        async with self.fence.passage(tenant_id):
+            silo = self._silos.get(tenant_id)
+            if silo is None:
+                async with Database.tenant_tx(self, tenant_id=tenant_id) as conn:
+                    yield conn
+            else:
+                async with silo.tenant_tx(tenant_id=tenant_id) as conn:
+                    yield conn
+
+    @asynccontextmanager
+    async def tenant_snapshot(self, *, tenant_id: str) -> AsyncIterator[AsyncConnection]:
+        async with self.fence.passage(tenant_id):
+            db = self._silos.get(tenant_id) or self.pool()
+            async with db.tenant_snapshot(tenant_id=tenant_id) as conn:
+                yield conn
+
+    async def platform_each(self) -> AsyncIterator[AsyncConnection]:
+        for db in [self.pool(), *list(self._silos.values())]:
+            async with db.platform_tx() as conn:
+                yield conn
+
+    async def dispose(self) -> None:
+        for silo in list(self._silos.values()):
+            await silo.dispose()
+        await super().dispose()

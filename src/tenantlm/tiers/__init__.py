@@ -1,0 +1,1 @@
+"""Isolation tiers: pool (shared tables) or silo (the tenant's own database), and online moves between them."""
