@@ -23,7 +23,8 @@ import pytest
 from live import Live, Tenant, catalog_config, cli, start_server
 from services import PostgresDatabase, PostgresServer
 
-CONTENT_TABLES = ("files", "file_parts", "request_log", "vector_stores", "responses")
+CONTENT_TABLES = ("files", "file_parts", "request_log", "vector_stores", "responses", "conversations",
+                  "conversation_items", "memories")
 
 
 @dataclass
@@ -221,10 +222,21 @@ def test_silo_holds_only_its_tenant_and_the_pool_keeps_the_others(dep: Deploymen
     mine = sdk.files.create(file=("a.txt", b"silo tenant's secret"), purpose="assistants")
     theirs = other_sdk.files.create(file=("b.txt", b"pooled tenant's"), purpose="assistants")
     sdk.chat.completions.create(model="fake-chat", messages=[{"role": "user", "content": "hi"}])
+    as_u1 = dep.live.sdk(t.member_key, max_retries=0, default_headers={"X-TenantLM-User": "u1"})
+    chat = as_u1.conversations.create(items=[{"type": "message", "role": "user", "content": "kept in the silo"}])
+    memories = f"/admin/v1/tenants/{t.id}/end_users/u1/memories"
+    with dep.live.admin() as c:
+        assert c.post(memories, json={"text": "The user likes silos."}).status_code in (200, 201)
     before = dep.pool_rows(t.id)
+    assert before["conversations"] == before["conversation_items"] == before["memories"] == 1
     _move(dep, t.id, "silo")
     silo = dep.silo_rows(t.id, t.id)
     assert silo["files"] == before["files"] == 1 and silo["file_parts"] == before["file_parts"]
+    assert silo["conversations"] == silo["conversation_items"] == silo["memories"] == 1
+    items = as_u1.conversations.items.list(chat.id).data
+    assert [part.text for item in items for part in item.content] == ["kept in the silo"]  # type: ignore[union-attr]
+    with dep.live.admin() as c:
+        assert [m["text"] for m in c.get(memories).json()["data"]] == ["The user likes silos."]
     assert set(dep.pool_rows(t.id).values()) == {0}
     assert set(dep.silo_rows(t.id, other.id).values()) == {0}
     assert dep.pool_rows(other.id)["files"] == 1
