@@ -133,20 +133,33 @@ class KnowledgeSearch:
                     filters: Callable[[Attributes], bool], limit: int, end_user: str | None = None
                     ) -> list[dict[str, Any]]:
         """The ranked results over one or more stores of the tenant (``file_search`` searches several): one dense
-        and one lexical ranking per (store, query string), fused together."""
-        weights = ranking.hybrid_search
+        and one lexical ranking per (store, query string), fused together. A store whose indexes turn out stale
+        while the results are read (a ranked id names another chunk or none: a file deleted meanwhile, or the
+        tenant moved between tiers, which renumbers chunk ids) is searched once more on fresh indexes."""
         vectors = await self.embedder.embed(ctx=ctx, texts=queries, end_user=end_user) \
-            if weights.embedding_weight > 0 else None
+            if ranking.hybrid_search.embedding_weight > 0 else None
+        results, stale = await self._ranked(ctx.tenant_id, store_ids, queries, vectors, ranking, filters, limit)
+        if stale:
+            for store_id in stale:
+                self.invalidate(ctx.tenant_id, store_id)
+            results, _ = await self._ranked(ctx.tenant_id, store_ids, queries, vectors, ranking, filters, limit)
+        return results
+
+    async def _ranked(self, tenant_id: str, store_ids: list[str], queries: list[str], vectors: Any,
+                      ranking: RankingOptions, filters: Callable[[Attributes], bool], limit: int
+                      ) -> tuple[list[dict[str, Any]], set[str]]:
+        """The results, and the stores some ranked id of which no longer named the chunk it was indexed for."""
+        weights = ranking.hybrid_search
         dense: list[list[tuple[str, int]]] = []
         lexical: list[list[tuple[str, int]]] = []
         texts: dict[str, StoreText] = {}
         for store_id in store_ids:
-            text = await self._text(ctx.tenant_id, store_id)
+            text = await self._text(tenant_id, store_id)
             texts[store_id] = text
             allowed = {cid for cid, fid in text.chunk_file.items() if filters(text.file_attributes.get(fid))}
             for i, query in enumerate(queries):
                 if vectors is not None:
-                    hits = await self.dense.search(tenant_id=ctx.tenant_id, store_id=store_id, query=vectors[i],
+                    hits = await self.dense.search(tenant_id=tenant_id, store_id=store_id, query=vectors[i],
                                                    k=CANDIDATE_DEPTH, allowed=allowed)
                     dense.append([(store_id, cid) for cid, _ in hits])
                 if weights.text_weight > 0:
@@ -154,13 +167,15 @@ class KnowledgeSearch:
                     lexical.append([(store_id, cid) for cid, _ in found])
         fused = cut(fuse(dense=dense, lexical=lexical, weights=weights),
                     score_threshold=ranking.score_threshold, max_num_results=limit)
-        results = []
+        results, stale = [], set()
         for r in fused:
             store_id, cid = r.id
-            result = await self._result(ctx.tenant_id, store_id, cid, r.score, texts[store_id])
-            if result is not None:
+            result = await self._result(tenant_id, store_id, cid, r.score, texts[store_id])
+            if result is None:
+                stale.add(store_id)
+            else:
                 results.append(result)
-        return results
+        return results, stale
 
     async def _result(self, tenant_id: str, store_id: str, chunk_id: int, score: float, text: StoreText
                       ) -> dict[str, Any] | None:
