@@ -32,7 +32,7 @@ from tenantlm.admission.models import AdmissionRequest, Decision, Limits, Settle
 from tenantlm.admission.service import AdmissionService, reservation_tokens
 from tenantlm.errors import InvalidRequest, RateLimited
 from tenantlm.metering.ledger import Ledger
-from tenantlm.metering.models import UsageEvent, event_id
+from tenantlm.metering.models import PromptUse, UsageEvent, event_id
 from tenantlm.metering.pricing import cost_of
 from tenantlm.providers.base import Attempt
 from tenantlm.scheduling.registry import SchedulerRegistry
@@ -104,6 +104,7 @@ class Passage:
     first_token_at: float | None = None
     charged_tokens: int = 0
     streamed: int = 0
+    prompt_use: PromptUse | None = None  # the prompt template the request was rendered from
     _finished: bool = False
 
     @property
@@ -186,6 +187,7 @@ class Passage:
         now = time.time()
         ttft = None if self.first_token_at is None else (self.first_token_at - self.started) * 1000
         out = []
+        use = self.prompt_use
         for n, a in enumerate(self.attempts, start=1):
             config = self.gate.settings.model(a.catalog_model or self.model.config.name) or self.model.config
             usage = a.usage
@@ -202,7 +204,9 @@ class Passage:
                 ttft_ms=None if ttft is None else round(ttft, 3), status=state,
                 http_status=a.status or (200 if a.outcome == "ok" else 502),
                 cost_usd=cost_of(config, prompt, completion),
-                created_at=now))
+                created_at=now, prompt_id=None if use is None else use.id,
+                prompt_version=None if use is None else use.version,
+                prompt_override_version=None if use is None else use.override_version))
         return out
 
 
@@ -298,7 +302,8 @@ class Gate:
         self.open = 0  # passages entered and not yet finished
 
     async def enter(self, *, ctx: TenantContext, model: ResolvedModel, end_user: str | None,
-                    prompt: Any, max_tokens: int | None, output: bool = True) -> Passage:
+                    prompt: Any, max_tokens: int | None, output: bool = True,
+                    prompt_use: PromptUse | None = None) -> Passage:
         """Admit (429 on refusal), then wait for a scheduler slot (429 on queue full / max wait)."""
         eff = await self.limits.effective(ctx.tenant)
         tl = eff.tenant
@@ -317,7 +322,7 @@ class Gate:
         if not decision.admitted:
             raise _refusal(decision, subjects)
         passage = Passage(gate=self, ctx=ctx, model=model, end_user=end_user, uid=uid, decision=decision,
-                          grant=None, started=time.monotonic(), prompt_estimate=prompt_tokens)
+                          grant=None, started=time.monotonic(), prompt_estimate=prompt_tokens, prompt_use=prompt_use)
         self.open += 1
         try:
             passage.grant = await self._slot(ctx, model, tl, prompt_tokens)

@@ -22,6 +22,7 @@ from tenantlm.errors import InvalidRequest, TenantLMError
 from tenantlm.inference import embedding_inputs
 from tenantlm.inference.gate import BudgetCut, Gate, Passage, finishing
 from tenantlm.inference.sse import SSE_DONE, sse_event
+from tenantlm.metering.models import PromptUse
 from tenantlm.observability.logging import request_id_var
 from tenantlm.observability.metrics import Metrics
 from tenantlm.providers.base import ChatChunk, Usage
@@ -149,20 +150,23 @@ class InferenceService:
             self.metrics.observe_tokens(tenant_id=ctx.tenant_id, model=model.config.name,
                                         prompt=usage.prompt_tokens, completion=usage.completion_tokens)
 
-    async def _enter(self, ctx: TenantContext, model: ResolvedModel, body: JSON, user: str | None) -> Passage:
+    async def _enter(self, ctx: TenantContext, model: ResolvedModel, body: JSON, user: str | None,
+                     prompt_use: PromptUse | None) -> Passage:
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
         return await self.gate.enter(ctx=ctx, model=model, end_user=user, prompt=body.get("messages"),
-                                     max_tokens=max_tokens if isinstance(max_tokens, int) else None)
+                                     max_tokens=max_tokens if isinstance(max_tokens, int) else None,
+                                     prompt_use=prompt_use)
 
     # --- chat -------------------------------------------------------------------------------------------------
     async def chat(self, *, ctx: TenantContext, body: JSON, end_user_header: str | None,
                    respond: Callable[[Reply], Awaitable[None]] | None = None,
-                   endpoint: str = "chat.completions") -> Reply:
+                   endpoint: str = "chat.completions", prompt_use: PromptUse | None = None) -> Reply:
         """A chat completion. ``respond``, when given, sends the reply to the client: it is called as soon as the
         usage is on disk, and the admission is settled after it (see ``Passage.finish``). ``endpoint`` names the
-        use case in the request log (the Responses API calls the model through here too)."""
+        use case in the request log (the Responses API calls the model through here too); ``prompt_use``, the
+        prompt template the messages were rendered from, goes on the usage events."""
         model = self._resolve(ctx, body["model"], "chat")
-        passage = await self._enter(ctx, model, body, self._note_end_user(ctx, body, end_user_header))
+        passage = await self._enter(ctx, model, body, self._note_end_user(ctx, body, end_user_header), prompt_use)
         try:  # not finishing(): an async context manager costs a generator on the hot path
             result = await self.providers.chat(model.config, dict(body), on_attempt=passage.on_attempt,
                                                prompt_estimate=passage.prompt_estimate)
@@ -185,23 +189,24 @@ class InferenceService:
         self._capture(ctx, model, endpoint, body, out)
         return reply
 
-    async def stream_chat(self, *, ctx: TenantContext, body: JSON, end_user_header: str | None) -> ChatStream:
-        events, headers = await self._stream(ctx, body, end_user_header, SSE, "chat.completions")
+    async def stream_chat(self, *, ctx: TenantContext, body: JSON, end_user_header: str | None,
+                          prompt_use: PromptUse | None = None) -> ChatStream:
+        events, headers = await self._stream(ctx, body, end_user_header, SSE, "chat.completions", prompt_use)
         return ChatStream(events, headers)
 
     async def stream_chat_pieces(self, *, ctx: TenantContext, body: JSON, end_user_header: str | None,
-                                 endpoint: str) -> PieceStream:
+                                 endpoint: str, prompt_use: PromptUse | None = None) -> PieceStream:
         """``stream_chat`` for a use case that frames the stream itself: the same path (admission, scheduler,
         metering as tokens flow), the chunks as bodies, the usage chunk always included. Closing ``pieces``
         finishes the passage."""
         pieces, headers = await self._stream(ctx, {**body, "stream_options": {"include_usage": True}},
-                                             end_user_header, PIECES, endpoint)
+                                             end_user_header, PIECES, endpoint, prompt_use)
         return PieceStream(pieces, headers)
 
     async def _stream(self, ctx: TenantContext, body: JSON, end_user_header: str | None, framing: Framing[T],
-                      endpoint: str) -> tuple[AsyncIterator[T], dict[str, str]]:
+                      endpoint: str, prompt_use: PromptUse | None) -> tuple[AsyncIterator[T], dict[str, str]]:
         model = self._resolve(ctx, body["model"], "chat")
-        passage = await self._enter(ctx, model, body, self._note_end_user(ctx, body, end_user_header))
+        passage = await self._enter(ctx, model, body, self._note_end_user(ctx, body, end_user_header), prompt_use)
         options = body.get("stream_options") or {}
         wants_usage = bool(options.get("include_usage"))
         upstream = {**body, "stream_options": {**options, "include_usage": True}}
