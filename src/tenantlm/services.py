@@ -33,6 +33,8 @@ from tenantlm.metering.alerts import AlertSettings, BudgetAlerts
 from tenantlm.metering.ledger import Ledger
 from tenantlm.observability.auth_metrics import AuthReads
 from tenantlm.observability.metrics import Metrics
+from tenantlm.prompts.service import PromptsService
+from tenantlm.prompts.store import PromptStore
 from tenantlm.providers.registry import ProviderRegistry
 from tenantlm.requestlog.service import RequestLogService
 from tenantlm.requestlog.store import RequestLogStore
@@ -70,6 +72,7 @@ class Services:
     search: KnowledgeSearch
     ingestion: Ingestion
     responses: ResponsesService
+    prompts: PromptsService
     eraser: TenantEraser
     rewrapper: TenantRewrapper
     exporter: TenantExporter
@@ -167,19 +170,22 @@ def build_services(settings: Settings) -> Services:
                                                        tenancy=tenancy)
     inference = InferenceService(catalog=catalog, providers=providers, metrics=metrics, end_users=end_users,
                                  request_log=request_log, gate=gate)
+    prompts = PromptsService(store=PromptStore(db), sealer=keyring, audit=audit,
+                             max_entries=settings.cache_max_entries)
     responses = ResponsesService(store=ResponseStore(db), sealer=keyring, inference=inference, catalog=catalog,
-                                 search=search, vector_stores=vector_stores)
+                                 search=search, vector_stores=vector_stores, prompts=prompts)
     return Services(
         admission=admission, schedulers=schedulers, replicas=replicas, ledger=ledger, alerts=alerts, redis=redis,
         settings=settings, db=db, metrics=metrics, auth=auth, end_users=end_users, catalog=catalog,
         providers=providers, tenancy=tenancy, keyring=keyring, audit=audit, auth_failures=auth_failures,
         request_log=request_log, limits=limits,
-        inference=inference, responses=responses,
+        inference=inference, responses=responses, prompts=prompts,
         files=files, vector_stores=vector_stores, search=search, ingestion=ingestion,
         eraser=TenantEraser(tenancy=tenancy, keyring=keyring,
-                            contents=[responses, search, vector_stores, files, request_log, end_users, ledger],
+                            contents=[responses, prompts, search, vector_stores, files, request_log, end_users,
+                                      ledger],
                             audit=audit, auth=auth, data_dir=settings.data_dir, metrics=metrics),
-        rewrapper=TenantRewrapper(contents=[request_log, files, vector_stores, responses], audit=audit),
+        rewrapper=TenantRewrapper(contents=[request_log, files, vector_stores, responses, prompts], audit=audit),
         exporter=TenantExporter(tenancy=tenancy, request_log=request_log, audit=audit, audit_reader=audit,
                                 files=files, flush=end_users.flush),
     )

@@ -18,7 +18,8 @@ STATUSES = frozenset({"ok", "error", "cancelled", "cut"})
 # Names accepted by ``group_by`` mapped to the usage_events columns they group on.
 GROUP_COLUMNS: dict[str, str] = {"day": "day", "model": "model", "tenant": "tenant_id", "key": "key_id",
                                  "end_user": "end_user", "provider": "provider", "status": "status",
-                                 "prompt": "prompt_id", "prompt_version": "prompt_version"}
+                                 "prompt": "prompt_id", "prompt_version": "prompt_version",
+                                 "prompt_override_version": "prompt_override_version"}
 NANO = 1_000_000_000
 DAY_S = 86_400
 

@@ -81,3 +81,21 @@ def render(resolved: Resolved, variables: object) -> Rendered:
             messages.append({"role": role, "content": text})
     shown = {"id": resolved.use.id, "version": resolved.use.version, "variables": variables or {}}
     return Rendered(use=resolved.use, instructions=instructions, messages=messages, model=resolved.model, echo=shown)
+
+
+_CHAT_SETTINGS = {"model": "model", "temperature": "temperature", "top_p": "top_p", "max_output_tokens": "max_tokens"}
+
+
+def chat_body(body: Mapping[str, Any], rendered: Rendered) -> JSON:
+    """A chat completion request with its ``prompt`` rendered in: the prompt's instructions as a system message and
+    its messages, before the request's own messages; the prompt's model settings where the request sets none.
+    ``prompt`` itself is taken out (the upstream never sees it)."""
+    out = {k: v for k, v in body.items() if k != "prompt"}
+    for setting, name in _CHAT_SETTINGS.items():
+        if setting in rendered.model and out.get(name) is None and not (
+                name == "max_tokens" and out.get("max_completion_tokens") is not None):
+            out[name] = rendered.model[setting]
+    system = [] if rendered.instructions is None else [{"role": "system", "content": rendered.instructions}]
+    own = out.get("messages")
+    out["messages"] = [*system, *rendered.messages, *(own if isinstance(own, list) else [])]
+    return out

@@ -18,6 +18,7 @@ by its client is not stored.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,9 @@ from tenantlm.inference.service import InferenceService, Piece, Reply
 from tenantlm.knowledge.filters import filter_predicate
 from tenantlm.knowledge.search import KnowledgeSearch
 from tenantlm.knowledge.vector_stores import VectorStoresService
+from tenantlm.metering.models import PromptUse
+from tenantlm.prompts.compose import Rendered
+from tenantlm.prompts.service import PromptsService
 from tenantlm.responses import objects
 from tenantlm.responses.context import (
     ANSWER_ROOM,
@@ -80,6 +84,7 @@ class Draft:
     query: str | None
     results: list[JSON] = field(default_factory=list)
     sources: list[Source] = field(default_factory=list)
+    prompt_use: PromptUse | None = None
 
     def search_item(self, status: str) -> JSON | None:
         if self.search_id is None or self.query is None:
@@ -108,7 +113,7 @@ def shown(response: JSON, *, include_results: bool) -> JSON:
 
 class ResponsesService:
     def __init__(self, *, store: ResponseStore, sealer: Sealer, inference: InferenceService, catalog: ModelCatalog,
-                 search: KnowledgeSearch, vector_stores: VectorStoresService,
+                 search: KnowledgeSearch, vector_stores: VectorStoresService, prompts: PromptsService | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.sealer = sealer
@@ -116,11 +121,18 @@ class ResponsesService:
         self.catalog = catalog
         self.search = search
         self.vector_stores = vector_stores
+        self.prompts = prompts
         self.clock = clock
 
     # --- create -----------------------------------------------------------------------------------------------
     async def create(self, *, ctx: TenantContext, body: JSON, end_user_header: str | None) -> Reply | EventStream:
+        rendered = await self._prompt(ctx, body)
+        if rendered is not None:
+            body = {**{k: v for k, v in rendered.model.items() if body.get(k) is None}, **body}
         request = parse_request(body)
+        if rendered is not None:
+            request = dataclasses.replace(request, prompt=rendered.echo,
+                                          instructions=_joined(rendered.instructions, request.instructions))
         model = self.catalog.resolve(ctx.tenant, request.model)  # 404 before any search
         if model.config.kind != "chat":
             raise InvalidRequest(f"'{request.model}' is an {model.config.kind} model; responses need a chat model",
@@ -134,19 +146,30 @@ class ResponsesService:
         history = await self._history(ctx.tenant_id, request.previous_response_id)
         conversation = chat_messages([*history, *request.input])
         draft = Draft(request=request, id=new_id("resp_"), created_at=self.clock(), message_id=new_id("msg_"),
-                      search_id=None, query=None)
+                      search_id=None, query=None, prompt_use=None if rendered is None else rendered.use)
+        if rendered is not None:
+            conversation = [*rendered.messages, *conversation]
         if request.search:
             await self._retrieve(ctx, draft, conversation, end_user, model.config.context_length,
                                  model.config.tokenizer)
         chat = self._chat_body(request, build_messages(request.instructions, draft.sources, conversation))
         if request.stream:
             return await self._stream(ctx, draft, chat, end_user_header)
-        reply = await self.inference.chat(ctx=ctx, body=chat, end_user_header=end_user_header, endpoint=ENDPOINT)
+        reply = await self.inference.chat(ctx=ctx, body=chat, end_user_header=end_user_header, endpoint=ENDPOINT,
+                                          prompt_use=draft.prompt_use)
         choice = (reply.body.get("choices") or [{}])[0]
         text = (choice.get("message") or {}).get("content") or ""
         response = draft.finish(text, choice.get("finish_reason"), _usage(reply.body.get("usage")))
         await self._save(ctx.tenant_id, draft, response)
         return Reply(shown(response, include_results=request.include_results), reply.headers)
+
+    async def _prompt(self, ctx: TenantContext, body: JSON) -> Rendered | None:
+        """The request's ``prompt`` rendered for this tenant (its override applied), or None without one."""
+        if body.get("prompt") is None:
+            return None
+        if self.prompts is None:
+            raise InvalidRequest("prompt templates are not enabled on this server", param="prompt")
+        return await self.prompts.render(tenant_id=ctx.tenant_id, prompt=body["prompt"])
 
     async def _retrieve(self, ctx: TenantContext, draft: Draft, conversation: list[JSON], end_user: str | None,
                         context_length: int, tokenizer: str | None) -> None:
@@ -177,7 +200,7 @@ class ResponsesService:
     async def _stream(self, ctx: TenantContext, draft: Draft, chat: JSON, end_user_header: str | None
                       ) -> EventStream:
         stream = await self.inference.stream_chat_pieces(ctx=ctx, body=chat, end_user_header=end_user_header,
-                                                         endpoint=ENDPOINT)
+                                                         endpoint=ENDPOINT, prompt_use=draft.prompt_use)
         events = self._events(ctx.tenant_id, draft, stream.pieces)
         await anext(events)  # into its try: from here on, closing it closes the model's stream (and its passage)
         return EventStream(events, stream.headers)
@@ -356,6 +379,11 @@ class _Answer:
         if delta:
             self.parts.append(delta)
         return delta
+
+
+def _joined(first: str | None, second: str | None) -> str | None:
+    """The prompt's instructions, then the request's own."""
+    return "\n\n".join(t for t in (first, second) if t) or None
 
 
 def _usage(body: JSON | None) -> JSON:

@@ -56,7 +56,8 @@ def test_bind_applies_defaults_checks_types_and_names_the_variable() -> None:
 
 @pytest.mark.parametrize(("spec", "param"), [
     ({"x": {"type": "int"}}, "variables.x.type"), ({"x": {"type": "number", "default": "1"}}, "variables.x.default"),
-    ({"x": {"type": "string", "required": "yes"}}, "variables.x.required"), ({"1x": {"type": "string"}}, "variables.1x"),
+    ({"x": {"type": "string", "required": "yes"}}, "variables.x.required"),
+    ({"1x": {"type": "string"}}, "variables.1x"),
     ({"x": {"type": "string", "min": 1}}, "variables.x.min"),
 ])  # fmt: skip
 def test_a_bad_schema_is_refused(spec: dict[str, object], param: str) -> None:
@@ -66,7 +67,7 @@ def test_a_bad_schema_is_refused(spec: dict[str, object], param: str) -> None:
 
 
 def test_message_templates_keep_roles_and_blocks_across_messages() -> None:
-    stored, shape = parse_template([{"role": "system", "content": "S {% block a %}A{% endblock %}"},
+    stored, _shape = parse_template([{"role": "system", "content": "S {% block a %}A{% endblock %}"},
                                     {"role": "user", "content": "U {{name}}"}])
     resolved = compose(prompt_id="pmpt_x", version=2, template=stored, schema=SCHEMA, model=None,
                        override_version=None, override=None)
@@ -79,7 +80,8 @@ def test_message_templates_keep_roles_and_blocks_across_messages() -> None:
     assert err.value.param == "template[0].role"
 
 
-BASE = "You help {{name}}.{% block policy %} Refunds take 30 days.{% endblock %}{% block tone %} Be formal.{% endblock %}"
+BASE = ("You help {{name}}.{% block policy %} Refunds take 30 days.{% endblock %}"
+        "{% block tone %} Be formal.{% endblock %}")
 
 
 def test_an_override_fills_blocks_or_replaces_the_template() -> None:
