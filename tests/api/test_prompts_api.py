@@ -6,6 +6,7 @@ tenant's override is never read, used or told apart from a missing one)."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from typing import Any
 import openai
 import pytest
 
-from live import Live, Process, Tenant, catalog_config, start_server
+from live import Live, Process, Tenant, catalog_config, cli, start_server
 from services import PostgresServer
 
 BASE = ("You are the assistant of {{company}} for {{customer}}.{% block policy %} Refunds take 30 days.{% endblock %}"
@@ -280,3 +281,36 @@ def test_another_tenants_override_is_never_used_or_read(dep: Deployment) -> None
                                                    prompt={"id": pid, "variables": {"company": "c", "customer": "d"}})
     assert made.instructions is not None and marker not in made.instructions
     assert made.instructions.startswith("You are the assistant of c for d.")
+
+
+def test_the_cli_manages_prompts_and_overrides(sqlite_server: Live, tmp_path: Any) -> None:
+    """The CLI is HTTP through the same API: once, on the shared SQLite server."""
+    live = sqlite_server
+    a = live.new_tenant(f"prompts-cli-{uuid.uuid4().hex[:8]}")
+    messages = tmp_path / "messages.json"
+    messages.write_text(json.dumps([{"role": "system", "content": "Hi {{who}}.{% block tail %}{% endblock %}"}]))
+    made = cli(live, "prompts", "create", "cli-made", "--template-file", str(messages), "--variables",
+               '{"who": {"type": "string", "default": "you"}}', "--json")
+    assert made.returncode == 0, made.stderr
+    pid = json.loads(made.stdout)["id"]
+    added = cli(live, "prompts", "add-version", pid, "--template", "Plain {{who}}.", "--variables",
+                '{"who": {"type": "string"}}', "--json")
+    assert json.loads(added.stdout)["labels"] == {"production": "1"}
+    assert json.loads(cli(live, "prompts", "label", pid, "production", "2", "--json").stdout)["version"] == "2"
+    assert pid in cli(live, "prompts", "list").stdout
+    assert json.loads(cli(live, "prompts", "get", pid, "--version", "1", "--json").stdout)["template"][0]["role"] \
+        == "system"
+    over = cli(live, "prompts", "override", a.id, pid, "--template", "Tenant {{who}}.", "--json", key=a.admin_key)
+    assert over.returncode == 0 and json.loads(over.stdout)["version"] == "1", over.stderr
+    cli(live, "prompts", "override", a.id, pid, "--template", "Tenant v2 {{who}}.", key=a.admin_key)
+    moved = cli(live, "prompts", "override-label", a.id, pid, "production", "2", "--json", key=a.admin_key)
+    assert json.loads(moved.stdout)["template"] == "Tenant v2 {{who}}."
+    assert pid in cli(live, "prompts", "override-list", a.id, key=a.admin_key).stdout
+    assert json.loads(cli(live, "prompts", "override-get", a.id, pid, "--version", "1", "--json",
+                          key=a.admin_key).stdout)["template"] == "Tenant {{who}}."
+    refused = cli(live, "prompts", "override", a.id, pid, "--block", "nope=x", key=a.admin_key)
+    assert refused.returncode == 2 and "nope" in refused.stderr
+    assert cli(live, "prompts", "override-delete", a.id, pid, key=a.admin_key).returncode != 0  # no --yes, no tty
+    assert cli(live, "prompts", "override-delete", a.id, pid, "--yes", key=a.admin_key).returncode == 0
+    assert cli(live, "prompts", "delete", pid, "--yes").returncode == 0
+    assert cli(live, "prompts", "get", pid).returncode == 2
