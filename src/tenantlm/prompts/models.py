@@ -215,7 +215,7 @@ def bind(schema: Schema, given: object, param: str = "prompt.variables") -> dict
     """The text of every declared variable for one request: given, else its default, else empty (optional)."""
     if given is None:
         given = {}
-    if not isinstance(given, Mapping):
+    if not isinstance(given, dict):
         raise InvalidRequest(f"Invalid type for '{param}': expected an object.", param=param)
     for name in given:
         if name not in schema:
@@ -237,7 +237,7 @@ def bind(schema: Schema, given: object, param: str = "prompt.variables") -> dict
 
 
 def _unwrap(value: object) -> object:
-    if isinstance(value, Mapping) and value.get("type") == "input_text" and isinstance(value.get("text"), str):
+    if isinstance(value, dict) and value.get("type") == "input_text" and isinstance(value.get("text"), str):
         return value["text"]
     return value
 

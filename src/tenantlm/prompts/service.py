@@ -66,7 +66,7 @@ class Reference:
 
 
 def parse_reference(value: object) -> Reference:
-    if not isinstance(value, Mapping):
+    if not isinstance(value, dict):
         raise InvalidRequest("Invalid type for 'prompt': expected an object with 'id'.", param="prompt")
     unknown = sorted(set(value) - _REFERENCE_FIELDS)
     if unknown:

@@ -128,4 +128,4 @@ def flatten(parts: tuple[Part, ...], fills: Mapping[str, tuple[str | Var, ...]])
 
 def render(parts: tuple[str | Var, ...], values: Mapping[str, str]) -> str:
     """Substitute: every ``Var`` becomes its value's text, which is never looked at again."""
-    return "".join(p if isinstance(p, str) else values[p.name] for p in parts)
+    return "".join([p if isinstance(p, str) else values[p.name] for p in parts])

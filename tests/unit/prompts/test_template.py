@@ -37,8 +37,13 @@ def test_anything_but_names_and_blocks_is_refused_with_param(source: str) -> Non
 
 def test_a_value_is_text_never_template_code() -> None:
     parts = flatten(parse("Dear {{name}}, {% block b %}{% endblock %}", param="t"), {})
-    for value in ("{{ 7*7 }}", "{% block b %}x{% endblock %}", "{{name}}", "{{ __import__('os') }}"):
+    for value in ("{{ 7*7 }}", "{% block b %}x{% endblock %}", "{{name}}", "{{ __import__('os') }}", "{name}", "}{"):
         assert substitute(parts, {"name": value}) == f"Dear {value}, "
+
+
+def test_literal_braces_in_a_template_stay_literal() -> None:
+    parts = flatten(parse('JSON: {"a": {{name}}} {0} {x.y} }{ {{', param="t"), {})
+    assert substitute(parts, {"name": "1"}) == 'JSON: {"a": 1} {0} {x.y} }{ {{'
 
 
 def test_bind_applies_defaults_checks_types_and_names_the_variable() -> None:
