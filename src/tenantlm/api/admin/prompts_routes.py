@@ -12,7 +12,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from tenantlm.api.deps import json_body, principal, services
+from tenantlm.api.admin.prompts_protocol import LabelPut, OverridePut, PromptCreate, PromptVersionCreate
+from tenantlm.api.deps import principal, services
 from tenantlm.api.responses import JSONResponse
 from tenantlm.observability.logging import request_id_var
 from tenantlm.prompts.service import PromptsService
@@ -37,10 +38,10 @@ def _may_read_base(who: Principal) -> None:
 
 
 @router.post("/prompts", status_code=201)
-async def create_prompt(request: Request, who: PrincipalDep) -> Any:
+async def create_prompt(body: PromptCreate, request: Request, who: PrincipalDep) -> Any:
     """``{"name", "template", "variables"?, "model"?}`` → the prompt at version "1", labelled ``production``."""
     access.platform_only(who, PlatformPermission.PROMPTS_WRITE)
-    return await _prompts(request).create(body=await json_body(request), actor=access.actor(who),
+    return await _prompts(request).create(body=body.changes(), actor=access.actor(who),
                                           request_id=request_id_var.get())
 
 
@@ -60,18 +61,18 @@ async def get_prompt(prompt_id: str, request: Request, who: PrincipalDep, versio
 
 
 @router.post("/prompts/{prompt_id}/versions", status_code=201)
-async def add_version(prompt_id: str, request: Request, who: PrincipalDep) -> Any:
+async def add_version(prompt_id: str, body: PromptVersionCreate, request: Request, who: PrincipalDep) -> Any:
     """``{"template", "variables"?, "model"?}`` → a new immutable version; no label moves."""
     access.platform_only(who, PlatformPermission.PROMPTS_WRITE)
-    return await _prompts(request).add_version(prompt_id=prompt_id, body=await json_body(request),
+    return await _prompts(request).add_version(prompt_id=prompt_id, body=body.changes(),
                                                actor=access.actor(who), request_id=request_id_var.get())
 
 
 @router.put("/prompts/{prompt_id}/labels/{label}")
-async def move_label(prompt_id: str, label: str, request: Request, who: PrincipalDep) -> Any:
+async def move_label(prompt_id: str, label: str, body: LabelPut, request: Request, who: PrincipalDep) -> Any:
     """``{"version": "2"}``: point ``label`` at that version (audited)."""
     access.platform_only(who, PlatformPermission.PROMPTS_WRITE)
-    return await _prompts(request).move_label(prompt_id=prompt_id, label=label, body=await json_body(request),
+    return await _prompts(request).move_label(prompt_id=prompt_id, label=label, body=body.changes(),
                                               actor=access.actor(who), request_id=request_id_var.get())
 
 
@@ -95,12 +96,13 @@ async def list_overrides(tenant_id: str, request: Request, who: PrincipalDep) ->
 
 
 @router.put("/tenants/{tenant_id}/prompts/{prompt_id}")
-async def put_override(tenant_id: str, prompt_id: str, request: Request, who: PrincipalDep) -> Any:
+async def put_override(tenant_id: str, prompt_id: str, body: OverridePut, request: Request, who: PrincipalDep
+                       ) -> Any:
     """``{"blocks": {"name": "text"}}`` or ``{"template": …}``: a new override version (the first is labelled
     ``production``; later ones move no label)."""
     await _tenant(request, who, tenant_id)
     return await _prompts(request).put_override(tenant_id=tenant_id, prompt_id=prompt_id,
-                                                body=await json_body(request), actor=access.actor(who),
+                                                body=body.changes(), actor=access.actor(who),
                                                 request_id=request_id_var.get())
 
 
@@ -112,11 +114,11 @@ async def get_override(tenant_id: str, prompt_id: str, request: Request, who: Pr
 
 
 @router.put("/tenants/{tenant_id}/prompts/{prompt_id}/labels/{label}")
-async def move_override_label(tenant_id: str, prompt_id: str, label: str, request: Request,
+async def move_override_label(tenant_id: str, prompt_id: str, label: str, body: LabelPut, request: Request,
                               who: PrincipalDep) -> Any:
     await _tenant(request, who, tenant_id)
     return await _prompts(request).move_override_label(tenant_id=tenant_id, prompt_id=prompt_id, label=label,
-                                                       body=await json_body(request), actor=access.actor(who),
+                                                       body=body.changes(), actor=access.actor(who),
                                                        request_id=request_id_var.get())
 
 
