@@ -187,7 +187,7 @@ def build_services(settings: Settings) -> Services:
                             audit=audit, auth=auth, data_dir=settings.data_dir, metrics=metrics),
         rewrapper=TenantRewrapper(contents=[request_log, files, vector_stores, responses, prompts], audit=audit),
         exporter=TenantExporter(tenancy=tenancy, request_log=request_log, audit=audit, audit_reader=audit,
-                                files=files, flush=end_users.flush),
+                                files=files, flush=end_users.flush, prompts=prompts),
     )
 
 

@@ -6,9 +6,11 @@ tenant's override is never read, used or told apart from a missing one)."""
 
 from __future__ import annotations
 
+import io
 import json
 import time
 import uuid
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -277,6 +279,13 @@ def test_another_tenants_override_is_never_used_or_read(dep: Deployment) -> None
         assert marker not in own.text + foreign.text
         assert c.get(f"/admin/v1/tenants/{b.id}/prompts").json()["data"] == []
         assert c.get(f"/admin/v1/tenants/{a.id}/prompts").status_code == 404
+    with live.admin(a.admin_key) as c:  # A's export holds its override, decrypted; B's does not
+        export_a = zipfile.ZipFile(io.BytesIO(c.post(f"/admin/v1/tenants/{a.id}/export").content))
+        overrides = json.loads(export_a.read("prompt_overrides.json"))
+        assert [o["template"] for o in overrides if o["prompt_id"] == pid] == [f"{marker} {{{{customer}}}}"]
+    with live.admin(b.admin_key) as c:
+        export_b = zipfile.ZipFile(io.BytesIO(c.post(f"/admin/v1/tenants/{b.id}/export").content))
+        assert json.loads(export_b.read("prompt_overrides.json")) == []
     made = live.sdk(b.member_key).responses.create(model="fake-chat", input="x",
                                                    prompt={"id": pid, "variables": {"company": "c", "customer": "d"}})
     assert made.instructions is not None and marker not in made.instructions

@@ -113,6 +113,10 @@ async def test_overrides_are_sealed_scoped_rewrapped_and_erased(rig: tuple[Promp
     assert await svc.list_overrides(tenant_id=B) == []
     assert secret not in await _text(svc, B, pid)
 
+    [exported] = await svc.export(tenant_id=A)
+    assert exported["blocks"] == {"policy": secret} and exported["version"] == "1"
+    assert await svc.export(tenant_id=B) == []
+
     await keyring.rotate_dek(tenant_id=A)
     assert await svc.rewrap(tenant_id=A) == 1
     assert (await svc.get_override(tenant_id=A, prompt_id=pid))["blocks"] == {"policy": secret}

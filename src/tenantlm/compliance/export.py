@@ -2,7 +2,8 @@
 
 The archive holds ``tenant.json``, ``keys.json`` (metadata only: secrets are never stored, hashes are left out),
 ``end_users.json``, ``request_log.jsonl`` (decrypted), ``audit.jsonl`` (the tenant's own entries), ``files.json``
-(the uploaded files' objects) with each file's content, decrypted, under ``files/<file id>``, and ``manifest.json``
+(the uploaded files' objects) with each file's content, decrypted, under ``files/<file id>``, ``prompt_overrides.json``
+(every version of the tenant's prompt overrides, decrypted, with their labels), and ``manifest.json``
 (format version, tenant id, creation time, and per file its entry count and SHA-256).
 """
 
@@ -32,11 +33,16 @@ class StoredFiles(Protocol):
     def export(self, *, tenant_id: str) -> AsyncIterator[tuple[Any, bytes]]: ...
 
 
+class PromptOverrides(Protocol):
+    async def export(self, *, tenant_id: str) -> list[dict[str, Any]]: ...
+
+
 class TenantExporter:
     def __init__(self, *, tenancy: TenancyService, request_log: RequestLogService, audit: AuditSink,
                  audit_reader: AuditReader, files: StoredFiles | None = None,
-                 flush: Callable[[], Awaitable[None]] | None = None) -> None:
+                 flush: Callable[[], Awaitable[None]] | None = None, prompts: PromptOverrides | None = None) -> None:
         self.tenancy = tenancy
+        self.prompts = prompts
         self.files = files
         self.request_log = request_log
         self.audit = audit
@@ -61,6 +67,9 @@ class TenantExporter:
                 listed.append(stored.public())
                 files[f"files/{stored.id}"] = (content, 1)
             files["files.json"] = (orjson.dumps(listed, option=orjson.OPT_INDENT_2), len(listed))
+        if self.prompts is not None:
+            overrides = await self.prompts.export(tenant_id=tenant_id)
+            files["prompt_overrides.json"] = (orjson.dumps(overrides, option=orjson.OPT_INDENT_2), len(overrides))
         archive = _zip(tenant_id, files)
         await self.audit.append(actor=actor, action="tenant.exported", tenant_id=tenant_id,
                                 request_id=request_id_var.get(),

@@ -263,7 +263,16 @@ class PromptsService:
     def _forget(self, prompt_id: str, tenant_id: str | None = None) -> None:
         self.cache.evict(lambda k, _v: k[1] == prompt_id and (tenant_id is None or k[0] == tenant_id))
 
-    # --- erasure, key rotation ------------------------------------------------------------------------------------
+    # --- export, erasure, key rotation ----------------------------------------------------------------------------
+    async def export(self, *, tenant_id: str) -> list[JSON]:
+        """Every version of every override of the tenant, opened, with the labels of its override (GDPR export)."""
+        heads = {h.prompt_id: h for h in await self.store.override_heads(tenant_id=tenant_id)}
+        out = []
+        for row in await self.store.overrides(tenant_id=tenant_id):
+            content, created_at = await self._override(tenant_id, row.prompt_id, row.version, "version")
+            out.append(_override_public(tenant_id, heads[row.prompt_id], row.version, content, created_at))
+        return out
+
     async def forget_tenant(self, *, tenant_id: str) -> None:
         await self.store.forget_tenant(tenant_id=tenant_id)
         self.cache.evict(lambda k, _v: k[0] == tenant_id)
