@@ -279,6 +279,20 @@ def test_another_tenants_override_is_never_used_or_read(dep: Deployment) -> None
         assert marker not in own.text + foreign.text
         assert c.get(f"/admin/v1/tenants/{b.id}/prompts").json()["data"] == []
         assert c.get(f"/admin/v1/tenants/{a.id}/prompts").status_code == 404
+    missing_tenant = "ten_" + "0" * 16
+    override = f"/admin/v1/tenants/{a.id}/prompts/{pid}"
+    attempts: list[tuple[str, str, dict[str, Any] | None]] = [
+        ("GET", override, None), ("PUT", override, {"template": "pwned {{customer}}"}), ("DELETE", override, None),
+        ("PUT", f"{override}/labels/production", {"version": "1"}), ("GET", f"/admin/v1/tenants/{a.id}/prompts", None)]
+    for key in (b.admin_key, b.member_key, b.viewer_key):  # every route of A's override, with each of B's keys
+        with live.admin(key) as c:
+            for method, path, body in attempts:
+                r, missing = c.request(method, path, json=body), c.request(
+                    method, path.replace(a.id, missing_tenant), json=body)
+                assert r.status_code == missing.status_code == 404, (method, path, r.text)
+                assert r.json()["error"]["code"] == missing.json()["error"]["code"] and marker not in r.text
+    with live.admin(a.admin_key) as c:  # unchanged
+        assert c.get(f"/admin/v1/tenants/{a.id}/prompts/{pid}").json()["template"] == f"{marker} {{{{customer}}}}"
     with live.admin(a.admin_key) as c:  # A's export holds its override, decrypted; B's does not
         export_a = zipfile.ZipFile(io.BytesIO(c.post(f"/admin/v1/tenants/{a.id}/export").content))
         overrides = json.loads(export_a.read("prompt_overrides.json"))
