@@ -126,6 +126,12 @@ async def test_overrides_are_sealed_scoped_rewrapped_and_erased(rig: tuple[Promp
         await svc.get_override(tenant_id=A, prompt_id=pid)
     assert secret not in await _text(svc, A, pid)
 
+    await svc.put_override(tenant_id=B, prompt_id=pid, body={"template": "B {{name}}"}, actor="b", request_id=None)
+    await svc.delete(prompt_id=pid, actor="op", request_id=None)  # takes every tenant's override with it
+    assert await svc.list_overrides(tenant_id=B) == []
+    async with database.platform_tx() as conn:
+        assert (await conn.execute(sa.text("SELECT count(*) FROM prompt_overrides"))).scalar_one() == 0
+
 
 async def test_an_override_must_fit_the_base(rig: tuple[PromptsService, Keyring, Audit]) -> None:
     svc, _, _ = rig
