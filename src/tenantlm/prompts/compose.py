@@ -96,6 +96,7 @@ def chat_body(body: Mapping[str, Any], rendered: Rendered) -> JSON:
                 name == "max_tokens" and out.get("max_completion_tokens") is not None):
             out[name] = rendered.model[setting]
     system = [] if rendered.instructions is None else [{"role": "system", "content": rendered.instructions}]
-    own = out.get("messages")
-    out["messages"] = [*system, *rendered.messages, *(own if isinstance(own, list) else [])]
+    own = out.get("messages", [])
+    if isinstance(own, list):  # anything else stays as sent, for the request's validation to refuse
+        out["messages"] = [*system, *rendered.messages, *own]
     return out

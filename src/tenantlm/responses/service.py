@@ -128,7 +128,7 @@ class ResponsesService:
     async def create(self, *, ctx: TenantContext, body: JSON, end_user_header: str | None) -> Reply | EventStream:
         rendered = await self._prompt(ctx, body)
         if rendered is not None:
-            body = {**{k: v for k, v in rendered.model.items() if body.get(k) is None}, **body}
+            body = {**body, **{k: v for k, v in rendered.model.items() if body.get(k) is None}}  # unset settings
         request = parse_request(body)
         if rendered is not None:
             request = dataclasses.replace(request, prompt=rendered.echo,

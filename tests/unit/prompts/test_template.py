@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tenantlm.errors import InvalidRequest
-from tenantlm.prompts.compose import compose, render
+from tenantlm.prompts.compose import chat_body, compose, render
 from tenantlm.prompts.models import bind, parse_schema, parse_template
 from tenantlm.prompts.template import Block, Var, flatten, parse
 from tenantlm.prompts.template import render as substitute
@@ -109,3 +109,16 @@ def test_an_override_using_a_variable_the_pinned_version_lacks_is_a_400() -> Non
         compose(prompt_id="p", version=1, template="{{name}}", schema=narrow, model=None, override_version=1,
                 override={"template": "{{name}} {{note}}"})
     assert err.value.param == "prompt.version"
+
+
+def test_chat_body_puts_the_prompt_first_fills_unset_settings_and_drops_the_reference() -> None:
+    resolved = compose(prompt_id="p", version=1, template="Help {{name}}.", schema=SCHEMA,
+                       model={"model": "m", "temperature": 0.3, "max_output_tokens": 50}, override_version=None,
+                       override=None)
+    rendered = render(resolved, {"name": "Ada"})
+    body = chat_body({"prompt": {"id": "p"}, "messages": [{"role": "user", "content": "hi"}], "temperature": 1.0},
+                     rendered)
+    assert body == {"model": "m", "temperature": 1.0, "max_tokens": 50,
+                    "messages": [{"role": "system", "content": "Help Ada."}, {"role": "user", "content": "hi"}]}
+    assert "max_tokens" not in chat_body({"max_completion_tokens": 9, "messages": []}, rendered)
+    assert chat_body({"messages": "not a list"}, rendered)["messages"] == "not a list"  # left for validation
