@@ -26,6 +26,7 @@ from tenantlm.api.admin.catalog_routes import router as catalog_router
 from tenantlm.api.admin.compliance_routes import router as compliance_router
 from tenantlm.api.admin.end_user_routes import router as end_user_router
 from tenantlm.api.admin.limits_routes import router as limits_router
+from tenantlm.api.admin.prompts_routes import router as prompts_router
 from tenantlm.api.admin.routes import router as admin_router
 from tenantlm.api.admin.usage_routes import router as usage_router
 from tenantlm.api.docs import install_docs
@@ -251,6 +252,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> Tenan
     app.include_router(limits_router)
     app.include_router(catalog_router)
     app.include_router(usage_router)
+    app.include_router(prompts_router)
     _health_routes(app)
     install_docs(app)
     app.front = RequestContextMiddleware(ChatCompletions(app.framework, services=svc),

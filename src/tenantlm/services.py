@@ -39,6 +39,8 @@ from tenantlm.metering.ledger import Ledger
 from tenantlm.metering.storage import StorageMeter, StorageUsageStore
 from tenantlm.observability.auth_metrics import AuthReads
 from tenantlm.observability.metrics import Metrics
+from tenantlm.prompts.service import PromptsService
+from tenantlm.prompts.store import PromptStore
 from tenantlm.providers.registry import ProviderRegistry
 from tenantlm.requestlog.service import RequestLogService
 from tenantlm.requestlog.store import RequestLogStore
@@ -91,6 +93,7 @@ class Services:
     memories: LongTermMemory
     conversations: ConversationsService
     cache: ResponseCache
+    prompts: PromptsService
     eraser: TenantEraser
     end_user_eraser: EndUserEraser
     rewrapper: TenantRewrapper
@@ -225,9 +228,11 @@ def build_services(settings: Settings) -> Services:
     conversations = ConversationsService(store=ConversationStore(router), sealer=keyring, tenants=tenancy)
     memories = LongTermMemory(store=MemoryStore(router), sealer=keyring, embedder=search.embedder,
                               tenant=lambda tenant_id: tenancy.get_tenant(tenant_id=tenant_id))
+    prompts = PromptsService(store=PromptStore(db), sealer=keyring, audit=audit,
+                             max_entries=settings.cache_max_entries)
     responses = ResponsesService(store=ResponseStore(router), sealer=keyring, inference=inference, catalog=catalog,
                                  search=search, vector_stores=vector_stores, conversations=conversations,
-                                 long_term=memories)
+                                 long_term=memories, prompts=prompts)
     conversations.responses = responses
     conversations.session_hooks.append(SessionMemories(memories=memories, responses=responses))  # a session's end
     storage = StorageMeter(store=StorageUsageStore(db), sources=(files, vector_stores, responses),
@@ -242,19 +247,20 @@ def build_services(settings: Settings) -> Services:
         providers=providers, tenancy=tenancy, keyring=keyring, audit=audit, auth_failures=auth_failures,
         request_log=request_log, limits=limits,
         inference=inference, responses=responses, memories=memories, conversations=conversations, cache=cache,
+        prompts=prompts,
         files=files, vector_stores=vector_stores, search=search, ingestion=ingestion, storage=storage,
         eraser=TenantEraser(tenancy=tenancy, keyring=keyring,
-                            contents=[tiers, conversations, responses, memories, cache, search, vector_stores, files,
-                                      request_log, end_users, ledger, storage, private_catalog],
+                            contents=[tiers, conversations, responses, memories, prompts, cache, search, vector_stores,
+                                      files, request_log, end_users, ledger, storage, private_catalog],
                             audit=audit, auth=auth, data_dir=settings.data_dir, metrics=metrics),
         end_user_eraser=EndUserEraser(tenancy=tenancy, audit=audit, after_erase=db.reclaim, contents={
             "conversations": conversations, "memories": memories, "responses": responses,
             "request_log": request_log, "record": end_users}, derived={"cache": cache}),
-        rewrapper=TenantRewrapper(contents=[request_log, files, vector_stores, responses, memories, conversations],
-                                  audit=audit),
+        rewrapper=TenantRewrapper(contents=[request_log, files, vector_stores, responses, memories, conversations,
+                                            prompts], audit=audit),
         exporter=TenantExporter(tenancy=tenancy, request_log=request_log, audit=audit, audit_reader=audit,
                                 files=files, sections=(vector_stores, responses), conversations=conversations,
-                                flush=end_users.flush, memories=memories),
+                                flush=end_users.flush, memories=memories, prompts=prompts),
     )
 
 

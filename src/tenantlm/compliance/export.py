@@ -2,7 +2,8 @@
 
 The archive holds ``tenant.json``, ``keys.json`` (metadata only: secrets are never stored, hashes are left out),
 ``end_users.json``, ``request_log.jsonl`` (decrypted), ``audit.jsonl`` (the tenant's own entries), ``files.json``
-(the uploaded files' objects) with each file's content, decrypted, under ``files/<file id>``, ``memories.jsonl``
+(the uploaded files' objects) with each file's content, decrypted, under ``files/<file id>``, ``prompt_overrides.json``
+(every version of the tenant's prompt overrides, decrypted, with their labels), ``memories.jsonl``
 (every end user's long-term memories, decrypted, each naming its end user), ``conversations.jsonl`` (every
 conversation, each with its end user and its items, decrypted), one JSON-lines file per further section of content
 (``vector_stores.jsonl``: each store with its attached files and their attributes; ``responses.jsonl``: each stored
@@ -52,14 +53,19 @@ class StoredConversations(Protocol):
     def export(self, *, tenant_id: str) -> AsyncIterator[dict[str, Any]]: ...
 
 
+class PromptOverrides(Protocol):
+    async def export(self, *, tenant_id: str) -> list[dict[str, Any]]: ...
+
+
 class TenantExporter:
     def __init__(self, *, tenancy: TenancyService, request_log: RequestLogService, audit: AuditSink,
                  audit_reader: AuditReader, files: StoredFiles | None = None,
                  sections: tuple[ExportSection, ...] = (),
                  conversations: StoredConversations | None = None,
                  flush: Callable[[], Awaitable[None]] | None = None,
-                 memories: TenantMemories | None = None) -> None:
+                 memories: TenantMemories | None = None, prompts: PromptOverrides | None = None) -> None:
         self.tenancy = tenancy
+        self.prompts = prompts
         self.files = files
         self.sections = sections
         self.conversations = conversations
@@ -93,6 +99,9 @@ class TenantExporter:
             files[f"{section.export_name}.jsonl"] = await _jsonl(section.export_items(tenant_id=tenant_id))
         if self.conversations is not None:
             files["conversations.jsonl"] = await _jsonl(self.conversations.export(tenant_id=tenant_id))
+        if self.prompts is not None:
+            overrides = await self.prompts.export(tenant_id=tenant_id)
+            files["prompt_overrides.json"] = (orjson.dumps(overrides, option=orjson.OPT_INDENT_2), len(overrides))
         archive = _zip(tenant_id, files)
         await self.audit.append(actor=actor, action="tenant.exported", tenant_id=tenant_id,
                                 request_id=request_id_var.get(),

@@ -32,7 +32,7 @@ from tenantlm.admission.models import AdmissionRequest, Decision, Limits, Settle
 from tenantlm.admission.service import AdmissionService, reservation_tokens
 from tenantlm.errors import InvalidRequest, RateLimited
 from tenantlm.metering.ledger import Ledger
-from tenantlm.metering.models import UsageEvent, event_id
+from tenantlm.metering.models import PromptUse, UsageEvent, event_id
 from tenantlm.metering.pricing import cost_of
 from tenantlm.providers.base import Attempt
 from tenantlm.scheduling.registry import SchedulerRegistry
@@ -105,6 +105,7 @@ class Passage:
     charged_tokens: int = 0
     streamed: int = 0
     price_factor: float = 1.0  # the share of the catalog price charged (a response-cache hit: the operator's factor)
+    prompt_use: PromptUse | None = None  # the prompt template the request was rendered from
     _finished: bool = False
 
     @property
@@ -187,6 +188,7 @@ class Passage:
         now = time.time()
         ttft = None if self.first_token_at is None else (self.first_token_at - self.started) * 1000
         out = []
+        use = self.prompt_use
         for n, a in enumerate(self.attempts, start=1):
             config = self.gate.settings.model(a.catalog_model or self.model.config.name) or self.model.config
             usage = a.usage
@@ -203,7 +205,9 @@ class Passage:
                 ttft_ms=None if ttft is None else round(ttft, 3), status=state,
                 http_status=a.status or (200 if a.outcome == "ok" else 502),
                 cost_usd=cost_of(config, prompt, completion) * self.price_factor,
-                created_at=now))
+                created_at=now, prompt_id=None if use is None else use.id,
+                prompt_version=None if use is None else use.version,
+                prompt_override_version=None if use is None else use.override_version))
         return out
 
 
@@ -300,10 +304,11 @@ class Gate:
 
     async def enter(self, *, ctx: TenantContext, model: ResolvedModel, end_user: str | None,
                     prompt: Any, max_tokens: int | None, output: bool = True, schedule: bool = True,
-                    price_factor: float = 1.0) -> Passage:
+                    price_factor: float = 1.0, prompt_use: PromptUse | None = None) -> Passage:
         """Admit (429 on refusal), then wait for a scheduler slot (429 on queue full / max wait). ``schedule``
         False: no slot (an answer that calls no model, such as a response-cache hit, is admitted and metered only).
-        ``price_factor``: the share of the catalog price reserved and charged (a response-cache hit's)."""
+        ``price_factor``: the share of the catalog price reserved and charged (a response-cache hit's).
+        ``prompt_use``: the prompt template the request was rendered from (on its usage events)."""
         eff = await self.limits.effective(ctx.tenant)
         tl = eff.tenant
         prompt_tokens = estimate_prompt_tokens(prompt, counter_for(model.config.tokenizer))
@@ -322,7 +327,7 @@ class Gate:
             raise _refusal(decision, subjects)
         passage = Passage(gate=self, ctx=ctx, model=model, end_user=end_user, uid=uid, decision=decision,
                           grant=None, started=time.monotonic(), prompt_estimate=prompt_tokens,
-                          price_factor=price_factor)
+                          price_factor=price_factor, prompt_use=prompt_use)
         self.open += 1
         if not schedule:
             return passage

@@ -22,6 +22,7 @@ from tenantlm.errors import InvalidRequest, TenantLMError
 from tenantlm.inference import cached, embedding_inputs
 from tenantlm.inference.gate import BudgetCut, Gate, Passage, finishing
 from tenantlm.inference.sse import SSE_DONE, sse_event
+from tenantlm.metering.models import PromptUse
 from tenantlm.observability.logging import request_id_var
 from tenantlm.observability.metrics import Metrics
 from tenantlm.providers.base import Attempt, ChatChunk, Usage
@@ -153,25 +154,29 @@ class InferenceService:
             self.metrics.observe_tokens(tenant_id=ctx.tenant_id, model=model.config.name,
                                         prompt=usage.prompt_tokens, completion=usage.completion_tokens)
 
-    async def _enter(self, ctx: TenantContext, model: ResolvedModel, body: JSON, user: str | None) -> Passage:
+    async def _enter(self, ctx: TenantContext, model: ResolvedModel, body: JSON, user: str | None,
+                     prompt_use: PromptUse | None) -> Passage:
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
         return await self.gate.enter(ctx=ctx, model=model, end_user=user, prompt=body.get("messages"),
-                                     max_tokens=max_tokens if isinstance(max_tokens, int) else None)
+                                     max_tokens=max_tokens if isinstance(max_tokens, int) else None,
+                                     prompt_use=prompt_use)
 
     # --- chat -------------------------------------------------------------------------------------------------
     async def chat(self, *, ctx: TenantContext, body: JSON, end_user_header: str | None,
                    respond: Callable[[Reply], Awaitable[None]] | None = None,
-                   endpoint: str = "chat.completions", cache: CacheRequest | None = None) -> Reply:
+                   endpoint: str = "chat.completions", cache: CacheRequest | None = None,
+                   prompt_use: PromptUse | None = None) -> Reply:
         """A chat completion. ``respond``, when given, sends the reply to the client: it is called as soon as the
         usage is on disk, and the admission is settled after it (see ``Passage.finish``). ``endpoint`` names the
         use case in the request log (the Responses API calls the model through here too). ``cache``: the request
-        may be answered from the tenant's response cache (chat completions only; see ``respcache``)."""
+        may be answered from the tenant's response cache (chat completions only; see ``respcache``).
+        ``prompt_use``, the prompt template the messages were rendered from, goes on the usage events."""
         model = await self._resolve(ctx, body["model"], "chat")
         user = self._note_end_user(ctx, body, end_user_header)
         probe = await self._probe(ctx, model, body, user, cache)
         if probe is not None and probe.hit:
-            return await self._cached(ctx, model, body, user, probe, respond, endpoint)
-        passage = await self._enter(ctx, model, body, user)
+            return await self._cached(ctx, model, body, user, probe, respond, endpoint, prompt_use)
+        passage = await self._enter(ctx, model, body, user, prompt_use)
         try:  # not finishing(): an async context manager costs a generator on the hot path
             result = await self.providers.chat(model.config, dict(body), on_attempt=passage.on_attempt,
                                                prompt_estimate=passage.prompt_estimate, residency=model.residency)
@@ -205,8 +210,8 @@ class InferenceService:
             self.metrics.observe_cache(tenant_id=ctx.tenant_id, model=model.config.name, hit=probe.hit)
         return probe
 
-    async def _hit(self, ctx: TenantContext, model: ResolvedModel, body: JSON, user: str | None, probe: Probe
-                   ) -> tuple[Passage, Usage, JSON, dict[str, str]]:
+    async def _hit(self, ctx: TenantContext, model: ResolvedModel, body: JSON, user: str | None, probe: Probe,
+                   prompt_use: PromptUse | None) -> tuple[Passage, Usage, JSON, dict[str, str]]:
         """A cache hit: admitted like any request (limits and budgets apply; no scheduler slot, no model call),
         metered as one attempt of the ``cache`` provider whose prompt tokens are all cached, priced at the
         operator's hit price factor. Returns the passage (to finish), the usage, the answer and its headers."""
@@ -214,7 +219,7 @@ class InferenceService:
         completion = int(probe.record["usage"]["completion_tokens"])
         passage = await self.gate.enter(ctx=ctx, model=model, end_user=user, prompt=body.get("messages"),
                                         max_tokens=completion, schedule=False,
-                                        price_factor=self.cache.config.hit_price_factor)
+                                        price_factor=self.cache.config.hit_price_factor, prompt_use=prompt_use)
         prompt = passage.prompt_estimate if probe.semantic else int(probe.record["usage"]["prompt_tokens"])
         usage = Usage(prompt, completion, cached_tokens=prompt)
         passage.on_attempt(Attempt(provider="cache", model=model.config.upstream, number=1, outcome="ok",
@@ -226,8 +231,9 @@ class InferenceService:
         return passage, usage, out, headers
 
     async def _cached(self, ctx: TenantContext, model: ResolvedModel, body: JSON, user: str | None, probe: Probe,
-                      respond: Callable[[Reply], Awaitable[None]] | None, endpoint: str) -> Reply:
-        passage, usage, out, headers = await self._hit(ctx, model, body, user, probe)
+                      respond: Callable[[Reply], Awaitable[None]] | None, endpoint: str,
+                      prompt_use: PromptUse | None) -> Reply:
+        passage, usage, out, headers = await self._hit(ctx, model, body, user, probe, prompt_use)
         reply = Reply(out, headers)
         await passage.finish(status="ok", respond=None if respond is None else functools.partial(respond, reply))
         self._count(ctx, model, usage)
@@ -235,9 +241,9 @@ class InferenceService:
         return reply
 
     async def _cached_stream(self, ctx: TenantContext, model: ResolvedModel, body: JSON, user: str | None,
-                             probe: Probe, framing: Framing[T], endpoint: str
+                             probe: Probe, framing: Framing[T], endpoint: str, prompt_use: PromptUse | None
                              ) -> tuple[AsyncIterator[T], dict[str, str]]:
-        passage, usage, out, headers = await self._hit(ctx, model, body, user, probe)
+        passage, usage, out, headers = await self._hit(ctx, model, body, user, probe, prompt_use)
         wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         events = self._replay(ctx, model, body, passage, usage, out, wants_usage, framing, endpoint)
         await anext(events)  # step into its try, as _stream does
@@ -259,27 +265,29 @@ class InferenceService:
             self._capture(ctx, model, endpoint, request, out, end_user=passage.end_user)
 
     async def stream_chat(self, *, ctx: TenantContext, body: JSON, end_user_header: str | None,
-                          cache: CacheRequest | None = None) -> ChatStream:
-        events, headers = await self._stream(ctx, body, end_user_header, SSE, "chat.completions", cache)
+                          cache: CacheRequest | None = None, prompt_use: PromptUse | None = None) -> ChatStream:
+        events, headers = await self._stream(ctx, body, end_user_header, SSE, "chat.completions", cache=cache,
+                                             prompt_use=prompt_use)
         return ChatStream(events, headers)
 
     async def stream_chat_pieces(self, *, ctx: TenantContext, body: JSON, end_user_header: str | None,
-                                 endpoint: str) -> PieceStream:
+                                 endpoint: str, prompt_use: PromptUse | None = None) -> PieceStream:
         """``stream_chat`` for a use case that frames the stream itself: the same path (admission, scheduler,
         metering as tokens flow), the chunks as bodies, the usage chunk always included. Closing ``pieces``
         finishes the passage."""
         pieces, headers = await self._stream(ctx, {**body, "stream_options": {"include_usage": True}},
-                                             end_user_header, PIECES, endpoint)
+                                             end_user_header, PIECES, endpoint, prompt_use=prompt_use)
         return PieceStream(pieces, headers)
 
     async def _stream(self, ctx: TenantContext, body: JSON, end_user_header: str | None, framing: Framing[T],
-                      endpoint: str, cache: CacheRequest | None = None) -> tuple[AsyncIterator[T], dict[str, str]]:
+                      endpoint: str, cache: CacheRequest | None = None, prompt_use: PromptUse | None = None
+                      ) -> tuple[AsyncIterator[T], dict[str, str]]:
         model = await self._resolve(ctx, body["model"], "chat")
         user = self._note_end_user(ctx, body, end_user_header)
         probe = await self._probe(ctx, model, body, user, cache)
         if probe is not None and probe.hit:
-            return await self._cached_stream(ctx, model, body, user, probe, framing, endpoint)
-        passage = await self._enter(ctx, model, body, user)
+            return await self._cached_stream(ctx, model, body, user, probe, framing, endpoint, prompt_use)
+        passage = await self._enter(ctx, model, body, user, prompt_use)
         options = body.get("stream_options") or {}
         wants_usage = bool(options.get("include_usage"))
         upstream = {**body, "stream_options": {**options, "include_usage": True}}

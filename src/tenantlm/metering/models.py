@@ -17,7 +17,9 @@ import orjson
 STATUSES = frozenset({"ok", "error", "cancelled", "cut"})
 # Names accepted by ``group_by`` mapped to the usage_events columns they group on.
 GROUP_COLUMNS: dict[str, str] = {"day": "day", "model": "model", "tenant": "tenant_id", "key": "key_id",
-                                 "end_user": "end_user", "provider": "provider", "status": "status"}
+                                 "end_user": "end_user", "provider": "provider", "status": "status",
+                                 "prompt": "prompt_id", "prompt_version": "prompt_version",
+                                 "prompt_override_version": "prompt_override_version"}
 NANO = 1_000_000_000
 DAY_S = 86_400
 
@@ -63,6 +65,16 @@ def day_start(ts: float) -> float:
 
 
 @dataclass(frozen=True, slots=True)
+class PromptUse:
+    """Which prompt template a request was rendered from, for its usage events: the prompt id, the base version
+    used and the tenant override's version (None without an override)."""
+
+    id: str
+    version: str
+    override_version: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class UsageEvent:
     """What one upstream attempt cost. ``id`` is its idempotency id (``event_id(request_id, attempt)``)."""
 
@@ -83,6 +95,10 @@ class UsageEvent:
     http_status: int
     cost_usd: float
     created_at: float
+    # the prompt template the request used (``prompt``): its id, the base version and the tenant override's version
+    prompt_id: str | None = None
+    prompt_version: str | None = None
+    prompt_override_version: str | None = None
 
     def __post_init__(self) -> None:
         if not self.id or not self.tenant_id:

@@ -9,8 +9,9 @@ input, fitted by the tenant's memory policy, and the input and output are added 
 ``previous_response_id``). Fields that only tune OpenAI's own service (``service_tier``,
 ``prompt_cache_key``, ``truncation``, ``parallel_tool_calls``, ``reasoning``, ``stream_options``, ``text`` with the
 plain text format) are accepted and change nothing. Anything that would change the answer's meaning and is not served
-here (other tools, other input types, structured output, ``background``, ``prompt``) is a 400
-``unsupported_parameter`` rather than silently ignored.
+here (other tools, other input types, structured output, ``background``) is a 400 ``unsupported_parameter`` rather
+than silently ignored. ``prompt`` (a prompt template) is rendered by the service before the request is parsed
+(``prompts.service``).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ _IGNORED = frozenset({"service_tier", "prompt_cache_key", "prompt_cache_retentio
                       "text"})
 _KNOWN = frozenset({"model", "input", "instructions", "tools", "tool_choice", "include", "store", "stream",
                     "previous_response_id", "metadata", "max_output_tokens", "temperature", "top_p", "user",
-                    "safety_identifier", "conversation"}) | _IGNORED
+                    "safety_identifier", "conversation", "prompt"}) | _IGNORED
 
 
 def new_id(prefix: str) -> str:
@@ -77,6 +78,7 @@ class ResponseRequest:
     top_p: float | None
     user: str | None
     safety_identifier: str | None
+    prompt: JSON | None = None  # the prompt template used, as the response echoes it: id, base version, variables
 
 
 def parse_request(body: Mapping[str, Any]) -> ResponseRequest:
@@ -110,7 +112,7 @@ def _check_fields(body: Mapping[str, Any]) -> None:
     for key in body:
         if key in _KNOWN:
             continue
-        if key in {"background", "prompt"} and not body[key]:
+        if key == "background" and not body[key]:
             continue  # false / null: the default, nothing asked for
         raise UnsupportedFeature(f"'{key}' is not supported by this server's Responses API", param=key)
     fmt = body.get("text", {}).get("format") if isinstance(body.get("text"), Mapping) else None

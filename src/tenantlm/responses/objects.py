@@ -61,7 +61,7 @@ def response_object(*, response_id: str, created_at: float, request: ResponseReq
         "tool_choice": request.tool_choice,
         "tools": [] if request.file_search is None else [request.file_search.wire],
         "top_p": request.top_p, "truncation": "disabled", "usage": usage, "user": request.user,
-        "safety_identifier": request.safety_identifier, "metadata": request.metadata,
+        "safety_identifier": request.safety_identifier, "metadata": request.metadata, "prompt": request.prompt,
     }
 
 

@@ -25,6 +25,7 @@ history items sent is the ``x-tenantlm-history-items`` header.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -39,6 +40,9 @@ from tenantlm.knowledge.search import KnowledgeSearch
 from tenantlm.knowledge.vector_stores import VectorStoresService
 from tenantlm.memory.history import SUMMARY_PREFIX, History
 from tenantlm.memory.service import ConversationsService
+from tenantlm.metering.models import PromptUse
+from tenantlm.prompts.compose import Rendered
+from tenantlm.prompts.service import PromptsService
 from tenantlm.responses import objects
 from tenantlm.responses.context import (
     ANSWER_ROOM,
@@ -104,6 +108,7 @@ class Draft:
     end_user: str | None = None
     results: list[JSON] = field(default_factory=list)
     sources: list[Source] = field(default_factory=list)
+    prompt_use: PromptUse | None = None  # the prompt template the request was rendered from
     history: History | None = None  # what was sent before the input (a conversation or a response chain)
     memories: list[str] = field(default_factory=list)  # the end user's long-term memories given to the model
 
@@ -152,6 +157,7 @@ class ResponsesService:
     def __init__(self, *, store: ResponseStore, sealer: Sealer, inference: InferenceService, catalog: ModelCatalog,
                  search: KnowledgeSearch, vector_stores: VectorStoresService,
                  conversations: ConversationsService | None = None, long_term: TurnMemory | None = None,
+                 prompts: PromptsService | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.sealer = sealer
@@ -162,11 +168,18 @@ class ResponsesService:
         self.conversation_memory = None if conversations is None else ConversationMemory(
             conversations=conversations, inference=inference, endpoint=ENDPOINT)
         self.long_term = long_term
+        self.prompts = prompts
         self.clock = clock
 
     # --- create -----------------------------------------------------------------------------------------------
     async def create(self, *, ctx: TenantContext, body: JSON, end_user_header: str | None) -> Reply | EventStream:
+        rendered = await self._prompt(ctx, body)
+        if rendered is not None:
+            body = {**body, **{k: v for k, v in rendered.model.items() if body.get(k) is None}}  # unset settings
         request = parse_request(body)
+        if rendered is not None:
+            request = dataclasses.replace(request, prompt=rendered.echo,
+                                          instructions=_joined(rendered.instructions, request.instructions))
         model = await self.catalog.resolve(ctx, request.model)  # 404 (or 403 region) before any search
         if model.config.kind != "chat":
             raise InvalidRequest(f"'{request.model}' is an {model.config.kind} model; responses need a chat model",
@@ -178,10 +191,12 @@ class ResponsesService:
             for store_id in request.file_search.vector_store_ids:
                 await self.vector_stores.usable_store(tenant_id=ctx.tenant_id, store_id=store_id)
         draft = Draft(request=request, id=new_id("resp_"), created_at=self.clock(), message_id=new_id("msg_"),
-                      search_id=None, query=None, end_user=end_user)
+                      search_id=None, query=None, end_user=end_user,
+                      prompt_use=None if rendered is None else rendered.use)
         draft.history = await self._history_for(ctx, draft, end_user, end_user_header, model.config.context_length,
                                                 model.config.tokenizer)
-        conversation = [*(draft.history.messages if draft.history else []), *chat_messages(request.input)]
+        conversation = [*(rendered.messages if rendered is not None else []),
+                        *(draft.history.messages if draft.history else []), *chat_messages(request.input)]
         await self._recall(ctx, draft, conversation)
         if request.search:
             await self._retrieve(ctx, draft, conversation, end_user, model.config.context_length,
@@ -191,7 +206,8 @@ class ResponsesService:
             stream = await self._stream(ctx, draft, chat, end_user_header)
             await self._learn(ctx, draft)
             return stream
-        reply = await self.inference.chat(ctx=ctx, body=chat, end_user_header=end_user_header, endpoint=ENDPOINT)
+        reply = await self.inference.chat(ctx=ctx, body=chat, end_user_header=end_user_header, endpoint=ENDPOINT,
+                                          prompt_use=draft.prompt_use)
         choice = (reply.body.get("choices") or [{}])[0]
         text = (choice.get("message") or {}).get("content") or ""
         response = draft.finish(text, choice.get("finish_reason"), _usage(reply.body.get("usage")))
@@ -212,6 +228,14 @@ class ResponsesService:
             return
         said = [m["content"] for m in chat_messages(draft.request.input) if m["role"] == "user" and m["content"]]
         await self.long_term.after_turn(ctx=ctx, end_user=draft.end_user, texts=said, source=draft.id)
+
+    async def _prompt(self, ctx: TenantContext, body: JSON) -> Rendered | None:
+        """The request's ``prompt`` rendered for this tenant (its override applied), or None without one."""
+        if body.get("prompt") is None:
+            return None
+        if self.prompts is None:
+            raise InvalidRequest("prompt templates are not enabled on this server", param="prompt")
+        return await self.prompts.render(tenant_id=ctx.tenant_id, prompt=body["prompt"])
 
     async def _retrieve(self, ctx: TenantContext, draft: Draft, conversation: list[JSON], end_user: str | None,
                         context_length: int, tokenizer: str | None) -> None:
@@ -242,7 +266,7 @@ class ResponsesService:
     async def _stream(self, ctx: TenantContext, draft: Draft, chat: JSON, end_user_header: str | None
                       ) -> EventStream:
         stream = await self.inference.stream_chat_pieces(ctx=ctx, body=chat, end_user_header=end_user_header,
-                                                         endpoint=ENDPOINT)
+                                                         endpoint=ENDPOINT, prompt_use=draft.prompt_use)
         events = self._events(ctx.tenant_id, draft, stream.pieces)
         await anext(events)  # into its try: from here on, closing it closes the model's stream (and its passage)
         return EventStream(events, draft.headers(stream.headers))
@@ -476,6 +500,11 @@ class _Answer:
         if delta:
             self.parts.append(delta)
         return delta
+
+
+def _joined(first: str | None, second: str | None) -> str | None:
+    """The prompt's instructions, then the request's own."""
+    return "\n\n".join(t for t in (first, second) if t) or None
 
 
 def _usage(body: JSON | None) -> JSON:

@@ -63,6 +63,8 @@ class PlatformPermission(StrEnum):
     PLATFORM_KEYS_READ = "platform_keys:read"
     PLATFORM_KEYS_WRITE = "platform_keys:write"
     METRICS_READ = "metrics:read"
+    PROMPTS_READ = "prompts:read"  # the platform's base prompts
+    PROMPTS_WRITE = "prompts:write"
 
 
 Grant = Permission | PlatformPermission
@@ -75,7 +77,7 @@ PLATFORM_ROLE_GRANTS: dict[PlatformRole, frozenset[Grant]] = {
         Permission.TENANT_READ, Permission.KEYS_READ, Permission.LIMITS_READ, Permission.USAGE_READ,
         Permission.AUDIT_READ, PlatformPermission.TENANTS_LIST, PlatformPermission.PLANS_READ,
         PlatformPermission.CATALOG_READ, PlatformPermission.USAGE_ALL, PlatformPermission.AUDIT_ALL,
-        PlatformPermission.PLATFORM_KEYS_READ, PlatformPermission.METRICS_READ}),
+        PlatformPermission.PLATFORM_KEYS_READ, PlatformPermission.METRICS_READ, PlatformPermission.PROMPTS_READ}),
     PlatformRole.BILLING: frozenset({
         Permission.TENANT_READ, Permission.USAGE_READ, PlatformPermission.TENANTS_LIST,
         PlatformPermission.PLANS_READ, PlatformPermission.USAGE_ALL}),

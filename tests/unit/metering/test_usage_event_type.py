@@ -16,7 +16,8 @@ from tenantlm.metering.pricing import cost_of
 
 FIELDS = dict(id="r1:1", tenant_id="t1", key_id="k1", end_user=None, model="m", provider="p", upstream_model="um",
               region="local", prompt_tokens=12, completion_tokens=16, cached_tokens=0, latency_ms=1.5, ttft_ms=None,
-              status="ok", http_status=200, cost_usd=3.1e-05, created_at=1_700_000_000.25)
+              status="ok", http_status=200, cost_usd=3.1e-05, created_at=1_700_000_000.25, prompt_id=None,
+              prompt_version=None, prompt_override_version=None)
 
 
 def test_instances_hold_what_was_given_and_stay_frozen() -> None:
@@ -36,7 +37,8 @@ def test_instances_hold_what_was_given_and_stay_frozen() -> None:
 LINE = (b'{"id":"r1:1","tenant_id":"t1","key_id":"k1","end_user":null,"model":"m","provider":"p",'
         b'"upstream_model":"um","region":"local","prompt_tokens":12,"completion_tokens":16,"cached_tokens":0,'
         b'"latency_ms":1.5,"ttft_ms":null,"status":"ok","http_status":200,"cost_usd":0.000031,'
-        b'"created_at":1700000000.25}')
+        b'"created_at":1700000000.25,"prompt_id":null,"prompt_version":null,"prompt_override_version":null}')
+OLD_LINE = LINE.split(b',"prompt_id"')[0] + b"}"  # a line journaled before events named their prompt
 
 
 @pytest.mark.parametrize(("change", "old", "new"), [
@@ -49,11 +51,20 @@ LINE = (b'{"id":"r1:1","tenant_id":"t1","key_id":"k1","end_user":null,"model":"m
     ({"latency_ms": 1e-300}, b'"latency_ms":1.5', b'"latency_ms":1e-300'),
     ({"created_at": 1.7e9}, b'"created_at":1700000000.25', b'"created_at":1700000000.0'),
     ({"prompt_tokens": 2**63}, b'"prompt_tokens":12', b'"prompt_tokens":9223372036854775808'),
+    ({"prompt_id": "pmpt_1", "prompt_version": "2", "prompt_override_version": "1"},
+     b'"prompt_id":null,"prompt_version":null,"prompt_override_version":null',
+     b'"prompt_id":"pmpt_1","prompt_version":"2","prompt_override_version":"1"'),
 ])  # fmt: skip
 def test_the_journal_line_of_an_event(change: dict[str, object], old: bytes, new: bytes) -> None:
     event = UsageEvent(**{**FIELDS, **change})  # type: ignore[arg-type]
     assert event.to_json() == LINE.replace(old, new)
     assert UsageEvent(**orjson.loads(event.to_json())) == event  # what the flusher rebuilds from the line
+
+
+def test_a_line_from_before_prompt_fields_reads_back_without_a_prompt() -> None:
+    event = UsageEvent(**orjson.loads(OLD_LINE))
+    assert event == UsageEvent(**FIELDS)  # type: ignore[arg-type]
+    assert event.prompt_id is None and event.prompt_override_version is None
 
 
 @pytest.mark.parametrize(("change", "message"), [

@@ -6,8 +6,10 @@ or that tenant's admin keys (members and viewers 403, other tenants 404).
 
 Query: ``start`` / ``end`` as unix seconds or ISO 8601 (a bare date as ``end`` includes that whole day; the range is
 [start, end)); defaults are the current UTC month up to the end of today. ``group_by`` is a comma list of day, model,
-tenant, key, end_user, provider, status. ``format``: json (default), csv (per group with group_by, else per event),
-cloudevents (OpenMeter JSON lines) or stripe (meter-event JSON lines; ``stripe_value`` picks the metered value).
+tenant, key, end_user, provider, status, prompt (a prompt template's id), prompt_version (its base version used),
+prompt_override_version (the tenant override's version). ``format``: json (default), csv (per group with group_by,
+else per event), cloudevents (OpenMeter JSON lines) or stripe (meter-event JSON lines; ``stripe_value`` picks the
+metered value).
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from tenantlm.api.errors import error_response, internal_error
 from tenantlm.api.openai.protocol import ChatCompletionRequest
 from tenantlm.api.responses import EventStreamResponse, JSONResponse
 from tenantlm.errors import InvalidRequest, TenantLMError
+from tenantlm.prompts.compose import chat_body
 from tenantlm.respcache.policy import THRESHOLD_HEADER, request_threshold
 from tenantlm.respcache.service import HEADER as CACHE_HEADER
 from tenantlm.respcache.service import CacheRequest
@@ -84,19 +85,28 @@ class ChatCompletions:
                                  client[0] if client else None, scope)
         ctx = access.data_plane(who, Permission.INFERENCE)
         body = json_object(await read_body(receive))
+        rendered = None
+        if body.get("prompt") is not None:  # a prompt template (the SDK's extra_body), rendered for this tenant
+            rendered = await svc.prompts.render(tenant_id=ctx.tenant_id, prompt=body["prompt"])
+            body = chat_body(body, rendered)
         validate(ChatCompletionRequest, body)
         user_header = headers.get(USER_HEADER.encode())
         end_user = None if user_header is None else user_header.decode("latin-1")
         cache = cache_request(headers)
+        use = None if rendered is None else rendered.use
         if body.get("stream"):
-            stream = await svc.inference.stream_chat(ctx=ctx, body=body, end_user_header=end_user, cache=cache)
+            stream = await svc.inference.stream_chat(ctx=ctx, body=body, end_user_header=end_user, cache=cache,
+                                                     prompt_use=use)
             await EventStreamResponse(stream.events, headers={**SSE_HEADERS, **stream.headers})(scope, receive, send)
             return
+        echo = None if rendered is None else rendered.echo
 
         async def respond(reply: Reply) -> None:  # called once the usage is on disk, before the settlement
-            await JSONResponse(reply.body, headers=reply.headers)(scope, receive, send)
+            out = reply.body if echo is None else {**reply.body, "prompt": echo}
+            await JSONResponse(out, headers=reply.headers)(scope, receive, send)
 
-        await svc.inference.chat(ctx=ctx, body=body, end_user_header=end_user, respond=respond, cache=cache)
+        await svc.inference.chat(ctx=ctx, body=body, end_user_header=end_user, respond=respond, cache=cache,
+                                 prompt_use=use)
 
 
 def cache_request(headers: dict[bytes, bytes]) -> CacheRequest:

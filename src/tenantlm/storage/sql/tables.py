@@ -189,6 +189,9 @@ usage_events = sa.Table(
     sa.Column("cost_nanousd", sa.BigInteger, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("day", sa.String(10), nullable=False),
+    sa.Column("prompt_id", sa.String(64), nullable=True),
+    sa.Column("prompt_version", sa.String(16), nullable=True),
+    sa.Column("prompt_override_version", sa.String(16), nullable=True),
     sa.Index("ix_usage_events_tenant_created", "tenant_id", "created_at"),
     sa.Index("ix_usage_events_created", "created_at"),
 )
@@ -429,3 +432,53 @@ tenant_adapters = sa.Table(
 )
 
 TENANT_OWNED.update({"tenant_models": "tenant_id", "tenant_adapters": "tenant_id"})
+
+# Prompt templates: the platform's base prompts (immutable numbered versions, movable labels) and tenant overrides
+# (their own versions and labels; the content sealed with the tenant's data key).
+prompts = sa.Table(
+    "prompts",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+prompt_versions = sa.Table(
+    "prompt_versions",
+    metadata,
+    sa.Column("prompt_id", sa.String(64), sa.ForeignKey("prompts.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("template", sa.JSON, nullable=False),
+    sa.Column("variables", sa.JSON, nullable=False),
+    sa.Column("model", sa.JSON, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+prompt_labels = sa.Table(
+    "prompt_labels",
+    metadata,
+    sa.Column("prompt_id", sa.String(64), sa.ForeignKey("prompts.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("label", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+)
+
+prompt_overrides = sa.Table(
+    "prompt_overrides",
+    metadata,
+    sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("prompt_id", sa.String(64), sa.ForeignKey("prompts.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("sealed", sa.LargeBinary, nullable=False),
+)
+
+prompt_override_labels = sa.Table(
+    "prompt_override_labels",
+    metadata,
+    sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("prompt_id", sa.String(64), sa.ForeignKey("prompts.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("label", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+)
+
+TENANT_OWNED.update({"prompt_overrides": "tenant_id", "prompt_override_labels": "tenant_id"})

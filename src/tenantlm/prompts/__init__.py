@@ -1,0 +1,1 @@
+"""Prompt templates: platform base prompts, their versions and labels, tenant overrides, rendering."""
