@@ -118,9 +118,12 @@ class RedisReplicaCount:
             await self._beat(alive=False)
 
     async def _loop(self) -> None:
+        task = asyncio.current_task()
         while True:
             await asyncio.sleep(self._refresh_s)
             await self.refresh()
+            if task is not None and task.cancelling():  # a cancel that arrived inside the Redis call and was lost
+                raise asyncio.CancelledError
 
     async def _beat(self, *, alive: bool) -> int:
         count = await self._script(keys=[self._key], args=[self.replica_id, self._ttl_ms, "1" if alive else "0"])

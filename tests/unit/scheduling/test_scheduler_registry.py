@@ -106,8 +106,11 @@ def replica(redis: Redis, name: str) -> RedisReplicaCount:
     return RedisReplicaCount(redis, key="test:replicas", replica_id=name, ttl_s=0.4, refresh_s=0.05)
 
 
-async def test_redis_replicas_join_leave_and_expire(redis: Redis) -> None:
-    a, b, c = replica(redis, "a"), replica(redis, "b"), replica(redis, "c")
+async def test_redis_replicas_join_leave_and_expire(redis: Redis, redis_clean: RedisServer) -> None:
+    # c gets a client of its own, as a replica in its own process has: cancelling its heartbeat mid-command (its
+    # "death" below) must not be able to disturb a connection the others use
+    own = Redis.from_url(redis_clean.url)
+    a, b, c = replica(redis, "a"), replica(redis, "b"), replica(own, "c")
     await a.start()
     assert a.live() == 1
     await b.start()
@@ -124,6 +127,7 @@ async def test_redis_replicas_join_leave_and_expire(redis: Redis) -> None:
     await wait_for(lambda: a.live() == 1)
     await a.aclose()
     assert await redis.zcard("test:replicas") == 0
+    await own.aclose()
 
 
 async def test_registry_rescales_from_redis_replica_count(redis: Redis) -> None:
