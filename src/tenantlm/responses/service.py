@@ -33,13 +33,13 @@ from typing import Any, Literal, Protocol
 
 import orjson
 
+from tenantlm.conversations.history import SUMMARY_PREFIX, History
+from tenantlm.conversations.service import ConversationsService
 from tenantlm.errors import InvalidRequest, NotFound, RateLimited, TenantLMError
 from tenantlm.inference.service import InferenceService, Piece, Reply
 from tenantlm.knowledge.filters import filter_predicate
 from tenantlm.knowledge.search import KnowledgeSearch
 from tenantlm.knowledge.vector_stores import VectorStoresService
-from tenantlm.memory.history import SUMMARY_PREFIX, History
-from tenantlm.memory.service import ConversationsService
 from tenantlm.metering.models import PromptUse
 from tenantlm.prompts.compose import Rendered
 from tenantlm.prompts.service import PromptsService
