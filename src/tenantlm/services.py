@@ -18,6 +18,8 @@ from tenantlm.compliance.end_user import EndUserEraser
 from tenantlm.compliance.erasure import TenantEraser
 from tenantlm.compliance.export import TenantExporter
 from tenantlm.compliance.rewrap import TenantRewrapper
+from tenantlm.conversations.service import ConversationsService
+from tenantlm.conversations.store import ConversationStore
 from tenantlm.crypto import KekProvider, Keyring, LocalKekProvider, load_or_create_master_key
 from tenantlm.inference.gate import Gate
 from tenantlm.inference.service import InferenceService
@@ -32,8 +34,6 @@ from tenantlm.knowledge.vector_store_store import VectorStoreStore
 from tenantlm.knowledge.vector_stores import VectorStoresService
 from tenantlm.memories.service import LongTermMemory, SessionMemories
 from tenantlm.memories.store import MemoryStore
-from tenantlm.memory.service import ConversationsService
-from tenantlm.memory.store import ConversationStore
 from tenantlm.metering.alerts import AlertSettings, BudgetAlerts
 from tenantlm.metering.ledger import Ledger
 from tenantlm.metering.storage import StorageMeter, StorageUsageStore

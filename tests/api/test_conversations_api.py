@@ -8,7 +8,10 @@ runs the embedded SmolLM2 (2,048 tokens of context) on a 50-turn conversation.""
 
 from __future__ import annotations
 
+import csv
+import io
 import sqlite3
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -130,6 +133,31 @@ def test_responses_read_and_extend_a_conversation(dep: Deployment) -> None:
         sdk.responses.create(model="fake-chat", input="x", conversation=conversation.id,
                              previous_response_id=first.id)
     assert both.value.body["param"] == "conversation"  # type: ignore[index]
+
+
+def test_the_history_sent_is_on_the_usage_event(dep: Deployment) -> None:
+    tenant = dep.live.new_tenant(f"conv-u-{uuid.uuid4().hex[:8]}")
+    sdk = _sdk(dep, tenant.member_key)
+    conversation = sdk.conversations.create()
+    sent = {}
+    for text in ("one", "two", "three"):
+        raw = sdk.responses.with_raw_response.create(model="fake-chat", input=text, conversation=conversation.id)
+        sent[raw.headers["x-tenantlm-usage-id"]] = int(raw.headers["x-tenantlm-history-items"])
+    plain = sdk.chat.completions.with_raw_response.create(model="fake-chat",
+                                                          messages=[{"role": "user", "content": "no history"}])
+    sent[plain.headers["x-tenantlm-usage-id"]] = None  # type: ignore[assignment]
+    assert list(sent.values()) == [0, 2, 4, None]
+    deadline = time.monotonic() + 15
+    while True:  # the ledger flushes in the background
+        with dep.live.admin() as c:
+            r = c.get(f"/admin/v1/tenants/{tenant.id}/usage", params={"format": "csv"})
+        assert r.status_code == 200, r.text
+        events = {e["id"].rsplit(":", 1)[0]: e for e in csv.DictReader(io.StringIO(r.text))}
+        if len(events) >= len(sent) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    recorded = {uid: (int(e["history_items"]) if e["history_items"] else None) for uid, e in events.items()}
+    assert recorded == sent
 
 
 def _with_id(body: Any, old: str, new: str) -> Any:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from tenantlm.memory.store import ConversationRow, ConversationStore, NewItem
+from tenantlm.conversations.store import ConversationRow, ConversationStore, NewItem
 from tenantlm.storage.sql.engine import Database
 from tenantlm.tenancy.models import Tenant, TenantStatus
 from tenantlm.tenancy.store import TenancyStore

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from services import PostgresDatabase
-from tenantlm.memory.store import ConversationRow, ConversationStore, NewItem
+from tenantlm.conversations.store import ConversationRow, ConversationStore, NewItem
 from tenantlm.storage.sql.engine import Database
 from tenantlm.storage.sql.migrate import check_app_role, migrate
 from tenantlm.storage.sql.tables import conversation_items, conversations

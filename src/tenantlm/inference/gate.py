@@ -106,6 +106,7 @@ class Passage:
     streamed: int = 0
     price_factor: float = 1.0  # the share of the catalog price charged (a response-cache hit: the operator's factor)
     prompt_use: PromptUse | None = None  # the prompt template the request was rendered from
+    history_items: int | None = None  # conversation items sent as history (Responses)
     _finished: bool = False
 
     @property
@@ -207,7 +208,8 @@ class Passage:
                 cost_usd=cost_of(config, prompt, completion) * self.price_factor,
                 created_at=now, prompt_id=None if use is None else use.id,
                 prompt_version=None if use is None else use.version,
-                prompt_override_version=None if use is None else use.override_version))
+                prompt_override_version=None if use is None else use.override_version,
+                history_items=self.history_items))
         return out
 
 
@@ -304,11 +306,13 @@ class Gate:
 
     async def enter(self, *, ctx: TenantContext, model: ResolvedModel, end_user: str | None,
                     prompt: Any, max_tokens: int | None, output: bool = True, schedule: bool = True,
-                    price_factor: float = 1.0, prompt_use: PromptUse | None = None) -> Passage:
+                    price_factor: float = 1.0, prompt_use: PromptUse | None = None,
+                    history_items: int | None = None) -> Passage:
         """Admit (429 on refusal), then wait for a scheduler slot (429 on queue full / max wait). ``schedule``
         False: no slot (an answer that calls no model, such as a response-cache hit, is admitted and metered only).
         ``price_factor``: the share of the catalog price reserved and charged (a response-cache hit's).
-        ``prompt_use``: the prompt template the request was rendered from (on its usage events)."""
+        ``prompt_use``: the prompt template the request was rendered from, ``history_items``: how many conversation
+        items went with it as history (both on its usage events)."""
         eff = await self.limits.effective(ctx.tenant)
         tl = eff.tenant
         prompt_tokens = estimate_prompt_tokens(prompt, counter_for(model.config.tokenizer))
@@ -327,7 +331,7 @@ class Gate:
             raise _refusal(decision, subjects)
         passage = Passage(gate=self, ctx=ctx, model=model, end_user=end_user, uid=uid, decision=decision,
                           grant=None, started=time.monotonic(), prompt_estimate=prompt_tokens,
-                          price_factor=price_factor, prompt_use=prompt_use)
+                          price_factor=price_factor, prompt_use=prompt_use, history_items=history_items)
         self.open += 1
         if not schedule:
             return passage

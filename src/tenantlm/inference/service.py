@@ -155,28 +155,29 @@ class InferenceService:
                                         prompt=usage.prompt_tokens, completion=usage.completion_tokens)
 
     async def _enter(self, ctx: TenantContext, model: ResolvedModel, body: JSON, user: str | None,
-                     prompt_use: PromptUse | None) -> Passage:
+                     prompt_use: PromptUse | None, history_items: int | None = None) -> Passage:
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
         return await self.gate.enter(ctx=ctx, model=model, end_user=user, prompt=body.get("messages"),
                                      max_tokens=max_tokens if isinstance(max_tokens, int) else None,
-                                     prompt_use=prompt_use)
+                                     prompt_use=prompt_use, history_items=history_items)
 
     # --- chat -------------------------------------------------------------------------------------------------
     async def chat(self, *, ctx: TenantContext, body: JSON, end_user_header: str | None,
                    respond: Callable[[Reply], Awaitable[None]] | None = None,
                    endpoint: str = "chat.completions", cache: CacheRequest | None = None,
-                   prompt_use: PromptUse | None = None) -> Reply:
+                   prompt_use: PromptUse | None = None, history_items: int | None = None) -> Reply:
         """A chat completion. ``respond``, when given, sends the reply to the client: it is called as soon as the
         usage is on disk, and the admission is settled after it (see ``Passage.finish``). ``endpoint`` names the
         use case in the request log (the Responses API calls the model through here too). ``cache``: the request
         may be answered from the tenant's response cache (chat completions only; see ``respcache``).
-        ``prompt_use``, the prompt template the messages were rendered from, goes on the usage events."""
+        ``prompt_use``, the prompt template the messages were rendered from, and ``history_items``, how many
+        conversation items they carry as history, go on the usage events."""
         model = await self._resolve(ctx, body["model"], "chat")
         user = self._note_end_user(ctx, body, end_user_header)
         probe = await self._probe(ctx, model, body, user, cache)
         if probe is not None and probe.hit:
             return await self._cached(ctx, model, body, user, probe, respond, endpoint, prompt_use)
-        passage = await self._enter(ctx, model, body, user, prompt_use)
+        passage = await self._enter(ctx, model, body, user, prompt_use, history_items)
         try:  # not finishing(): an async context manager costs a generator on the hot path
             result = await self.providers.chat(model.config, dict(body), on_attempt=passage.on_attempt,
                                                prompt_estimate=passage.prompt_estimate, residency=model.residency)
@@ -271,23 +272,25 @@ class InferenceService:
         return ChatStream(events, headers)
 
     async def stream_chat_pieces(self, *, ctx: TenantContext, body: JSON, end_user_header: str | None,
-                                 endpoint: str, prompt_use: PromptUse | None = None) -> PieceStream:
+                                 endpoint: str, prompt_use: PromptUse | None = None,
+                                 history_items: int | None = None) -> PieceStream:
         """``stream_chat`` for a use case that frames the stream itself: the same path (admission, scheduler,
         metering as tokens flow), the chunks as bodies, the usage chunk always included. Closing ``pieces``
         finishes the passage."""
         pieces, headers = await self._stream(ctx, {**body, "stream_options": {"include_usage": True}},
-                                             end_user_header, PIECES, endpoint, prompt_use=prompt_use)
+                                             end_user_header, PIECES, endpoint, prompt_use=prompt_use,
+                                             history_items=history_items)
         return PieceStream(pieces, headers)
 
     async def _stream(self, ctx: TenantContext, body: JSON, end_user_header: str | None, framing: Framing[T],
-                      endpoint: str, cache: CacheRequest | None = None, prompt_use: PromptUse | None = None
-                      ) -> tuple[AsyncIterator[T], dict[str, str]]:
+                      endpoint: str, cache: CacheRequest | None = None, prompt_use: PromptUse | None = None,
+                      history_items: int | None = None) -> tuple[AsyncIterator[T], dict[str, str]]:
         model = await self._resolve(ctx, body["model"], "chat")
         user = self._note_end_user(ctx, body, end_user_header)
         probe = await self._probe(ctx, model, body, user, cache)
         if probe is not None and probe.hit:
             return await self._cached_stream(ctx, model, body, user, probe, framing, endpoint, prompt_use)
-        passage = await self._enter(ctx, model, body, user, prompt_use)
+        passage = await self._enter(ctx, model, body, user, prompt_use, history_items)
         options = body.get("stream_options") or {}
         wants_usage = bool(options.get("include_usage"))
         upstream = {**body, "stream_options": {**options, "include_usage": True}}

@@ -6,8 +6,8 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from tenantlm.conversations.policy import memory_policy
 from tenantlm.errors import InvalidRequest
-from tenantlm.memory.policy import memory_policy
 from tenantlm.tenancy.models import Tenant
 
 MAX_TEXT = 2000

@@ -356,8 +356,9 @@ class ConversationResponses(Protocol):
 
 
 class SessionMemories:
-    """What a session's end erases of long-term memory (a ``memory.service.SessionContent``): the memories written by
-    the turns of its conversation (their source is the response id), asked for before those responses are erased."""
+    """What a session's end erases of long-term memory (a ``conversations.service.SessionContent``): the memories
+    written by the turns of its conversation (their source is the response id), asked for before those responses are
+    erased."""
 
     def __init__(self, *, memories: LongTermMemory, responses: ConversationResponses) -> None:
         self.memories = memories

@@ -28,7 +28,8 @@ from tenantlm.metering.models import UsageEvent, UsageRow, from_nano, rfc3339
 
 CSV_EVENT_FIELDS = ("id", "time", "created_at", "tenant_id", "key_id", "end_user", "model", "provider",
                     "upstream_model", "region", "status", "http_status", "prompt_tokens", "completion_tokens",
-                    "cached_tokens", "total_tokens", "cost_usd", "latency_ms", "ttft_ms")
+                    "cached_tokens", "total_tokens", "cost_usd", "latency_ms", "ttft_ms", "prompt_id", "prompt_version",
+                    "prompt_override_version", "history_items")
 CSV_TOTAL_FIELDS = ("requests", "prompt_tokens", "completion_tokens", "cached_tokens", "total_tokens", "cost_usd")
 STRIPE_VALUES = ("tokens", "prompt_tokens", "completion_tokens", "cost_micro_usd")
 CustomerOf = Callable[[str], Awaitable[str | None]]
@@ -54,7 +55,8 @@ def _event_cells(e: UsageEvent) -> list[Any]:
     return [e.id, rfc3339(e.created_at), round(e.created_at, 6), e.tenant_id, e.key_id, e.end_user, e.model,
             e.provider, e.upstream_model, e.region, e.status, e.http_status, e.prompt_tokens, e.completion_tokens,
             e.cached_tokens, e.tokens, e.cost_usd, round(e.latency_ms, 3),
-            None if e.ttft_ms is None else round(e.ttft_ms, 3)]
+            None if e.ttft_ms is None else round(e.ttft_ms, 3), e.prompt_id, e.prompt_version,
+            e.prompt_override_version, e.history_items]
 
 
 async def events_csv(pages: AsyncIterator[list[UsageEvent]]) -> AsyncIterator[bytes]:
@@ -77,7 +79,9 @@ def cloudevent(e: UsageEvent, *, source: str = "tenantlm", type_: str = "tenantl
                      "cached_tokens": e.cached_tokens, "total_tokens": e.tokens, "cost_usd": from_nano(e.cost_nanousd),
                      "model": e.model, "provider": e.provider, "upstream_model": e.upstream_model,
                      "region": e.region, "key_id": e.key_id, "end_user": e.end_user, "status": e.status,
-                     "http_status": e.http_status, "latency_ms": e.latency_ms, "ttft_ms": e.ttft_ms}}
+                     "http_status": e.http_status, "latency_ms": e.latency_ms, "ttft_ms": e.ttft_ms,
+                     "prompt_id": e.prompt_id, "prompt_version": e.prompt_version,
+                     "prompt_override_version": e.prompt_override_version, "history_items": e.history_items}}
 
 
 async def cloudevents_jsonl(pages: AsyncIterator[list[UsageEvent]], *,

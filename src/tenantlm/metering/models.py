@@ -99,6 +99,8 @@ class UsageEvent:
     prompt_id: str | None = None
     prompt_version: str | None = None
     prompt_override_version: str | None = None
+    # how many conversation items a Responses request sent the model as history (None: no history)
+    history_items: int | None = None
 
     def __post_init__(self) -> None:
         if not self.id or not self.tenant_id:

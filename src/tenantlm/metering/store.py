@@ -29,7 +29,7 @@ from tenantlm.storage.sql.tables import usage_alerts, usage_events, usage_rollup
 SUMS = ("requests", "prompt_tokens", "completion_tokens", "cached_tokens", "cost_nanousd")
 _COLUMNS = ("key_id", "end_user", "model", "provider", "upstream_model", "region", "prompt_tokens",
             "completion_tokens", "cached_tokens", "latency_ms", "ttft_ms", "status", "http_status", "created_at",
-            "prompt_id", "prompt_version", "prompt_override_version")
+            "prompt_id", "prompt_version", "prompt_override_version", "history_items")
 
 
 def event_row(e: UsageEvent) -> dict[str, Any]:

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from tenantlm.conversations.history import SUMMARY_INSTRUCTIONS, SUMMARY_TOKENS, History, fit_history, transcript
+from tenantlm.conversations.policy import memory_policy
+from tenantlm.conversations.service import ConversationsService, Summarise
 from tenantlm.inference.service import InferenceService
-from tenantlm.memory.history import SUMMARY_INSTRUCTIONS, SUMMARY_TOKENS, History, fit_history, transcript
-from tenantlm.memory.policy import memory_policy
-from tenantlm.memory.service import ConversationsService, Summarise
 from tenantlm.responses.context import ANSWER_ROOM, build_messages, chat_messages, token_counter
 from tenantlm.responses.models import ResponseRequest
 from tenantlm.tenancy import access

@@ -33,13 +33,13 @@ from typing import Any, Literal, Protocol
 
 import orjson
 
+from tenantlm.conversations.history import SUMMARY_PREFIX, History
+from tenantlm.conversations.service import ConversationsService
 from tenantlm.errors import InvalidRequest, NotFound, RateLimited, TenantLMError
 from tenantlm.inference.service import InferenceService, Piece, Reply
 from tenantlm.knowledge.filters import filter_predicate
 from tenantlm.knowledge.search import KnowledgeSearch
 from tenantlm.knowledge.vector_stores import VectorStoresService
-from tenantlm.memory.history import SUMMARY_PREFIX, History
-from tenantlm.memory.service import ConversationsService
 from tenantlm.metering.models import PromptUse
 from tenantlm.prompts.compose import Rendered
 from tenantlm.prompts.service import PromptsService
@@ -122,6 +122,10 @@ class Draft:
         if self.memories:
             parts.append(MEMORY_HEADER + "\n" + "\n".join(f"- {m}" for m in self.memories))
         return "\n\n".join(p for p in parts if p) or None
+
+    @property
+    def history_items(self) -> int | None:
+        return None if self.history is None else self.history.items
 
     def headers(self, headers: dict[str, str]) -> dict[str, str]:
         if self.history is None:
@@ -207,7 +211,7 @@ class ResponsesService:
             await self._learn(ctx, draft)
             return stream
         reply = await self.inference.chat(ctx=ctx, body=chat, end_user_header=end_user_header, endpoint=ENDPOINT,
-                                          prompt_use=draft.prompt_use)
+                                          prompt_use=draft.prompt_use, history_items=draft.history_items)
         choice = (reply.body.get("choices") or [{}])[0]
         text = (choice.get("message") or {}).get("content") or ""
         response = draft.finish(text, choice.get("finish_reason"), _usage(reply.body.get("usage")))
@@ -266,7 +270,8 @@ class ResponsesService:
     async def _stream(self, ctx: TenantContext, draft: Draft, chat: JSON, end_user_header: str | None
                       ) -> EventStream:
         stream = await self.inference.stream_chat_pieces(ctx=ctx, body=chat, end_user_header=end_user_header,
-                                                         endpoint=ENDPOINT, prompt_use=draft.prompt_use)
+                                                         endpoint=ENDPOINT, prompt_use=draft.prompt_use,
+                                                         history_items=draft.history_items)
         events = self._events(ctx.tenant_id, draft, stream.pieces)
         await anext(events)  # into its try: from here on, closing it closes the model's stream (and its passage)
         return EventStream(events, draft.headers(stream.headers))

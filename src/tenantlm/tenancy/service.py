@@ -11,8 +11,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from tenantlm.conversations.policy import SETTINGS as MEMORY_SETTINGS
 from tenantlm.errors import InvalidRequest, NotFound, PermissionDenied
-from tenantlm.memory.policy import SETTINGS as MEMORY_SETTINGS
 from tenantlm.observability.logging import request_id_var
 from tenantlm.requestlog.service import SETTING as REQUEST_LOG_DAYS
 from tenantlm.requestlog.service import check_retention

@@ -15,13 +15,13 @@ import numpy.typing as npt
 import pytest
 
 from tenantlm.app import TenantLMApp, create_app
+from tenantlm.conversations.policy import check_memory as check_memory_setting
 from tenantlm.errors import InvalidRequest, NotFound
 from tenantlm.inference.service import Reply
 from tenantlm.memories.extract import extract_facts
 from tenantlm.memories.models import memory_id_of
 from tenantlm.memories.service import LongTermMemory
 from tenantlm.memories.store import MemoryStore
-from tenantlm.memory.policy import check_memory as check_memory_setting
 from tenantlm.services import Services
 from tenantlm.settings import ModelConfig, ProviderConfig, Settings
 from tenantlm.tenancy.models import TenantContext

@@ -17,7 +17,7 @@ from tenantlm.metering.pricing import cost_of
 FIELDS = dict(id="r1:1", tenant_id="t1", key_id="k1", end_user=None, model="m", provider="p", upstream_model="um",
               region="local", prompt_tokens=12, completion_tokens=16, cached_tokens=0, latency_ms=1.5, ttft_ms=None,
               status="ok", http_status=200, cost_usd=3.1e-05, created_at=1_700_000_000.25, prompt_id=None,
-              prompt_version=None, prompt_override_version=None)
+              prompt_version=None, prompt_override_version=None, history_items=None)
 
 
 def test_instances_hold_what_was_given_and_stay_frozen() -> None:
@@ -37,7 +37,8 @@ def test_instances_hold_what_was_given_and_stay_frozen() -> None:
 LINE = (b'{"id":"r1:1","tenant_id":"t1","key_id":"k1","end_user":null,"model":"m","provider":"p",'
         b'"upstream_model":"um","region":"local","prompt_tokens":12,"completion_tokens":16,"cached_tokens":0,'
         b'"latency_ms":1.5,"ttft_ms":null,"status":"ok","http_status":200,"cost_usd":0.000031,'
-        b'"created_at":1700000000.25,"prompt_id":null,"prompt_version":null,"prompt_override_version":null}')
+        b'"created_at":1700000000.25,"prompt_id":null,"prompt_version":null,"prompt_override_version":null,'
+        b'"history_items":null}')
 OLD_LINE = LINE.split(b',"prompt_id"')[0] + b"}"  # a line journaled before events named their prompt
 
 
@@ -54,6 +55,7 @@ OLD_LINE = LINE.split(b',"prompt_id"')[0] + b"}"  # a line journaled before even
     ({"prompt_id": "pmpt_1", "prompt_version": "2", "prompt_override_version": "1"},
      b'"prompt_id":null,"prompt_version":null,"prompt_override_version":null',
      b'"prompt_id":"pmpt_1","prompt_version":"2","prompt_override_version":"1"'),
+    ({"history_items": 24}, b'"history_items":null', b'"history_items":24'),
 ])  # fmt: skip
 def test_the_journal_line_of_an_event(change: dict[str, object], old: bytes, new: bytes) -> None:
     event = UsageEvent(**{**FIELDS, **change})  # type: ignore[arg-type]

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from tenantlm.api.deps import json_body, principal, services
 from tenantlm.api.openai.chat import USER_HEADER
 from tenantlm.api.responses import JSONResponse
-from tenantlm.memory.service import ConversationsService
+from tenantlm.conversations.service import ConversationsService
 from tenantlm.tenancy import access
 from tenantlm.tenancy.models import Permission, Principal, TenantContext
 

@@ -192,6 +192,7 @@ usage_events = sa.Table(
     sa.Column("prompt_id", sa.String(64), nullable=True),
     sa.Column("prompt_version", sa.String(16), nullable=True),
     sa.Column("prompt_override_version", sa.String(16), nullable=True),
+    sa.Column("history_items", sa.Integer, nullable=True),  # migration 0019
     sa.Index("ix_usage_events_tenant_created", "tenant_id", "created_at"),
     sa.Index("ix_usage_events_created", "created_at"),
 )

@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tenantlm.memory.policy import MemoryPolicy
-from tenantlm.memory.service import Conversation, ConversationsService, Summarise
-from tenantlm.memory.store import ItemRow
+from tenantlm.conversations.policy import MemoryPolicy
+from tenantlm.conversations.service import Conversation, ConversationsService, Summarise
+from tenantlm.conversations.store import ItemRow
 from tenantlm.responses.context import chat_messages
 from tenantlm.tokens import MESSAGE_OVERHEAD_TOKENS, TokenCounter
 

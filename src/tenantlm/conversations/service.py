@@ -22,10 +22,10 @@ from typing import Any, Literal, Protocol
 
 import orjson
 
+from tenantlm.conversations import policy
+from tenantlm.conversations.store import ConversationRow, ConversationStore, ItemRow, NewItem
 from tenantlm.errors import InvalidRequest, NotFound
 from tenantlm.knowledge.vector_stores import check_metadata
-from tenantlm.memory import policy
-from tenantlm.memory.store import ConversationRow, ConversationStore, ItemRow, NewItem
 from tenantlm.responses.models import new_id, parse_input
 from tenantlm.tenancy.end_users import pick_end_user
 from tenantlm.tenancy.models import Role, Tenant, TenantContext

@@ -22,10 +22,10 @@ from openai.types.conversations import Conversation, ConversationItemList, Messa
 from openai.types.responses import Response
 
 from tenantlm.app import TenantLMApp, create_app
+from tenantlm.conversations.history import fit_history
+from tenantlm.conversations.policy import MemoryPolicy
 from tenantlm.errors import InvalidRequest, NotFound
 from tenantlm.inference.service import Reply
-from tenantlm.memory.history import fit_history
-from tenantlm.memory.policy import MemoryPolicy
 from tenantlm.responses.context import conservative_count
 from tenantlm.services import Services
 from tenantlm.settings import ModelConfig, ProviderConfig, Settings
