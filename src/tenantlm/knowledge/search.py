@@ -167,22 +167,26 @@ class KnowledgeSearch:
                     lexical.append([(store_id, cid) for cid, _ in found])
         fused = cut(fuse(dense=dense, lexical=lexical, weights=weights),
                     score_threshold=ranking.score_threshold, max_num_results=limit)
+        wanted: dict[str, list[int]] = {}
+        for r in fused:
+            wanted.setdefault(r.id[0], []).append(r.id[1])
+        rows = {store_id: await self.store.chunk_texts(tenant_id=tenant_id, store_id=store_id, ids=ids)
+                for store_id, ids in wanted.items()}  # one read per store for all of its results
         results, stale = [], set()
         for r in fused:
             store_id, cid = r.id
-            result = await self._result(tenant_id, store_id, cid, r.score, texts[store_id])
+            result = await self._result(tenant_id, store_id, cid, r.score, texts[store_id], rows[store_id])
             if result is None:
                 stale.add(store_id)
             else:
                 results.append(result)
         return results, stale
 
-    async def _result(self, tenant_id: str, store_id: str, chunk_id: int, score: float, text: StoreText
-                      ) -> dict[str, Any] | None:
+    async def _result(self, tenant_id: str, store_id: str, chunk_id: int, score: float, text: StoreText,
+                      found: dict[int, tuple[str, int, bytes]]) -> dict[str, Any] | None:
         """A result as OpenAI shapes it; None for a chunk deleted while this search ran (never shown), or whose id
         now names another chunk (ids are renumbered when a tenant moves between tiers, and SQLite may reuse the
         highest id of a deleted chunk)."""
-        found = await self.store.chunk_texts(tenant_id=tenant_id, store_id=store_id, ids=[chunk_id])
         file_id, seq, sealed = found.get(chunk_id, ("", -1, b""))
         if file_id != text.chunk_file.get(chunk_id) or seq != text.seqs.get(chunk_id):
             return None
