@@ -247,12 +247,11 @@ class TiersService:
         tenant_id = move.tenant_id
         async with self.router.fence.closed(tenant_id, drain_timeout_s=self.drain_timeout_s):
             fenced_at = time.monotonic()
-            sources, targets = await tenant_copy.read_both(source, target, tenant_id)
-            move.last_delta = await tenant_copy.apply(target, tenant_id, tenant_copy.compare(sources, targets))
-            differ = tenant_copy.differing_tables(sources, await tenant_copy.read(target, tenant_id))
+            move.last_delta = await tenant_copy.sync(source, target, tenant_id)
+            differ = await tenant_copy.verify(source, target, tenant_id)
             if differ:
                 raise VerificationFailed(f"the copy differs from the source in {', '.join(differ)}")
-            move.verified_rows = sum(len(rows) for rows in sources.values())
+            move.verified_rows = await tenant_copy.count_rows(target, tenant_id)
             await self.tenancy.set_tier(tenant_id=tenant_id, tier=move.target, reserved_share=move.reserved_share)
             if attach is not None:
                 self.router.attach(tenant_id, attach)

@@ -163,6 +163,12 @@ def differing_tables(a: Snapshot, b: Snapshot) -> list[str]:
     return [name for name in a if a[name] != b.get(name)]
 
 
+async def verify(source: Database, target: Database, tenant_id: str) -> list[str]:
+    """Read both sides again and name the tables whose rows differ (empty: the copy equals the source)."""
+    sources, targets = await read_both(source, target, tenant_id)
+    return differing_tables(sources, targets)
+
+
 async def count_rows(db: Database, tenant_id: str) -> int:
     total = 0
     async with db.tenant_tx(tenant_id=tenant_id) as conn:
