@@ -205,20 +205,29 @@ def tenants_resume(tenant_id: str, url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt 
 @tenants_app.command("promote")
 def tenants_promote(
     tenant_id: str, url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt = None, as_json: JsonOpt = False,
-    tier: Annotated[str, typer.Option(help="silo (the tenant's own database) or pool (the shared tables).")] = "silo",
+    tier: Annotated[str | None, typer.Option(
+        help="silo (the tenant's own database) or pool (the shared tables). Default: silo, or the tenant's tier "
+             "as it is when --storage-region is given.")] = None,
+    storage_region: Annotated[str | None, typer.Option(
+        help="Move the content to the storage location of this region (storage_locations).")] = None,
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Start the move and return.")] = False,
     reserved_share: Annotated[float | None, typer.Option(
         help="silo only: the share of every model's capacity kept for the tenant (0 < share <= 0.9).")] = None,
 ) -> None:
-    """Move a tenant's content to another isolation tier, online, and wait for it (with a progress bar)."""
+    """Move a tenant's content to another isolation tier and/or storage region, online, and wait for it (with a
+    progress bar)."""
+    if tier is None and storage_region is None:
+        tier = "silo"
     body: dict[str, Any] = {"tier": tier, "reserved_share": reserved_share}
+    if storage_region is not None:
+        body["storage_region"] = storage_region
     tenant = _call("POST", url, admin_key, f"/admin/v1/tenants/{tenant_id}/tier", body)
     if not no_wait:
         tenant = _wait_move(url, admin_key, tenant_id, tenant, quiet=as_json)
     move = tenant.get("tier_move") or {}
     if move.get("phase") == "failed":
-        _fail(f"the move to {tier} failed: {move.get('error')}")
-    _show(tenant, as_json, ["id", "name", "tier"])
+        _fail(f"the move to {move.get('to')} in {move.get('to_storage_region')} failed: {move.get('error')}")
+    _show(tenant, as_json, ["id", "name", "tier", "storage_region"])
 
 
 def _wait_move(url: str, key: str | None, tenant_id: str, tenant: dict[str, Any], *, quiet: bool) -> dict[str, Any]:

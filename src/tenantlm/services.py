@@ -62,6 +62,7 @@ from tenantlm.tenancy.private_catalog import PrivateCatalog, PrivateCatalogStore
 from tenantlm.tenancy.private_service import PrivateCatalogService
 from tenantlm.tenancy.service import TenancyService
 from tenantlm.tenancy.store import TenancyStore
+from tenantlm.tiers.locations import Locations
 from tenantlm.tiers.service import TiersService, silo_key_prefix
 from tenantlm.tiers.silos import PostgresSchemaSilos, Silos, SqliteSilos
 
@@ -169,7 +170,8 @@ def _alert_hook(alerts: BudgetAlerts) -> Any:
 
 def build_services(settings: Settings) -> Services:
     db = Database.from_url(settings.sql_url)
-    router = TenantRouter(db.engine)
+    locations = Locations.from_settings(settings, home_pool=db, home_silos=build_silos(settings))
+    router = TenantRouter(db.engine, locations=[loc.pool for loc in locations.others])
     store = TenancyStore(db)
     metrics = Metrics(max_tenants=settings.metrics_max_tenants)
     admin_key = (settings.admin_key.get_secret_value() if settings.admin_key else "") or None
@@ -192,7 +194,8 @@ def build_services(settings: Settings) -> Services:
                            max_entries=settings.cache_max_entries, seed_plans=settings.plans)
     tenancy = TenancyService(store=store, auth=auth, known_models=catalog.names, audit=audit, tenant_keys=keyring,
                              settings_listener=request_log, plan_exists=limits.has_plan,
-                             known_regions=settings.regions, storage_region=settings.storage_region)
+                             known_regions=settings.regions, storage_region=settings.storage_region,
+                             storage_regions=settings.storage_regions)
     private_catalog = PrivateCatalogService(store=private_store, cache=private_cache, catalog=catalog,
                                             settings=settings, tenants=tenancy, adapters=providers, audit=audit)
     files = FilesService(store=FileStore(router), sealer=keyring, limits=limits, audit=audit,
@@ -237,8 +240,9 @@ def build_services(settings: Settings) -> Services:
     conversations.session_hooks.append(SessionMemories(memories=memories, responses=responses))  # a session's end
     storage = StorageMeter(store=StorageUsageStore(db), sources=(files, vector_stores, responses),
                            tenants=tenancy.store, price_per_gb_day=settings.storage_price_per_gb_day)
-    tiers = TiersService(router=router, silos=build_silos(settings), tenancy=tenancy, audit=audit, caches=[search],
+    tiers = TiersService(router=router, locations=locations, tenancy=tenancy, audit=audit, caches=[search],
                          one_replica=settings.redis_url is None and settings.replicas <= 1)
+    tenancy.placements = tiers
     return Services(
         router=router, tiers=tiers,
         admission=admission, schedulers=schedulers, replicas=replicas, ledger=ledger, alerts=alerts, redis=redis,
@@ -253,7 +257,7 @@ def build_services(settings: Settings) -> Services:
                             contents=[tiers, conversations, responses, memories, prompts, cache, search, vector_stores,
                                       files, request_log, end_users, ledger, storage, private_catalog],
                             audit=audit, auth=auth, data_dir=settings.data_dir, metrics=metrics),
-        end_user_eraser=EndUserEraser(tenancy=tenancy, audit=audit, after_erase=db.reclaim, contents={
+        end_user_eraser=EndUserEraser(tenancy=tenancy, audit=audit, after_erase=router.reclaim, contents={
             "conversations": conversations, "memories": memories, "responses": responses,
             "request_log": request_log, "record": end_users}, derived={"cache": cache}),
         rewrapper=TenantRewrapper(contents=[request_log, files, vector_stores, responses, memories, conversations,

@@ -115,6 +115,19 @@ class ModelConfig(BaseModel):
         return self.lora_source is not None
 
 
+class StorageLocation(BaseModel):
+    """A database that keeps the content of the tenants whose data must stay in ``region`` (besides the home
+    database, ``database_url``, whose region is ``storage_region``). SQLite: a file path URL; its silos go in
+    ``<that file's directory>/tenants/``. Postgres: the server's role, and the owner role that migrates it and creates
+    silo schemas there."""
+
+    model_config = {"extra": "forbid"}
+
+    region: str = Field(min_length=1, max_length=64)
+    database_url: str
+    database_migrate_url: str | None = None
+
+
 def default_providers() -> list[ProviderConfig]:
     return [ProviderConfig(name="local", type="local")]
 
@@ -138,6 +151,9 @@ class Settings(BaseSettings):
     # The region where this deployment keeps tenant data (database, files, vector indexes, request log, usage
     # journal). When set, it is a configured region and a tenant's allowed_regions must include it. Unset: untagged.
     storage_region: str | None = None
+    # More storage locations, one per region (YAML `storage_locations:` or TENANTLM_STORAGE_LOCATIONS as JSON): a
+    # tenant's content lives in the location of its storage region (docs/operations.md, Storage locations).
+    storage_locations: list[StorageLocation] = Field(default_factory=list)
     # Postgres only: the owner role that runs migrations. The server itself connects with database_url, which must
     # be a role that neither owns the tables nor bypasses row-level security.
     database_migrate_url: str | None = None
@@ -267,6 +283,23 @@ class Settings(BaseSettings):
                     raise ValueError(f"model {m.name!r} falls back to unknown model {fb!r}")
         return self
 
+    @model_validator(mode="after")
+    def _check_storage_locations(self) -> Settings:
+        if not self.storage_locations:
+            return self
+        if not self.storage_region:
+            raise ValueError("storage_locations need TENANTLM_STORAGE_REGION: the region of the home database")
+        regions = [loc.region for loc in self.storage_locations]
+        if self.storage_region in regions or len(set(regions)) != len(regions):
+            raise ValueError("each storage location needs a region of its own, other than storage_region")
+        return self
+
+    @property
+    def storage_regions(self) -> list[str]:
+        """Where tenant data may be kept: the home database's region first, then each storage location's."""
+        home = [self.storage_region] if self.storage_region else []
+        return home + [loc.region for loc in self.storage_locations]
+
     @property
     def sql_url(self) -> str:
         if self.database_url:
@@ -290,7 +323,7 @@ class Settings(BaseSettings):
     def regions(self) -> set[str]:
         """The regions the operator named: on models, providers and storage ("local" where nothing says otherwise)."""
         named = {m.region for m in self.models} | {p.region for p in self.providers if p.region is not None}
-        return named | ({self.storage_region} if self.storage_region else set())
+        return named | set(self.storage_regions)
 
     def provider(self, name: str) -> ProviderConfig:
         for p in self.providers:

@@ -119,6 +119,8 @@ class Tenant:
     allowed_regions: list[str] | None = None
     tier: str = "pool"  # where its content lives: "pool" (shared tables) or "silo" (its own database)
     reserved_share: float | None = None  # a silo tenant's reserved share of every model's capacity
+    # The storage location (named by its region) that keeps its content; None: the home database.
+    storage_region: str | None = None
 
     def public(self) -> dict[str, Any]:
         return {
@@ -136,6 +138,7 @@ class Tenant:
             "billing": self.billing,
             "tier": self.tier,
             "reserved_share": self.reserved_share,
+            "storage_region": self.storage_region,
             "created_at": int(self.created_at),
             "updated_at": int(self.updated_at),
         }

@@ -26,10 +26,12 @@ def permits(tenant: Tenant, config: ModelConfig) -> bool:
     return tenant.allowed_regions is None or config.region in tenant.allowed_regions
 
 
-def check_allowed_regions(value: Any, known: set[str] | None, storage_region: str | None = None) -> list[str] | None:
+def check_allowed_regions(value: Any, known: set[str] | None, storage_regions: list[str] | None = None, *,
+                          moved_by: str | None = None) -> list[str] | None:
     """``allowed_regions`` as sent to PATCH /admin/v1/tenants/{id}: null (any region) or a list of region names the
-    operator configured (on models, providers or storage); an empty list allows no model at all. When the
-    deployment's storage is tagged with a region, the list must include it: the tenant's data is kept there."""
+    operator configured (on models, providers or storage); an empty list allows no model at all. When storage is
+    tagged with regions, the list must include one the tenant's data may be kept in: for a tenant that exists
+    (``moved_by`` its id), the region its data is kept in now (``storage_regions`` holds that one region)."""
     if value is None:
         return None
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
@@ -39,10 +41,15 @@ def check_allowed_regions(value: Any, known: set[str] | None, storage_region: st
     if unknown:
         raise InvalidRequest(f"unknown region(s) {', '.join(unknown)}; configured: {', '.join(sorted(known or ()))}",
                              param="allowed_regions")
-    if storage_region is not None and storage_region not in value:
-        raise InvalidRequest(f"this deployment keeps tenant data in region {storage_region!r}, so allowed_regions "
-                             f"must include it; a tenant whose data must stay elsewhere belongs on a deployment "
-                             f"there", param="allowed_regions")
+    if storage_regions and not set(storage_regions) & set(value):
+        if moved_by is not None:
+            raise InvalidRequest(
+                f"this tenant's data is kept in region {storage_regions[0]!r}, so allowed_regions must include it; "
+                f"move the data first (POST /admin/v1/tenants/{moved_by}/tier with \"storage_region\", or "
+                f"`tenantlm tenants promote {moved_by} --storage-region REGION`)", param="allowed_regions")
+        raise InvalidRequest(f"allowed_regions must include a region this deployment keeps tenant data in "
+                             f"({', '.join(storage_regions)}); a tenant whose data must stay elsewhere needs a "
+                             f"storage location there (storage_locations)", param="allowed_regions")
     return sorted(set(value))
 
 

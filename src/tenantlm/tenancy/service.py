@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -60,6 +60,14 @@ class TenantKeys(Protocol):
 
 class SettingsListener(Protocol):
     async def retention_changed(self, *, tenant_id: str, days: int) -> None: ...
+
+
+class Placements(Protocol):
+    """Where a new tenant's content goes (the tier service, which knows the storage locations)."""
+
+    def region_for_new(self, allowed_regions: list[str] | None) -> str | None: ...
+
+    async def placed(self, tenant_id: str, region: str | None) -> None: ...
 
 
 def new_tenant_id() -> str:
@@ -130,7 +138,7 @@ class TenancyService:
                  audit: AuditSink, tenant_keys: TenantKeys, settings_listener: SettingsListener,
                  plan_exists: Callable[[str], Awaitable[bool]] | None = None,
                  known_regions: Callable[[], set[str]] | None = None, storage_region: str | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 storage_regions: Sequence[str] = (), clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.auth = auth
         self.known_models = known_models
@@ -139,7 +147,9 @@ class TenancyService:
         self.settings_listener = settings_listener
         self.plan_exists = plan_exists
         self.known_regions = known_regions
-        self.storage_region = storage_region
+        self.storage_region = storage_region  # the home database's region
+        self.storage_regions = list(storage_regions)  # every storage location's region, home first
+        self.placements: Placements | None = None  # set by the tier service: where a new tenant's content goes
         self.clock = clock
 
     async def _audit(self, actor: str, action: str, tenant_id: str | None, **details: Any) -> None:
@@ -153,6 +163,8 @@ class TenancyService:
             raise InvalidRequest(f"unknown field(s): {', '.join(sorted(unknown))}", param=sorted(unknown)[0])
         await self._check_plan(body.get("plan", "free"))
         now = self.clock()
+        allowed_regions = self._regions(body.get("allowed_regions"), None)
+        storage_region = None if self.placements is None else self.placements.region_for_new(allowed_regions)
         tenant = Tenant(
             id=new_tenant_id(), name=_check_name(body.get("name"), "name"),
             status=self._status(body.get("status", "active")), plan=str(body.get("plan", "free")),
@@ -161,12 +173,15 @@ class TenancyService:
             allowed_models=self._models(body.get("allowed_models")),
             model_aliases=self._aliases(body.get("model_aliases", {})), created_at=now, updated_at=now,
             billing=_check_billing(body.get("billing", {}), {}),
-            allowed_regions=self._regions(body.get("allowed_regions")),
+            allowed_regions=allowed_regions, storage_region=storage_region,
         )
         await self.store.insert_tenant(tenant_id=tenant.id, tenant=tenant)
         await self.tenant_keys.ensure_tenant(tenant.id)
+        if self.placements is not None:
+            await self.placements.placed(tenant.id, storage_region)
         await self._audit(actor, "tenant.created", tenant.id, plan=tenant.plan, region=tenant.region,
-                          status=tenant.status.value, allowed_regions=tenant.allowed_regions)
+                          status=tenant.status.value, allowed_regions=tenant.allowed_regions,
+                          storage_region=storage_region or self.storage_region)
         return tenant
 
     async def list_tenants(self, *, limit: int = 100, after: str | None = None) -> list[Tenant]:
@@ -195,10 +210,12 @@ class TenancyService:
         await self._after_update(actor, current, tenant, sorted(body))
         return tenant
 
-    async def set_tier(self, *, tenant_id: str, tier: str, reserved_share: float | None) -> Tenant:
+    async def set_tier(self, *, tenant_id: str, tier: str, reserved_share: float | None,
+                       storage_region: str | None) -> Tenant:
         """Record where the tenant's content now lives and its reserved capacity (only the tier service does)."""
         tenant = await self.store.update_tenant(tenant_id=tenant_id, values={
-            "tier": tier, "reserved_share": reserved_share, "updated_at": self.clock()})
+            "tier": tier, "reserved_share": reserved_share, "storage_region": storage_region,
+            "updated_at": self.clock()})
         if tenant is None:
             raise NotFound(f"no tenant {tenant_id!r}", param="tenant_id")
         self.auth.invalidate_tenant(tenant_id)
@@ -226,7 +243,7 @@ class TenancyService:
             "plan": str, "region": str, "metadata": lambda v: _check_json_object(v, "metadata"),
             "settings": lambda v: _check_settings(v, current.settings), "allowed_models": self._models,
             "model_aliases": self._aliases, "billing": lambda v: _check_billing(v, current.billing),
-            "allowed_regions": self._regions,
+            "allowed_regions": lambda v: self._regions(v, current),
         }
         return {k: checks[k](v) for k, v in body.items()}
 
@@ -241,9 +258,14 @@ class TenancyService:
         except ValueError:
             raise InvalidRequest("status must be 'active' or 'suspended'", param="status") from None
 
-    def _regions(self, value: Any) -> list[str] | None:
+    def _regions(self, value: Any, current: Tenant | None) -> list[str] | None:
+        """``current``: the tenant being changed, whose data must stay inside its regions (None: a new tenant,
+        placed in a location inside them when there is one)."""
         known = None if self.known_regions is None else self.known_regions()
-        return check_allowed_regions(value, known, self.storage_region)
+        if current is not None:
+            kept = current.storage_region or self.storage_region
+            return check_allowed_regions(value, known, [kept] if kept else [], moved_by=current.id)
+        return check_allowed_regions(value, known, self.storage_regions)
 
     def _models(self, value: Any) -> list[str] | None:
         models = _check_models(value)

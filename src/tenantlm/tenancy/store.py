@@ -26,6 +26,7 @@ def _tenant(row: Any) -> Tenant:
         allowed_models=None if row.allowed_models is None else list(row.allowed_models),
         model_aliases=dict(row.model_aliases or {}), created_at=row.created_at, updated_at=row.updated_at,
         billing=dict(row.billing or {}), tier=row.tier, reserved_share=row.reserved_share,
+        storage_region=row.storage_region,
         allowed_regions=None if row.allowed_regions is None else list(row.allowed_regions),
     )
 
@@ -51,6 +52,7 @@ def _tenant_values(t: Tenant) -> dict[str, Any]:
         "metadata": t.metadata, "settings": t.settings, "allowed_models": t.allowed_models,
         "model_aliases": t.model_aliases, "created_at": t.created_at, "updated_at": t.updated_at,
         "billing": t.billing, "allowed_regions": t.allowed_regions, "tier": t.tier, "reserved_share": t.reserved_share,
+        "storage_region": t.storage_region,
     }
 
 
@@ -122,10 +124,12 @@ class TenancyStore:
                 await conn.execute(api_keys.update().where(api_keys.c.id == key_id).values(last_used_at=at))
                 await conn.execute(admin_keys.update().where(admin_keys.c.id == key_id).values(last_used_at=at))
 
-    async def platform_silo_tenants(self) -> list[str]:
-        """Ids of the tenants whose content lives in their own database."""
+    async def platform_placements(self) -> list[tuple[str, str, str | None]]:
+        """(id, tier, storage region) of the tenants whose content lives elsewhere than the home database's pool."""
+        q = sa.select(tenants.c.id, tenants.c.tier, tenants.c.storage_region).where(
+            sa.or_(tenants.c.tier != "pool", tenants.c.storage_region.is_not(None))).order_by(tenants.c.id)
         async with self.db.platform_tx() as conn:
-            return sorted((await conn.execute(sa.select(tenants.c.id).where(tenants.c.tier == "silo"))).scalars())
+            return [(r.id, r.tier, r.storage_region) for r in await conn.execute(q)]
 
     # --- tenant scope ---------------------------------------------------------------------------------------
     async def insert_tenant(self, *, tenant_id: str, tenant: Tenant) -> None:

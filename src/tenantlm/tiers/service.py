@@ -1,14 +1,17 @@
-"""Isolation tiers: move a tenant's content between the pool and its own silo database, online.
+"""Isolation tiers and storage locations: move a tenant's content between the pool and its own silo database, and
+between the storage locations of different regions (``tiers/locations.py``), online. A tenant's placement is its
+tier and its storage region; a move goes from one placement to another (either or both may change).
 
 A move runs in the background, in phases the tenant object shows (``tier_move``):
 
-``preparing``   create and migrate the silo (promotion), count the rows to copy
+``preparing``   create and migrate the silo (when the target is one), copy the tenant's row into the target's
+                ``tenants`` table (when the target is not the home pool), count the rows to copy
 ``copying``     copy every content row, table by table, while the tenant keeps working on the source
 ``catching_up`` copy again what changed during the copy (a shorter delta)
 ``switching``   close the tenant's fence (new transactions wait, those in flight finish), copy the last delta,
                 read the target again and compare it with the source row by row and value by value, record the new
                 tier, switch the route, open the fence
-``cleaning``    delete the tenant's rows from the old side (the pool's rows, or the silo's file)
+``cleaning``    delete the tenant's rows from the old side (a pool's rows, or the silo's file or schema)
 ``done`` / ``failed``
 
 Nothing the tenant does fails during a move: before the switch it works on the source, during it waits at the fence
@@ -25,14 +28,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from tenantlm.errors import Conflict, InvalidRequest
+from tenantlm.errors import Conflict, InvalidRequest, RegionNotAllowed
 from tenantlm.observability.logging import request_id_var
 from tenantlm.storage.sql import tenant_copy
 from tenantlm.storage.sql.engine import Database
 from tenantlm.storage.sql.router import TenantRouter
 from tenantlm.storage.sql.tables import tenants
+from tenantlm.tenancy.models import Tenant
 from tenantlm.tenancy.service import AuditSink, TenancyService
-from tenantlm.tiers.silos import Silos
+from tenantlm.tiers.locations import Location, Locations
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,15 @@ def silo_key_prefix(router: TenantRouter) -> Callable[[str], str | None]:
     def prefix_of(tenant_id: str) -> str | None:
         return SILO_KEY_PREFIX if router.silo(tenant_id) is not None else None
     return prefix_of
+
+
+KEEP: Any = object()  # start_move: leave the storage region as it is
+
+
+@dataclass(frozen=True)
+class Placement:
+    tier: str
+    region: str | None  # the storage location's region (None: the home database of an untagged deployment)
 
 
 def _check_request(tier: Any, reserved_share: Any) -> float | None:
@@ -83,6 +96,8 @@ class Move:
     source: str
     target: str
     reserved_share: float | None = None
+    source_region: str | None = None
+    target_region: str | None = None
     phase: str = "preparing"
     rows_total: int = 0
     rows_copied: int = 0
@@ -97,6 +112,7 @@ class Move:
         progress = 1.0 if self.phase in ("cleaning", "done") else (
             min(self.rows_copied / self.rows_total, 1.0) if self.rows_total else 0.0)
         return {"from": self.source, "to": self.target, "reserved_share": self.reserved_share,
+                "from_storage_region": self.source_region, "to_storage_region": self.target_region,
                 "phase": self.phase, "progress": round(progress, 4),
                 "rows_total": self.rows_total, "rows_copied": self.rows_copied,
                 "started_at": round(self.started_at, 3),
@@ -106,11 +122,11 @@ class Move:
 
 
 class TiersService:
-    def __init__(self, *, router: TenantRouter, silos: Silos, tenancy: TenancyService,
+    def __init__(self, *, router: TenantRouter, locations: Locations, tenancy: TenancyService,
                  audit: AuditSink, caches: list[TenantCaches], drain_timeout_s: float = 30.0,
                  one_replica: bool = True) -> None:
         self.router = router
-        self.silos = silos
+        self.locations = locations
         self.tenancy = tenancy
         self.audit = audit
         self.caches = caches
@@ -118,48 +134,106 @@ class TiersService:
         self.one_replica = one_replica
         self._moves: dict[str, Move] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._placed: dict[str, Placement] = {}  # the tenants not in the home pool
 
     async def load(self) -> None:
-        """At start: bring every silo's schema to head (as the pool's was) and route its tenant to it."""
-        for tenant_id in await self.tenancy.store.platform_silo_tenants():
-            silo = await self.silos.create(tenant_id) if self.silos.can_create else self.silos.open(tenant_id)
-            self.router.attach(tenant_id, silo)
+        """At start: bring the other locations and every silo to the schema head (as the home database was) and
+        route each tenant that is not in the home pool to its database."""
+        await self.locations.prepare()
+        for tenant_id, tier, region in await self.tenancy.store.platform_placements():
+            if region is not None and region not in self.locations.regions:
+                raise RuntimeError(f"tenant {tenant_id} keeps its content in storage region {region!r}, which is no "
+                                   f"longer configured (storage_locations); add it back to serve that tenant")
+            loc = self.locations.get(region)
+            db = await self._open(loc, tier, tenant_id, create=loc.silos.can_create)
+            self._route(tenant_id, Placement(tier, region), db)
+
+    def _route(self, tenant_id: str, placement: Placement, db: Database) -> None:
+        loc = self.locations.get(placement.region)
+        if placement.tier == POOL and loc.home:
+            self.router.detach(tenant_id)
+            self._placed.pop(tenant_id, None)
+        else:
+            self.router.attach(tenant_id, db, silo=placement.tier == SILO)
+            self._placed[tenant_id] = placement
+
+    @staticmethod
+    async def _open(loc: Location, tier: str, tenant_id: str, *, create: bool) -> Database:
+        if tier == POOL:
+            return loc.pool
+        return await loc.silos.create(tenant_id) if create else loc.silos.open(tenant_id)
+
+    def _region(self, tenant: Tenant) -> str | None:
+        return tenant.storage_region or self.locations.home.region
+
+    # --- placing a new tenant (TenancyService.create_tenant) ------------------------------------------------------
+    def region_for_new(self, allowed_regions: list[str] | None) -> str | None:
+        return self.locations.for_new_tenant(allowed_regions)
+
+    async def placed(self, tenant_id: str, region: str | None) -> None:
+        """A new tenant whose content goes to another location: its row there, and its route."""
+        loc = self.locations.get(region)
+        if loc.home:
+            return
+        await self._anchor(self.router.pool(), loc.pool, tenant_id)
+        self._route(tenant_id, Placement(POOL, region), loc.pool)
 
     def progress(self, tenant_id: str) -> dict[str, Any] | None:
         move = self._moves.get(tenant_id)
         return None if move is None else move.public()
 
     def moving(self, tenant_id: str) -> bool:
-        return tenant_id in self._tasks
+        move = self._moves.get(tenant_id)
+        return move is not None and move.phase not in FINISHED
 
-    async def start_move(self, *, tenant_id: str, tier: Any, actor: str, reserved_share: Any = None) -> Move:
-        """Start moving the tenant to ``tier`` (or only change a silo tenant's ``reserved_share``)."""
+    async def start_move(self, *, tenant_id: str, tier: Any, actor: str, reserved_share: Any = None,
+                         storage_region: Any = KEEP) -> Move:
+        """Start moving the tenant to ``tier`` and/or ``storage_region`` (or only change a silo tenant's
+        ``reserved_share``). ``tier`` None keeps the tenant's tier."""
         tenant = await self.tenancy.get_tenant(tenant_id=tenant_id)
+        tier = tenant.tier if tier is None else tier
         share = _check_request(tier, reserved_share)
+        region = self._region(tenant) if storage_region is KEEP else self._target_region(tenant, storage_region)
         if self.moving(tenant_id):
             raise Conflict(f"tenant {tenant_id} is already moving; wait for its move to finish", param="tier")
-        move = Move(tenant_id=tenant_id, source=tenant.tier, target=tier, reserved_share=share)
-        if tenant.tier == tier:
+        move = Move(tenant_id=tenant_id, source=tenant.tier, target=tier, reserved_share=share,
+                    source_region=self._region(tenant), target_region=region)
+        if tenant.tier == tier and self._region(tenant) == region:
             if share != tenant.reserved_share:
-                await self.tenancy.set_tier(tenant_id=tenant_id, tier=tier, reserved_share=share)
+                await self.tenancy.set_tier(tenant_id=tenant_id, tier=tier, reserved_share=share,
+                                            storage_region=tenant.storage_region)
                 await self._audit(actor, "tenant.reserved_share_changed", tenant_id,
                                   **{"from": tenant.reserved_share, "to": share})
             move.phase, move.finished_at = "done", time.time()
             self._moves[tenant_id] = move
             return move
-        self._check_can_move()
+        self._check_can_move(tier)
         self._moves[tenant_id] = move
-        await self._audit(actor, "tenant.tier_move_started", tenant_id,
-                          **{"from": tenant.tier, "to": tier, "reserved_share": share})
+        await self._audit(actor, "tenant.tier_move_started", tenant_id, **self._what(move))
         task = asyncio.create_task(self._run(move, actor), name=f"tenantlm-tier-{tenant_id}")
         self._tasks[tenant_id] = task
-        task.add_done_callback(lambda _t: self._tasks.pop(tenant_id, None))
+        task.add_done_callback(lambda t: self._tasks.pop(tenant_id) if self._tasks.get(tenant_id) is t else None)
         return move
 
-    def _check_can_move(self) -> None:
-        if not self.silos.can_create:
+    @staticmethod
+    def _what(move: Move) -> dict[str, Any]:
+        return {"from": move.source, "to": move.target, "reserved_share": move.reserved_share,
+                "from_storage_region": move.source_region, "to_storage_region": move.target_region}
+
+    def _target_region(self, tenant: Tenant, region: Any) -> str | None:
+        if not isinstance(region, str) or not region:
+            raise InvalidRequest("storage_region must be the region of a storage location", param="storage_region")
+        self.locations.get(region)  # a 400 naming the configured ones when there is none
+        if tenant.allowed_regions is not None and region not in tenant.allowed_regions:
+            raise RegionNotAllowed(f"storage region {region!r} is outside this tenant's allowed regions "
+                                   f"({', '.join(tenant.allowed_regions) or 'none'})", param="storage_region")
+        return region
+
+    def _check_can_move(self, tier: str) -> None:
+        if tier == SILO and not all(loc.silos.can_create for loc in [self.locations.home, *self.locations.others]):
             raise InvalidRequest("moving a tenant needs a database the server can create silos in: on Postgres, set "
-                                 "TENANTLM_DATABASE_MIGRATE_URL (the owner role creates and drops silo schemas)",
+                                 "TENANTLM_DATABASE_MIGRATE_URL (the owner role creates and drops silo schemas; "
+                                 "database_migrate_url for each storage location)",
                                  param="tier", code="tier_unavailable")
         if not self.one_replica:
             raise InvalidRequest(
@@ -175,53 +249,56 @@ class TiersService:
 
     async def _run(self, move: Move, actor: str) -> None:
         try:
-            if move.target == SILO:
-                await self._promote(move)
-            else:
-                await self._demote(move)
+            await self._move(move)
         except asyncio.CancelledError:
             move.phase, move.error, move.finished_at = "failed", "cancelled", time.time()
             raise
         except Exception as exc:
             log.exception("moving tenant %s to %s failed in %s", move.tenant_id, move.target, move.phase)
             if move.phase != "cleaning":  # before the switch: the tenant stays where it was
-                move.phase, move.error, move.finished_at = "failed", f"{type(exc).__name__}: {exc}", time.time()
-                await self._audit(actor, "tenant.tier_move_failed", move.tenant_id, to=move.target, error=move.error)
+                move.error = f"{type(exc).__name__}: {exc}"
+                await self._audit(actor, "tenant.tier_move_failed", move.tenant_id, **self._what(move),
+                                  error=move.error)
+                move.phase, move.finished_at = "failed", time.time()  # last: a new move may start from here on
                 return
-            # after it: the tenant works on its new tier; only the old side's copy is left behind
+            # after it: the tenant works on its new placement; only the old side's copy is left behind
             move.error = f"switched; removing the old copy failed: {type(exc).__name__}: {exc}"
-        move.phase, move.finished_at = "done", time.time()
-        await self._audit(actor, "tenant.tier_changed", move.tenant_id, **{
-            "from": move.source, "to": move.target, "rows": move.rows_total,
-            "seconds": round(move.finished_at - move.started_at, 3), "fenced_ms": move.fenced_ms,
-            "error": move.error})
+        finished_at = time.time()
+        done = {"rows": move.rows_total, "seconds": round(finished_at - move.started_at, 3),
+                "fenced_ms": move.fenced_ms, "error": move.error}
+        if move.source != move.target:
+            await self._audit(actor, "tenant.tier_changed", move.tenant_id,
+                              **{"from": move.source, "to": move.target, **done})
+        if move.source_region != move.target_region:
+            await self._audit(actor, "tenant.storage_region_changed", move.tenant_id,
+                              **{"from": move.source_region, "to": move.target_region, "tier": move.target, **done})
+        move.phase, move.finished_at = "done", finished_at  # last: a new move may start from here on
 
-    async def _promote(self, move: Move) -> None:
-        tenant_id, pool = move.tenant_id, self.router.pool()
-        silo = await self.silos.create(tenant_id)
+    async def _move(self, move: Move) -> None:
+        tenant_id, home = move.tenant_id, self.router.pool()
+        source_loc, target_loc = self.locations.get(move.source_region), self.locations.get(move.target_region)
+        source = self.router.route(tenant_id) or home
+        target = await self._open(target_loc, move.target, tenant_id, create=True)
         try:
-            await self._anchor(pool, silo, tenant_id)
-            await self._copy(move, pool, silo)
-            await self._switch(move, pool, silo, attach=silo)
+            if not (target_loc.home and move.target == POOL):
+                await self._anchor(home, target, tenant_id)
+            await self._copy(move, source, target)
+            await self._switch(move, source, target)
         except BaseException:
-            await tenant_copy.delete_tenant_rows(silo, tenant_id)
-            await self.silos.remove(tenant_id, silo)
+            if move.phase != "cleaning":  # not switched: the target's copy is garbage
+                await self._discard(target_loc, move.target, tenant_id, target)
             raise
-        move.phase = "cleaning"
-        await tenant_copy.delete_tenant_rows(pool, tenant_id)
+        await self._discard(source_loc, move.source, tenant_id, source)
 
-    async def _demote(self, move: Move) -> None:
-        tenant_id, pool = move.tenant_id, self.router.pool()
-        silo = self.router.silo(tenant_id) or self.silos.open(tenant_id)
-        try:
-            await self._copy(move, silo, pool)
-            await self._switch(move, silo, pool, attach=None)
-        except BaseException:
-            if self.router.silo(tenant_id) is not None:  # still routed to the silo: the pool's copy is garbage
-                await tenant_copy.delete_tenant_rows(pool, tenant_id)
-            raise
-        move.phase = "cleaning"
-        await self.silos.remove(tenant_id, silo)
+    @staticmethod
+    async def _discard(loc: Location, tier: str, tenant_id: str, db: Database) -> None:
+        """Remove the tenant's content (and its row, outside the home database) from one side of a move."""
+        await tenant_copy.delete_tenant_rows(db, tenant_id)
+        if tier == SILO:
+            await loc.silos.remove(tenant_id, db)
+        elif not loc.home:
+            async with db.tenant_tx(tenant_id=tenant_id) as conn:
+                await conn.execute(tenants.delete().where(tenants.c.id == tenant_id))
 
     @staticmethod
     async def _anchor(pool: Database, silo: Database, tenant_id: str) -> None:
@@ -242,7 +319,7 @@ class TiersService:
         move.phase = "catching_up"
         await tenant_copy.sync(source, target, move.tenant_id, copied)
 
-    async def _switch(self, move: Move, source: Database, target: Database, *, attach: Database | None) -> None:
+    async def _switch(self, move: Move, source: Database, target: Database) -> None:
         move.phase = "switching"
         tenant_id = move.tenant_id
         async with self.router.fence.closed(tenant_id, drain_timeout_s=self.drain_timeout_s):
@@ -252,11 +329,10 @@ class TiersService:
             if differ:
                 raise VerificationFailed(f"the copy differs from the source in {', '.join(differ)}")
             move.verified_rows = await tenant_copy.count_rows(target, tenant_id)
-            await self.tenancy.set_tier(tenant_id=tenant_id, tier=move.target, reserved_share=move.reserved_share)
-            if attach is not None:
-                self.router.attach(tenant_id, attach)
-            else:
-                self.router.detach(tenant_id)
+            await self.tenancy.set_tier(tenant_id=tenant_id, tier=move.target, reserved_share=move.reserved_share,
+                                        storage_region=self.locations.stored_region(move.target_region))
+            self._route(tenant_id, Placement(move.target, move.target_region), target)
+            move.phase = "cleaning"
             await self._reload_caches(tenant_id)
             move.fenced_ms = (time.monotonic() - fenced_at) * 1000
 
@@ -268,14 +344,18 @@ class TiersService:
                 log.exception("dropping the cached content of tenant %s after its move failed", tenant_id)
 
     async def forget_tenant(self, *, tenant_id: str) -> None:
-        """Erasure (first of the content steps, after the keys are shredded): stop any move, drop the silo's file
-        or schema and route the tenant back to the pool, where the other content steps delete what is left."""
+        """Erasure (first of the content steps, after the keys are shredded): stop any move; a tenant outside the
+        home pool has its content deleted where it lives (a silo's file or schema dropped, a location's rows and its
+        copy of the tenant's row deleted) and is routed back to the home pool, where the other steps delete the rest."""
         task = self._tasks.get(tenant_id)
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         self._moves.pop(tenant_id, None)
-        await self.silos.remove(tenant_id, self.router.detach(tenant_id))
+        placement, db = self._placed.pop(tenant_id, None), self.router.route(tenant_id)
+        self.router.detach(tenant_id)
+        if placement is not None and db is not None:
+            await self._discard(self.locations.get(placement.region), placement.tier, tenant_id, db)
 
     async def close(self) -> None:
         for task in list(self._tasks.values()):

@@ -62,8 +62,10 @@ class TenantUpdate(Body):
 
 
 class TenantTier(Body):
-    tier: str = Field(description="pool (shared tables with row-level security) or silo (the tenant's own "
-                                  "database).")
+    tier: str | None = Field(None, description="pool (shared tables with row-level security) or silo (the tenant's "
+                                               "own database); null: keep the tenant's tier.")
+    storage_region: str | None = Field(None, description="Move the tenant's content to the storage location of this "
+                                                         "region; null: keep it where it is.")
     reserved_share: float | None = Field(None, description="silo only: the share of every model's capacity "
                                                            "kept for the tenant (0 < share <= 0.9); null: none.")
 

@@ -32,8 +32,10 @@ PrincipalDep = Annotated[Principal, Depends(principal)]
 
 
 def _tenant(svc: Services, tenant: Tenant) -> dict[str, Any]:
-    """The tenant object, with the progress of its tier move (null when none ran since the server started)."""
-    return {**tenant.public(), "tier_move": svc.tiers.progress(tenant.id)}
+    """The tenant object, with the region of its content's storage location (null: an untagged deployment) and
+    the progress of its tier move (null when none ran since the server started)."""
+    return {**tenant.public(), "storage_region": tenant.storage_region or svc.settings.storage_region,
+            "tier_move": svc.tiers.progress(tenant.id)}
 
 
 def _list(items: list[dict[str, Any]], has_more: bool = False) -> dict[str, Any]:
@@ -86,13 +88,15 @@ async def update_tenant(tenant_id: str, body: TenantUpdate, request: Request, wh
 
 @router.post("/tenants/{tenant_id}/tier", status_code=202)
 async def move_tenant(tenant_id: str, body: TenantTier, request: Request, who: PrincipalDep) -> Any:
-    """Move the tenant's content to ``tier`` (pool or silo) online; the tenant object's ``tier_move`` shows the
-    progress and ``tier`` the tier once the move is done."""
+    """Move the tenant's content to ``tier`` (pool or silo) and/or to the storage location of ``storage_region``,
+    online; the tenant object's ``tier_move`` shows the progress, and ``tier`` and ``storage_region`` where the
+    content is once the move is done."""
     access.on_tenant(who, tenant_id, Permission.TENANT_WRITE)
     access.platform_only(who, PlatformPermission.TENANTS_TIER)
     svc = services(request)
+    where = {} if body.storage_region is None else {"storage_region": body.storage_region}
     await svc.tiers.start_move(tenant_id=tenant_id, tier=body.tier, reserved_share=body.reserved_share,
-                               actor=access.actor(who))
+                               actor=access.actor(who), **where)
     return _tenant(svc, await svc.tenancy.get_tenant(tenant_id=tenant_id))
 
 

@@ -9,15 +9,18 @@ Every ``tenant_tx`` of the router first passes the tenant's ``TenantFence``. A m
 delta copy and the switch: new transactions of that tenant wait (they do not fail), the ones in flight finish, the
 move copies what changed, flips the route, and opens the fence; the waiters then run on the new database.
 
-``platform_each()`` opens one platform transaction per database (the pool, then each silo) for the sweeps that look
-across tenants (retention, expired files, the ingestion queue).
+Besides silos, a tenant may be routed to the pool of another storage location (a database in another region, when
+the operator configures several: ``tiers/locations.py``); a silo then lives in that location too.
+
+``platform_each()`` opens one platform transaction per database (the home pool, the other locations' pools, then
+each silo) for the sweeps that look across tenants (retention, expired files, the ingestion queue).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 
@@ -91,52 +94,78 @@ class TenantFence:
 
 
 class TenantRouter(Database):
-    """The pool ``Database`` plus the silos of the tenants that have one, chosen per ``tenant_tx``."""
+    """The home pool ``Database`` plus the other databases tenants are routed to (their silos, the pools of other
+    storage locations), chosen per ``tenant_tx``."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, locations: Sequence[Database] = ()) -> None:
         super().__init__(engine)
         self.fence = TenantFence()
-        self._silos: dict[str, Database] = {}
+        self.locations = list(locations)  # the pools of the other storage locations (for the platform sweeps)
+        self._routes: dict[str, Database] = {}
+        self._silo_tenants: set[str] = set()
+
+    def route(self, tenant_id: str) -> Database | None:
+        """The database of the tenant's content when it is not the home pool."""
+        return self._routes.get(tenant_id)
 
     def silo(self, tenant_id: str) -> Database | None:
-        return self._silos.get(tenant_id)
+        return self._routes.get(tenant_id) if tenant_id in self._silo_tenants else None
 
-    def attach(self, tenant_id: str, silo: Database) -> None:
-        """Route the tenant to ``silo`` from its next transaction on (call with the fence closed during a move)."""
-        self._silos[tenant_id] = silo
+    def attach(self, tenant_id: str, db: Database, *, silo: bool = True) -> None:
+        """Route the tenant to ``db`` from its next transaction on (call with the fence closed during a move)."""
+        self._routes[tenant_id] = db
+        if silo:
+            self._silo_tenants.add(tenant_id)
+        else:
+            self._silo_tenants.discard(tenant_id)
 
     def detach(self, tenant_id: str) -> Database | None:
-        """Route the tenant back to the pool; returns its silo (the caller disposes of it)."""
-        return self._silos.pop(tenant_id, None)
+        """Route the tenant back to the home pool; returns its silo, if it had one (the caller disposes of it)."""
+        db = self._routes.pop(tenant_id, None)
+        was_silo = tenant_id in self._silo_tenants
+        self._silo_tenants.discard(tenant_id)
+        return db if was_silo else None
 
     def pool(self) -> Database:
-        """The pool alone, whatever the routes (the mover's view of the pool)."""
+        """The home pool alone, whatever the routes (the mover's view of the pool)."""
         return Database(self.engine)
 
     @asynccontextmanager
     async def tenant_tx(self, *, tenant_id: str) -> AsyncIterator[AsyncConnection]:
         async with self.fence.passage(tenant_id):
-            silo = self._silos.get(tenant_id)
-            if silo is None:
+            db = self._routes.get(tenant_id)
+            if db is None:
                 async with Database.tenant_tx(self, tenant_id=tenant_id) as conn:
                     yield conn
             else:
-                async with silo.tenant_tx(tenant_id=tenant_id) as conn:
+                async with db.tenant_tx(tenant_id=tenant_id) as conn:
                     yield conn
 
     @asynccontextmanager
     async def tenant_snapshot(self, *, tenant_id: str) -> AsyncIterator[AsyncConnection]:
         async with self.fence.passage(tenant_id):
-            db = self._silos.get(tenant_id) or self.pool()
+            db = self._routes.get(tenant_id) or self.pool()
             async with db.tenant_snapshot(tenant_id=tenant_id) as conn:
                 yield conn
 
+    def databases(self) -> list[Database]:
+        """The home pool, the other locations' pools and every silo, each once."""
+        out: dict[int, Database] = {}
+        for db in [self.pool(), *self.locations, *self._routes.values()]:
+            out.setdefault(id(db.engine), db)
+        return list(out.values())
+
     async def platform_each(self) -> AsyncIterator[AsyncConnection]:
-        for db in [self.pool(), *list(self._silos.values())]:
+        for db in self.databases():
             async with db.platform_tx() as conn:
                 yield conn
 
+    async def reclaim(self) -> None:
+        """After an erasure: every database lets go of the deleted rows (a silo's or a location's too)."""
+        for db in self.databases():
+            await db.reclaim()
+
     async def dispose(self) -> None:
-        for silo in list(self._silos.values()):
-            await silo.dispose()
+        for db in self.databases()[1:]:
+            await db.dispose()
         await super().dispose()

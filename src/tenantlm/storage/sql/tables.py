@@ -30,6 +30,7 @@ tenants = sa.Table(
     # migration 0017: where the tenant's content lives, "pool" (shared tables) or "silo" (its own database)
     sa.Column("tier", sa.String(8), nullable=False, server_default="pool"),
     sa.Column("reserved_share", sa.Float, nullable=True),  # a silo tenant's share of every model's capacity
+    sa.Column("storage_region", sa.String(64), nullable=True),  # the location of its content; null: home
 )
 
 api_keys = sa.Table(
