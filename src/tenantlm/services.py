@@ -243,6 +243,8 @@ def build_services(settings: Settings) -> Services:
     tiers = TiersService(router=router, locations=locations, tenancy=tenancy, audit=audit, caches=[search],
                          one_replica=settings.redis_url is None and settings.replicas <= 1)
     tenancy.placements = tiers
+    if settings.is_postgres and not tiers.one_replica:
+        router.coordinate(tiers)  # every replica reads each tenant's placement under its placement lock
     return Services(
         router=router, tiers=tiers,
         admission=admission, schedulers=schedulers, replicas=replicas, ledger=ledger, alerts=alerts, redis=redis,

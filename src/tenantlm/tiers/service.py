@@ -135,6 +135,7 @@ class TiersService:
         self._moves: dict[str, Move] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._placed: dict[str, Placement] = {}  # the tenants not in the home pool
+        self._closing: set[asyncio.Task[None]] = set()  # silos other replicas moved tenants out of, being closed
 
     async def load(self) -> None:
         """At start: bring the other locations and every silo to the schema head (as the home database was) and
@@ -165,6 +166,23 @@ class TiersService:
 
     def _region(self, tenant: Tenant) -> str | None:
         return tenant.storage_region or self.locations.home.region
+
+    def resolve(self, tenant_id: str, tier: str, region: str | None) -> Database | None:
+        """Several replicas: the database of the tenant's placement as its row says now (None: the home pool). A
+        placement another replica's move changed is routed here from now on; a silo left behind is closed."""
+        placement = Placement(tier, region)
+        if placement != self._placed.get(tenant_id, Placement(POOL, None)):
+            loc = self.locations.get(region)
+            if tier == POOL and loc.home:
+                left = self.router.detach(tenant_id)
+                self._placed.pop(tenant_id, None)
+            else:
+                left = self.router.silo(tenant_id)
+                self._route(tenant_id, placement, loc.pool if tier == POOL else loc.silos.open(tenant_id))
+            if left is not None:
+                self._closing.add(task := asyncio.create_task(left.dispose()))
+                task.add_done_callback(self._closing.discard)
+        return self.router.route(tenant_id)
 
     # --- placing a new tenant (TenancyService.create_tenant) ------------------------------------------------------
     def region_for_new(self, allowed_regions: list[str] | None) -> str | None:
@@ -235,10 +253,10 @@ class TiersService:
                                  "TENANTLM_DATABASE_MIGRATE_URL (the owner role creates and drops silo schemas; "
                                  "database_migrate_url for each storage location)",
                                  param="tier", code="tier_unavailable")
-        if not self.one_replica:
+        if not self.one_replica and self.router.resolver is None:
             raise InvalidRequest(
-                "an online tier move is fenced and switched inside one server process; this deployment runs several "
-                "replicas (TENANTLM_REDIS_URL or TENANTLM_REPLICAS > 1): run one replica for the move",
+                "with several replicas a move is coordinated by a lock in Postgres; this deployment runs several "
+                "replicas (TENANTLM_REDIS_URL or TENANTLM_REPLICAS > 1) on SQLite: run one replica for the move",
                 param="tier", code="tier_unavailable")
 
     async def wait(self, tenant_id: str) -> Move | None:
@@ -322,7 +340,8 @@ class TiersService:
     async def _switch(self, move: Move, source: Database, target: Database) -> None:
         move.phase = "switching"
         tenant_id = move.tenant_id
-        async with self.router.fence.closed(tenant_id, drain_timeout_s=self.drain_timeout_s):
+        async with self.router.fence.closed(tenant_id, drain_timeout_s=self.drain_timeout_s), \
+                self.router.exclusive(tenant_id, timeout_s=self.drain_timeout_s):
             fenced_at = time.monotonic()
             move.last_delta = await tenant_copy.sync(source, target, tenant_id)
             differ = await tenant_copy.verify(source, target, tenant_id)
@@ -352,6 +371,10 @@ class TiersService:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         self._moves.pop(tenant_id, None)
+        if self.router.resolver is not None:  # another replica may have moved it: its row says where it is
+            tenant = await self.tenancy.store.get_tenant(tenant_id=tenant_id)
+            if tenant is not None:
+                self.resolve(tenant_id, tenant.tier, tenant.storage_region)
         placement, db = self._placed.pop(tenant_id, None), self.router.route(tenant_id)
         self.router.detach(tenant_id)
         if placement is not None and db is not None:

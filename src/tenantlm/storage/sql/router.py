@@ -20,10 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
+from types import MappingProxyType
+from typing import Protocol
 
+import sqlalchemy as sa
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tenantlm.errors import ServiceUnavailable
@@ -32,6 +36,26 @@ from tenantlm.storage.sql.engine import Database
 # Tenants whose fence this task already passed: a transaction opened inside another of the same tenant (same task)
 # must not wait for a fence that waits for the outer one to finish.
 _PASSED: ContextVar[frozenset[str]] = ContextVar("tenantlm_fence_passed", default=frozenset())
+# Several replicas: the tenants whose placement lock this task holds, and the database their placement named (None:
+# the home pool). A transaction opened inside another of the same tenant reuses both (taking the shared lock again
+# would queue behind a mover's exclusive request that waits for the outer one: a wait only lock_timeout ends).
+_HELD: ContextVar[Mapping[str, Database | None]] = ContextVar("tenantlm_placement_held",
+                                                               default=MappingProxyType({}))
+
+# pg_advisory_xact_lock(key1, key2): the first key names TenantLM's tenant placement locks, the second the tenant.
+_LOCK_NAMESPACE = 0x544C4D
+# Two statements, not one: a statement reads rows as of its start, so a row read in the statement that waited for
+# the lock would be the row from before the move that held it.
+_SHARED = sa.text("SELECT pg_advisory_xact_lock_shared(:ns, hashtext(:t))")
+_PLACEMENT = sa.text("SELECT tier, storage_region FROM tenants WHERE id = :t")
+_EXCLUSIVE = sa.text("SELECT pg_advisory_xact_lock(:ns, hashtext(:t))")
+_LOCK_NOT_AVAILABLE = "55P03"
+
+
+class PlacementResolver(Protocol):
+    """Turns a tenant's placement as its row says now into the database to use (None: the home pool)."""
+
+    def resolve(self, tenant_id: str, tier: str, region: str | None) -> Database | None: ...
 
 
 class FenceTimeout(ServiceUnavailable):
@@ -95,11 +119,20 @@ class TenantFence:
 
 class TenantRouter(Database):
     """The home pool ``Database`` plus the other databases tenants are routed to (their silos, the pools of other
-    storage locations), chosen per ``tenant_tx``."""
+    storage locations), chosen per ``tenant_tx``.
+
+    With several replicas on Postgres (``coordinate``), a replica cannot know from memory that another one moved a
+    tenant: every routed transaction then first takes the tenant's placement lock in shared mode in the home
+    database (``pg_advisory_xact_lock_shared``, held to the end of the transaction), then reads the tenant's tier
+    and storage region from its row (two more statements); a move takes the lock in exclusive mode for its last delta
+    and the switch (``exclusive``), so transactions of the tenant on every replica wait there, and the ones that
+    were in flight finish first. For a tenant in the home pool the lock and the content share one
+    transaction; elsewhere the home transaction holding the lock stays open beside the content's."""
 
     def __init__(self, engine: AsyncEngine, *, locations: Sequence[Database] = ()) -> None:
         super().__init__(engine)
         self.fence = TenantFence()
+        self.resolver: PlacementResolver | None = None
         self.locations = list(locations)  # the pools of the other storage locations (for the platform sweeps)
         self._routes: dict[str, Database] = {}
         self._silo_tenants: set[str] = set()
@@ -130,23 +163,73 @@ class TenantRouter(Database):
         """The home pool alone, whatever the routes (the mover's view of the pool)."""
         return Database(self.engine)
 
+    def coordinate(self, resolver: PlacementResolver) -> None:
+        """Read every tenant's placement per transaction under its shared placement lock (several replicas)."""
+        if not self.is_postgres:
+            raise ValueError("placement locks need Postgres")
+        self.resolver = resolver
+
     @asynccontextmanager
     async def tenant_tx(self, *, tenant_id: str) -> AsyncIterator[AsyncConnection]:
         async with self.fence.passage(tenant_id):
-            db = self._routes.get(tenant_id)
-            if db is None:
-                async with Database.tenant_tx(self, tenant_id=tenant_id) as conn:
+            held = _HELD.get()
+            if self.resolver is None or tenant_id in held:
+                db = held[tenant_id] if tenant_id in held else self._routes.get(tenant_id)
+                async with (db.tenant_tx(tenant_id=tenant_id) if db is not None
+                            else Database.tenant_tx(self, tenant_id=tenant_id)) as conn:
                     yield conn
-            else:
-                async with db.tenant_tx(tenant_id=tenant_id) as conn:
-                    yield conn
+                return
+            async with Database.tenant_tx(self, tenant_id=tenant_id) as home, self._holding(home, tenant_id) as db:
+                if db is None:
+                    yield home
+                else:
+                    async with db.tenant_tx(tenant_id=tenant_id) as conn:
+                        yield conn
+
+    @asynccontextmanager
+    async def _holding(self, home: AsyncConnection, tenant_id: str) -> AsyncIterator[Database | None]:
+        """Take the tenant's placement lock (shared) in ``home`` and resolve its placement as its row says now."""
+        assert self.resolver is not None
+        await home.execute(_SHARED, {"ns": _LOCK_NAMESPACE, "t": tenant_id})
+        row = (await home.execute(_PLACEMENT, {"t": tenant_id})).first()
+        db = None if row is None else self.resolver.resolve(tenant_id, row.tier, row.storage_region)
+        token = _HELD.set({**_HELD.get(), tenant_id: db})
+        try:
+            yield db
+        finally:
+            _HELD.reset(token)
 
     @asynccontextmanager
     async def tenant_snapshot(self, *, tenant_id: str) -> AsyncIterator[AsyncConnection]:
         async with self.fence.passage(tenant_id):
-            db = self._routes.get(tenant_id) or self.pool()
-            async with db.tenant_snapshot(tenant_id=tenant_id) as conn:
+            held = _HELD.get()
+            if self.resolver is None or tenant_id in held:
+                where = (held[tenant_id] if tenant_id in held else self._routes.get(tenant_id)) or self.pool()
+                async with where.tenant_snapshot(tenant_id=tenant_id) as conn:
+                    yield conn
+                return
+            async with (Database.tenant_tx(self, tenant_id=tenant_id) as home, self._holding(home, tenant_id) as db,
+                        (db or self.pool()).tenant_snapshot(tenant_id=tenant_id) as conn):
                 yield conn
+
+    @asynccontextmanager
+    async def exclusive(self, tenant_id: str, *, timeout_s: float) -> AsyncIterator[None]:
+        """A move's switch: hold the tenant's placement lock exclusively, once every replica's transactions of the
+        tenant that hold it have finished (at most ``timeout_s``, else ``FenceTimeout``); new ones wait until the
+        block ends. Without coordination (one replica) the fence alone does this, and this does nothing."""
+        if self.resolver is None:
+            yield
+            return
+        async with Database.platform_tx(self) as conn:
+            await conn.execute(sa.text(f"SET LOCAL lock_timeout = {max(1, int(timeout_s * 1000))}"))
+            try:
+                await conn.execute(_EXCLUSIVE, {"ns": _LOCK_NAMESPACE, "t": tenant_id})
+            except DBAPIError as exc:
+                if getattr(exc.orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
+                    raise FenceTimeout(f"tenant {tenant_id} still had transactions in flight on some replica "
+                                       f"after {timeout_s}s") from exc
+                raise
+            yield
 
     def databases(self) -> list[Database]:
         """The home pool, the other locations' pools and every silo, each once."""
