@@ -11,7 +11,6 @@ import gc
 import hmac
 import logging
 import sys
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -108,19 +107,7 @@ async def _start_metering(svc: Services) -> None:
 
 
 async def _seed_budgets(svc: Services) -> None:
-    now = time.gmtime()
-    day, month = time.strftime("d:%Y-%m-%d", now), time.strftime("m:%Y-%m", now)
-    for row in await svc.ledger.platform_period_usage():
-        if row.key_id is not None:
-            level, subject = "key", row.key_id
-        elif row.end_user is not None:
-            level, subject = "end_user", f"{row.tenant_id}/{row.end_user}"
-        else:
-            level, subject = "tenant", row.tenant_id
-        for period, tokens, cost in ((day, row.day_tokens, row.day_cost_usd),
-                                     (month, row.month_tokens, row.month_cost_usd)):
-            await svc.admission.seed_usage(tenant_id=row.tenant_id, level=level, subject_id=subject,  # type: ignore[arg-type]
-                                           period=period, tokens=tokens, cost_usd=cost)
+    await svc.admission.seed_budgets(await svc.ledger.platform_period_usage())
 
 
 async def _warm(svc: Services) -> None:

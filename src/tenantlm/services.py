@@ -243,6 +243,10 @@ def build_services(settings: Settings) -> Services:
     tiers = TiersService(router=router, locations=locations, tenancy=tenancy, audit=audit, caches=[search],
                          one_replica=settings.redis_url is None and settings.replicas <= 1)
     tenancy.placements = tiers
+    if redis is not None:  # a move changes the tenant's key prefix in Redis: its budgets start there at the ledger's
+        async def reseed(tenant_id: str) -> None:
+            await admission.seed_budgets(await ledger.period_usage(tenant_id=tenant_id))
+        tiers.after_switch.append(reseed)
     if settings.is_postgres and not tiers.one_replica:
         router.coordinate(tiers)  # every replica reads each tenant's placement under its placement lock
     return Services(

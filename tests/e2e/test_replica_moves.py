@@ -18,6 +18,7 @@ from typing import Any
 
 import openai
 import pytest
+import redis as redis_client
 
 from live import Live, Process, ServerConfig, start_server
 from services import PostgresDatabase, PostgresServer, RedisServer
@@ -30,6 +31,7 @@ class Pair:
     a: Live
     b: Live
     db: PostgresDatabase
+    redis_url: str
 
     def rows(self, schema: str, tenant_id: str) -> dict[str, int]:
         sql = " UNION ALL ".join(f"SELECT '{t}', count(*) FROM {schema}.{t} WHERE tenant_id = '{tenant_id}'"
@@ -42,7 +44,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresServ
          redis_server: RedisServer) -> Iterator[Pair]:
     tmp = tmp_path_factory.mktemp("replica-moves")
     db = postgres_server.create_database()
-    shared = {"TENANTLM_REDIS_URL": redis_server.url_for(1), "TENANTLM_KEYRING_DIR": str(tmp / "keyring"),
+    shared = {"TENANTLM_REDIS_URL": redis_server.url_for(2), "TENANTLM_KEYRING_DIR": str(tmp / "keyring"),
               "TENANTLM_MASTER_KEY": base64.b64encode(os.urandom(32)).decode()}
     cfg = ServerConfig(providers=[{"name": "fake", "type": "fake", "tokens": 8}],
                        models=[{"name": "fake-chat", "provider": "fake"}], env=shared)
@@ -52,7 +54,8 @@ def pair(tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresServ
             (tmp / f"r{i}").mkdir()
             procs.append(start_server(tmp / f"r{i}", cfg, database_url=db.app_url, migrate_url=db.owner_url,
                                       warmup=False, data_dir=tmp / f"r{i}" / "data"))
-        yield Pair(Live(procs[0].url, procs[0], "postgres"), Live(procs[1].url, procs[1], "postgres"), db)
+        yield Pair(Live(procs[0].url, procs[0], "postgres"), Live(procs[1].url, procs[1], "postgres"), db,
+                   redis_server.url_for(2))
     finally:
         for p in procs:
             p.stop()
@@ -150,3 +153,25 @@ def test_a_move_by_one_replica_fails_no_request_on_either(pair: Pair, tmp_path: 
             assert sdk.files.content(file_id).read() == data
         assert sdk.files.content(written_on_b.id).read() == b"written through replica b"
     assert pair.rows("public", t.id)["files"] == len(load.uploaded) + 1
+
+
+def _month_tokens(pair: Pair, prefix: str, tenant_id: str) -> int:
+    client = redis_client.Redis.from_url(pair.redis_url)
+    try:
+        key = f"{prefix}{{{tenant_id}}}:b:tenant:{tenant_id}:m:{time.strftime('%Y-%m', time.gmtime())}"
+        return int(client.hget(key, "tok") or 0)
+    finally:
+        client.close()
+
+
+def test_the_month_s_budget_follows_the_tenant_to_its_new_key_prefix(pair: Pair) -> None:
+    t = pair.a.new_tenant(f"bud-{uuid.uuid4().hex[:8]}")
+    sdk = pair.a.sdk(t.member_key, max_retries=0)
+    for n in range(5):
+        sdk.chat.completions.create(model="fake-chat", messages=[{"role": "user", "content": f"spend {n}"}])
+    used = _month_tokens(pair, "tlm:", t.id)
+    assert used > 0
+    time.sleep(2.5)  # the ledger has flushed the usage the counters are raised to
+    _move(pair.a, t.id, "silo")
+    assert _month_tokens(pair, "tlm:silo:", t.id) >= used  # not 0: the month's budget did not restart
+    _move(pair.a, t.id, "pool")

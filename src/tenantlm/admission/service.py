@@ -19,10 +19,11 @@ The service only adds the clock (so the store stays testable with an injected ``
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from tenantlm.admission.models import AdmissionRequest, Decision, Level, SettleResult, Ticket
 from tenantlm.admission.port import LimitStore
+from tenantlm.metering.models import PeriodUsage
 
 
 def reservation_tokens(*, prompt_tokens: int, max_tokens: int | None, default_max_tokens: int) -> int:
@@ -53,3 +54,21 @@ class AdmissionService:
                          cost_usd: float) -> None:  # fmt: skip
         await self.store.seed_usage(tenant_id=tenant_id, level=level, subject_id=subject_id, period=period,
                                     tokens=tokens, cost_usd=cost_usd)  # fmt: skip
+
+    async def seed_budgets(self, usage: Iterable[PeriodUsage]) -> None:
+        """Raise the day and month budget counters to at least the ledger's (never lowers, never double counts): at
+        start-up for every tenant, and for one tenant when its counters move to another key prefix (a tier move)."""
+        now = time.gmtime(self._clock())
+        day, month = time.strftime("d:%Y-%m-%d", now), time.strftime("m:%Y-%m", now)
+        for row in usage:
+            level: Level
+            if row.key_id is not None:
+                level, subject = "key", row.key_id
+            elif row.end_user is not None:
+                level, subject = "end_user", f"{row.tenant_id}/{row.end_user}"
+            else:
+                level, subject = "tenant", row.tenant_id
+            for period, tokens, cost in ((day, row.day_tokens, row.day_cost_usd),
+                                         (month, row.month_tokens, row.month_cost_usd)):
+                await self.seed_usage(tenant_id=row.tenant_id, level=level, subject_id=subject, period=period,
+                                      tokens=tokens, cost_usd=cost)

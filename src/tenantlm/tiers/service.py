@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -51,7 +51,8 @@ SILO_KEY_PREFIX = "tlm:silo:"
 
 def silo_key_prefix(router: TenantRouter) -> Callable[[str], str | None]:
     """A silo tenant's own prefix for its keys in Redis (``tlm:silo:{<tenant_id>}:...``), else None (the default).
-    It follows the route, which never changes while Redis is in use: moves are refused with several replicas."""
+    It follows the route: after a move the limiter's windows start afresh under the new prefix, and its budgets are
+    raised to the ledger's there (``TiersService.after_switch``)."""
     def prefix_of(tenant_id: str) -> str | None:
         return SILO_KEY_PREFIX if router.silo(tenant_id) is not None else None
     return prefix_of
@@ -136,6 +137,9 @@ class TiersService:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._placed: dict[str, Placement] = {}  # the tenants not in the home pool
         self._closing: set[asyncio.Task[None]] = set()  # silos other replicas moved tenants out of, being closed
+        # Run with the fence still closed once the route is switched: e.g. the limiter's budgets under the tenant's
+        # new key prefix in Redis, raised to the ledger's.
+        self.after_switch: list[Callable[[str], Awaitable[None]]] = []
 
     async def load(self) -> None:
         """At start: bring the other locations and every silo to the schema head (as the home database was) and
@@ -353,6 +357,11 @@ class TiersService:
             self._route(tenant_id, Placement(move.target, move.target_region), target)
             move.phase = "cleaning"
             await self._reload_caches(tenant_id)
+            for hook in self.after_switch:
+                try:
+                    await hook(tenant_id)
+                except Exception:
+                    log.exception("after moving tenant %s", tenant_id)
             move.fenced_ms = (time.monotonic() - fenced_at) * 1000
 
     async def _reload_caches(self, tenant_id: str) -> None:
