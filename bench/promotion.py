@@ -4,6 +4,11 @@ under steady load.
 Usage::
 
     python bench/promotion.py [--rows 10000] [--workers 4] [--window-s 5] [--out bench/results/promotion.json]
+    python bench/promotion.py --replicas 2 --out bench/results/promotion_replicas.json
+
+With ``--replicas N`` (N > 1) the servers are N replicas on a throwaway Postgres and Redis (started here): the
+moving tenant's load threads are spread over the replicas, the bystander's too, and replica 0 runs the moves (the
+others learn them through the tenant's placement lock).
 
 A real ``tenantlm serve`` on SQLite (fake chat model, no upstream). The moving tenant has its request log on; it is
 seeded through the API with chat completions (one request-log row each) and small file uploads (a file row and a
@@ -18,6 +23,7 @@ seconds from the POST to done, rows, how long the fence held the tenant's new tr
 from __future__ import annotations
 
 import argparse
+import base64
 import datetime as dt
 import json
 import os
@@ -36,7 +42,8 @@ from typing import Any
 import openai
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from live import Live, catalog_config, start_server
+from live import Live, Process, catalog_config, start_server
+from services import start_postgres, start_redis
 
 
 def pct(values: list[float], q: float) -> float:
@@ -113,51 +120,79 @@ def summary(rec: Recorder, window: str, who: str) -> dict[str, Any]:
             "p50_ms": round(pct(lat, 0.5), 2), "p99_ms": round(pct(lat, 0.99), 2), "max_ms": round(max(lat or [0]), 2)}
 
 
+class Servers:
+    """One ``tenantlm serve`` on SQLite, or N replicas on a throwaway Postgres and Redis."""
+
+    def __init__(self, tmp: Path, replicas: int) -> None:
+        self.tmp, self.replicas = tmp, replicas
+        self.procs: list[Process] = []
+        self.stops: list[Any] = []
+
+    def __enter__(self) -> list[Live]:
+        config = catalog_config(None, local=False)
+        if self.replicas <= 1:
+            self.procs.append(start_server(self.tmp, config, warmup=False, data_dir=self.tmp / "data"))
+            return [Live(self.procs[0].url, self.procs[0], "sqlite")]
+        pg, redis = start_postgres(), start_redis()
+        self.stops += [pg.stop, redis.stop]
+        db = pg.create_database()
+        config.env.update({"TENANTLM_REDIS_URL": redis.url_for(0), "TENANTLM_KEYRING_DIR": str(self.tmp / "keyring"),
+                           "TENANTLM_MASTER_KEY": base64.b64encode(os.urandom(32)).decode()})
+        for i in range(self.replicas):
+            (self.tmp / f"r{i}").mkdir()
+            self.procs.append(start_server(self.tmp / f"r{i}", config, database_url=db.app_url,
+                                           migrate_url=db.owner_url, warmup=False,
+                                           data_dir=self.tmp / f"r{i}" / "data"))
+        return [Live(p.url, p, "postgres") for p in self.procs]
+
+    def __exit__(self, *exc: object) -> None:
+        for p in self.procs:
+            p.stop()
+        for stop in self.stops:
+            stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=10_000)
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--window-s", type=float, default=5.0)
     ap.add_argument("--out", type=Path, default=Path("bench/results/promotion.json"))
+    ap.add_argument("--replicas", type=int, default=1, help="N > 1: N replicas on Postgres and Redis")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp_dir:
-        tmp = Path(tmp_dir)
-        proc = start_server(tmp, catalog_config(None, local=False), warmup=False, data_dir=tmp / "data")
-        try:
-            live = Live(proc.url, proc, "sqlite")
-            mover = live.new_tenant(f"mover-{uuid.uuid4().hex[:6]}")
-            other = live.new_tenant(f"bystander-{uuid.uuid4().hex[:6]}")
-            with live.admin() as c:
-                for t in (mover, other):
-                    c.patch(f"/admin/v1/tenants/{t.id}", json={"settings": {"request_log_days": 7}})
-            t0 = time.perf_counter()
-            seeded = seed(live, mover.member_key, args.rows, {})
-            time.sleep(2.5)  # the request log is written in batches every 2 s
-            print(f"seeded {seeded} rows in {time.perf_counter() - t0:.1f}s", flush=True)
-            rec = Recorder()
-            threads = [threading.Thread(target=worker, args=(live.sdk(mover.member_key, max_retries=0), "tenant",
-                                                              rec, i * 1000), daemon=True)
-                       for i in range(args.workers)]
-            threads.append(threading.Thread(target=worker, args=(live.sdk(other.member_key, max_retries=0),
-                                                                 "bystander", rec, 0), daemon=True))
-            for th in threads:
-                th.start()
-            time.sleep(1.0)
-            rec.window = "before"
-            time.sleep(args.window_s)
-            rec.window = "promotion"
-            promoted = move(live, mover.id, "silo")
-            rec.window = "on_silo"
-            time.sleep(args.window_s)
-            rec.window = "demotion"
-            demoted = move(live, mover.id, "pool")
-            rec.window = "after"
-            time.sleep(1.0)
-            rec.stop.set()
-            for th in threads:
-                th.join(timeout=30)
-        finally:
-            proc.stop()
+    with tempfile.TemporaryDirectory() as tmp_dir, Servers(Path(tmp_dir), args.replicas) as lives:
+        live = lives[0]
+        mover = live.new_tenant(f"mover-{uuid.uuid4().hex[:6]}")
+        other = live.new_tenant(f"bystander-{uuid.uuid4().hex[:6]}")
+        with live.admin() as c:
+            for t in (mover, other):
+                c.patch(f"/admin/v1/tenants/{t.id}", json={"settings": {"request_log_days": 7}})
+        t0 = time.perf_counter()
+        seeded = seed(live, mover.member_key, args.rows, {})
+        time.sleep(2.5)  # the request log is written in batches every 2 s
+        print(f"seeded {seeded} rows in {time.perf_counter() - t0:.1f}s", flush=True)
+        rec = Recorder()
+        threads = [threading.Thread(target=worker, args=(
+            lives[i % len(lives)].sdk(mover.member_key, max_retries=0), "tenant", rec, i * 1000), daemon=True)
+            for i in range(args.workers)]
+        threads += [threading.Thread(target=worker, args=(r.sdk(other.member_key, max_retries=0),
+                                                          "bystander", rec, 0), daemon=True) for r in lives]
+        for th in threads:
+            th.start()
+        time.sleep(1.0)
+        rec.window = "before"
+        time.sleep(args.window_s)
+        rec.window = "promotion"
+        promoted = move(live, mover.id, "silo")
+        rec.window = "on_silo"
+        time.sleep(args.window_s)
+        rec.window = "demotion"
+        demoted = move(live, mover.id, "pool")
+        rec.window = "after"
+        time.sleep(1.0)
+        rec.stop.set()
+        for th in threads:
+            th.join(timeout=30)
     windows = ("before", "promotion", "on_silo", "demotion")
     result = {
         "run_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -165,6 +200,7 @@ def main() -> None:
                                  text=True).stdout.strip(),
         "machine": {"python": platform.python_version(), "cpus": len(os.sched_getaffinity(0))},
         "args": {k: str(v) for k, v in vars(args).items()}, "seeded_rows": seeded,
+        "backend": "sqlite" if args.replicas <= 1 else f"postgres + redis, {args.replicas} replicas",
         "promotion": promoted, "demotion": demoted,
         "tenant": {w: summary(rec, w, "tenant") for w in windows},
         "bystander": {w: summary(rec, w, "bystander") for w in windows},

@@ -64,7 +64,7 @@ KEEP: Any = object()  # start_move: leave the storage region as it is
 @dataclass(frozen=True)
 class Placement:
     tier: str
-    region: str | None  # the storage location's region (None: the home database of an untagged deployment)
+    region: str | None  # the storage location's region as the tenant's row records it (None: the home database)
 
 
 def _check_request(tier: Any, reserved_share: Any) -> float | None:
@@ -354,7 +354,7 @@ class TiersService:
             move.verified_rows = await tenant_copy.count_rows(target, tenant_id)
             await self.tenancy.set_tier(tenant_id=tenant_id, tier=move.target, reserved_share=move.reserved_share,
                                         storage_region=self.locations.stored_region(move.target_region))
-            self._route(tenant_id, Placement(move.target, move.target_region), target)
+            self._route(tenant_id, Placement(move.target, self.locations.stored_region(move.target_region)), target)
             move.phase = "cleaning"
             await self._reload_caches(tenant_id)
             for hook in self.after_switch:
