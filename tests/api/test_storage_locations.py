@@ -8,10 +8,12 @@ deletes its content in its region."""
 
 from __future__ import annotations
 
+import io
 import json
 import sqlite3
 import time
 import uuid
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,6 +186,10 @@ def test_each_tenant_s_content_lives_in_its_region_and_moves_between_regions_onl
     assert _everything(regions.rows(EU, eu.id)) and _nothing(regions.rows(HOME, eu.id))
     assert _everything(regions.rows(HOME, us.id)) and _nothing(regions.rows(EU, us.id))
     assert regions.anchored(eu.id) and not regions.anchored(us.id)
+    with dep.live.admin() as c:  # the tenant's export reads its region's database
+        archive = c.post(f"/admin/v1/tenants/{eu.id}/export")
+        assert archive.status_code == 200, archive.text
+        assert zipfile.ZipFile(io.BytesIO(archive.content)).read(f"files/{eu_used['file']}") == eu_used["data"]
 
     with dep.live.admin() as c:
         # residency holds for storage: no allowed_regions without the data's region, no move outside them
