@@ -140,11 +140,13 @@ class InstanceAdapters:
     def applied(self, lora: LoraFile | None) -> Iterator[None]:
         """Run one request with ``lora`` (None: no adapter) on the context; clear the context after it."""
         with self._lock:
+            if self._on_context:  # clearing failed after the previous request: nothing runs until it succeeds
+                self._set_on_context([])
             adapter = None if lora is None else self._acquire(lora)
             self._busy = True
         try:
-            if adapter is not None or self._on_context:
-                self._set_on_context([] if adapter is None else [adapter])
+            if adapter is not None:
+                self._set_on_context([adapter])
             yield
         finally:
             try:
@@ -153,16 +155,17 @@ class InstanceAdapters:
             finally:
                 with self._lock:
                     self._busy = False
-                    for name in self._retired:
-                        self._free(name)
-                    self._retired.clear()
+                    if not self._on_context:  # never free what the context may still point at
+                        for name in self._retired:
+                            self._free(name)
+                        self._retired.clear()
 
     def forget(self, name: str) -> None:
         """Free a deleted adapter now, or when the request running on the instance ends."""
         with self._lock:
             if name not in self._loaded:
                 return
-            if self._busy:
+            if self._busy or self._on_context:
                 self._retired.add(name)
             else:
                 self._free(name)

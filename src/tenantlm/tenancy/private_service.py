@@ -4,8 +4,8 @@ validation, storage, the request path's cache dropped at once, and an audit even
 A private model names a configured provider and the model it serves; it runs in that provider's region (or the
 one given, when the provider names none). An adapter names a chat model the tenant may use whose provider loads
 LoRA adapters at run time (vLLM, or the embedded llama.cpp model, which checks the adapter file at creation); it
-runs in that model's region. Names are the tenant's own: they may not be an
-operator's catalog model, and one name is either a private model or an adapter.
+runs in that model's region. Names are the tenant's own: they may not be an operator's catalog model, and one name
+is either a private model or an adapter.
 """
 
 from __future__ import annotations
