@@ -19,7 +19,8 @@ from tenantlm.errors import InvalidRequest, UpstreamError
 from tenantlm.providers.base import ChatProvider
 from tenantlm.providers.llama_lora import LoraFile
 from tenantlm.providers.local_chat import LocalChatProvider
-from tenantlm.settings import ProviderConfig
+from tenantlm.providers.registry import ProviderRegistry
+from tenantlm.settings import ModelConfig, ProviderConfig, Settings
 
 pytestmark = [pytest.mark.local_models, pytest.mark.asyncio(loop_scope="module")]
 
@@ -185,3 +186,31 @@ async def test_files_llama_cpp_would_not_load_are_refused(pair: LocalChatProvide
         await pair.check_adapter(source=str(path), model="smollm2")
     assert refused.value.param == "source" and refused.value.status == 400
     assert pair.idle_instances == 2
+
+
+async def test_the_router_applies_a_local_adapter_and_frees_it_when_deleted(loras: dict[str, LoraFile],
+                                                                           reference: dict[str, str]) -> None:
+    s = Settings(providers=[ProviderConfig(name="local", type="local", threads=1, max_loras=2),
+                            ProviderConfig(name="fake", type="fake")],
+                 models=[ModelConfig(name="smollm2", provider="local")])
+    registry = ProviderRegistry.from_settings(s)
+    base = s.model("smollm2")
+    assert base is not None
+    adapter = base.model_copy(update={"name": "support-v1", "upstream_model": loras["a"].name,
+                                      "lora_source": loras["a"].path, "fallbacks": []})
+    try:
+        assert registry.serves_adapters("local") and not registry.serves_adapters("fake")
+        await registry.check_adapter("local", source=loras["a"].path, model="smollm2")
+        await registry.check_adapter("fake", source="/not/checked/here", model="x")
+        result = await registry.chat(adapter, request())
+        assert result.body["model"] == "support-v1"
+        assert result.body["choices"][0]["message"]["content"] == reference["a"]
+        chunks = [c async for c in registry.stream_chat(adapter, request(stream=True))]
+        assert {c.body["model"] for c in chunks} == {"support-v1"}
+        assert (await registry.chat(base, request())).body["choices"][0]["message"]["content"] == reference["base"]
+        local = registry.chat_provider("local")
+        assert isinstance(local, LocalChatProvider) and local.loaded_adapters == [loras["a"].name]
+        await registry.forget_adapter("local", loras["a"].name)
+        assert local.loaded_adapters == []
+    finally:
+        await registry.aclose()
