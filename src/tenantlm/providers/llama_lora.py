@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from tenantlm.errors import InvalidRequest, UpstreamError
+from tenantlm.errors import InvalidRequest, ServiceUnavailable, UpstreamError
 
 GGUF_MAGIC = b"GGUF"
 GGUF_TYPE_STRING = 8
@@ -96,7 +96,11 @@ def read_adapter_header(path: str) -> str:
         magic = file.read(len(GGUF_MAGIC))
     if magic != GGUF_MAGIC:
         raise _refuse(f"source {path!r} is not a GGUF file; {CONVERT_HINT}")
-    header = _header_strings(path)
+    try:
+        header = _header_strings(path)
+    except (ImportError, OSError, AttributeError) as exc:
+        raise ServiceUnavailable("the local model runtime (llama-cpp-python) is not installed or not usable; "
+                                 "adapter files cannot be checked") from exc
     if header is None:
         raise _refuse(f"source {path!r} is not a readable GGUF file (its header is damaged)")
     if header["general.type"] != "adapter":
