@@ -43,7 +43,8 @@ class ProviderConfig(BaseModel):
     breaker_reset_s: float = 30.0
     # Per-tenant LoRA adapters (a vLLM upstream started with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING):
     # adapters this server keeps loaded on the upstream at once; the least recently used one not in use is unloaded
-    # to make room. Match the upstream's --max-loras (or --max-cpu-loras when it is larger).
+    # to make room. Match the upstream's --max-loras (or --max-cpu-loras when it is larger). On a `local` provider:
+    # GGUF adapters kept loaded on each model instance.
     max_loras: int = Field(default=8, ge=1)
     # local
     threads: int = 1

@@ -9,7 +9,8 @@ request evaluates its whole prompt. llama.cpp would otherwise reuse the longest 
 previous request on the instance, whoever sent it, and the time to the first token would tell the next caller how
 much of another tenant's prompt it had guessed (an identical ~330-word prompt answered in 0.006 s instead of 2.9 s).
 Evaluating every prompt in full also keeps seeded requests repeatable (a cached prefix changes the batch shapes,
-and so slightly the logits).
+and so slightly the logits). For the same reason a request with a LoRA adapter (``llama_lora``) never reuses KV
+state computed without it, or with another.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 import jinja2
 
 from tenantlm.errors import InvalidRequest, TenantLMError, UpstreamError
+from tenantlm.providers.llama_lora import InstanceAdapters, LoraFile
 from tenantlm.providers.stops import StopMatcher
 
 TOP_K = 40
@@ -136,18 +138,29 @@ def _eog_test(llm: Any) -> Callable[[int], bool]:
 class LlamaEngine:
     """A loaded model. Not thread safe: one :meth:`run` at a time (the provider's pool sees to that)."""
 
-    def __init__(self, llm: Any) -> None:
+    def __init__(self, llm: Any, *, max_loras: int = 8) -> None:
         self._llm = llm
         self.n_ctx = int(llm.n_ctx())
         self._format = _formatter(llm)
         self._is_eog = _eog_test(llm)
+        self.adapters = InstanceAdapters(llm, max_loras=max_loras)
 
     @classmethod
-    def load(cls, path: str, *, context_length: int, threads: int) -> LlamaEngine:
+    def load(cls, path: str, *, context_length: int, threads: int, max_loras: int = 8) -> LlamaEngine:
         from llama_cpp import Llama
 
         return cls(Llama(model_path=path, n_ctx=context_length, n_threads=threads, n_threads_batch=threads,
-                         verbose=False))
+                         verbose=False), max_loras=max_loras)
+
+    def probe_adapter(self, path: str, architecture: str, model: str) -> None:
+        """Refuse (400, ``source``) an adapter file that llama.cpp would not load on this model."""
+        if architecture != self.adapters.architecture:
+            raise InvalidRequest(f"source {path!r} is an adapter for {architecture!r} models, but {model!r} is a "
+                                 f"{self.adapters.architecture!r} model", param="source")
+        if not self.adapters.probe(path):
+            raise InvalidRequest(f"source {path!r} does not fit {model!r}: its LoRA tensors name weights the model "
+                                 "has not got, or have other shapes (an adapter trained on another base model?)",
+                                 param="source")
 
     def prompt_tokens(self, messages: list[dict[str, str]]) -> list[int]:
         try:
@@ -157,13 +170,16 @@ class LlamaEngine:
                                  param="messages") from exc
         return list(self._llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True))
 
-    def run(self, messages: list[dict[str, str]], sampling: Sampling, emit: Emit, cancel: threading.Event) -> None:
-        """The worker thread's whole job; never raises (failures are emitted)."""
+    def run(self, messages: list[dict[str, str]], sampling: Sampling, emit: Emit, cancel: threading.Event,
+            lora: LoraFile | None = None) -> None:
+        """The worker thread's whole job; never raises (failures are emitted). ``lora`` applies to this run only:
+        it is off the context again before ``Done`` or ``Failed`` hands the instance back."""
         try:
-            prompt = self.prompt_tokens(messages)
-            budget = completion_budget(len(prompt), self.n_ctx, sampling.max_tokens)
-            emit(Started(len(prompt)))
-            reason, count = self._generate(prompt, sampling, budget, emit, cancel)
+            with self.adapters.applied(lora):
+                prompt = self.prompt_tokens(messages)
+                budget = completion_budget(len(prompt), self.n_ctx, sampling.max_tokens)
+                emit(Started(len(prompt)))
+                reason, count = self._generate(prompt, sampling, budget, emit, cancel)
             emit(Done(reason, count))
         except TenantLMError as exc:
             emit(Failed(exc))

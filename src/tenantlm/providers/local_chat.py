@@ -13,6 +13,9 @@ llama-cpp-python, or any GGUF named by ``config.model_path``.
   ``top_k`` 40, which keep a small model readable; ``temperature`` 0 is greedy; ``seed`` makes sampling repeatable.
 - No prompt-prefix cache: every request evaluates its whole prompt on a model whose KV cache was reset, so no
   request (or its timing) depends on what another tenant sent before it (``llama_engine``'s docstring).
+- Per-tenant LoRA adapters (``llama_lora``): :meth:`LocalChatProvider.with_adapter` is the provider with one
+  adapter applied to each of its requests, on whichever instance serves it; :meth:`check_adapter` refuses a file
+  llama.cpp would not load on this model; :meth:`forget_adapter` frees a deleted one on every instance.
 - Refused with a clear error: ``tools``, ``n`` > 1, ``logprobs``, a non-text ``response_format``; a prompt (or
   prompt + ``max_tokens``) beyond the context window -> ``context_length_exceeded``.
 """
@@ -38,11 +41,13 @@ from tenantlm.providers.base import (
     AttemptOutcome,
     ChatChunk,
     ChatCompletion,
+    ChatProvider,
     ProviderCapabilities,
     Usage,
     report_attempt,
 )
 from tenantlm.providers.llama_engine import Done, Event, Failed, LlamaEngine, Sampling, Started, Text
+from tenantlm.providers.llama_lora import LoraFile, read_adapter_header
 from tenantlm.providers.wire import (
     ChunkFactory,
     assistant_message,
@@ -158,6 +163,7 @@ class LocalChatProvider:
         self._config = config
         self._model_path = model_path or config.model_path
         self._pool: asyncio.Queue[LlamaEngine] | None = None
+        self._engines: list[LlamaEngine] = []
         self._executor: ThreadPoolExecutor | None = None
         self._load_lock = asyncio.Lock()
         self.load_seconds: float | None = None
@@ -167,15 +173,40 @@ class LocalChatProvider:
         """Instances not serving a request right now (tests, metrics)."""
         return 0 if self._pool is None else self._pool.qsize()
 
+    @property
+    def loaded_adapters(self) -> list[str]:
+        """The adapters loaded on any instance now (tests, metrics)."""
+        return sorted({name for engine in self._engines for name in engine.adapters.names})
+
     async def warmup(self) -> None:
         await self._ensure_loaded()
 
+    def with_adapter(self, lora: LoraFile) -> ChatProvider:
+        """This provider with ``lora`` applied to each request (and to nothing else)."""
+        return _AdaptedChat(self, lora)
+
+    async def check_adapter(self, *, source: str, model: str) -> None:
+        """Refuse (400, ``source``) a file that is not a LoRA adapter llama.cpp loads on this provider's model."""
+        architecture = await asyncio.to_thread(read_adapter_header, source)
+        pool = await self._ensure_loaded()
+        lease = _Lease(pool, await pool.get())
+        loop = asyncio.get_running_loop()
+        assert self._executor is not None
+        work = self._executor.submit(lease.engine.probe_adapter, source, architecture, model)
+        work.add_done_callback(lambda _: _call_soon(loop, lease.release))
+        await asyncio.wrap_future(work)
+
+    async def forget_adapter(self, name: str) -> None:
+        """Free a deleted adapter on every instance (on one serving a request: when that request ends)."""
+        for engine in self._engines:
+            await asyncio.to_thread(engine.adapters.forget, name)
+
     async def chat(self, request: JSON, *, on_attempt: AttemptHook | None = None,
-                   prompt_estimate: int | None = None) -> ChatCompletion:
+                   prompt_estimate: int | None = None, lora: LoraFile | None = None) -> ChatCompletion:
         factory = ChunkFactory(str(request.get("model", self.name)))
         parts: list[str] = []
         prompt, done = 0, Done("stop", 0)
-        async for event in self._events(request, on_attempt):
+        async for event in self._events(request, on_attempt, lora):
             if isinstance(event, Started):
                 prompt = event.prompt_tokens
             elif isinstance(event, Text):
@@ -187,9 +218,10 @@ class LocalChatProvider:
         return ChatCompletion(body=body, usage=usage)
 
     async def stream_chat(self, request: JSON, *, on_attempt: AttemptHook | None = None,
-                          prompt_estimate: int | None = None) -> AsyncIterator[ChatChunk]:
+                          prompt_estimate: int | None = None, lora: LoraFile | None = None
+                          ) -> AsyncIterator[ChatChunk]:
         factory = ChunkFactory(str(request.get("model", self.name)), include_usage=include_usage(request))
-        events = self._events(request, on_attempt)
+        events = self._events(request, on_attempt, lora)
         prompt = 0
         try:
             async for event in events:
@@ -206,8 +238,10 @@ class LocalChatProvider:
         finally:
             await events.aclose()
 
-    async def _events(self, request: JSON, hook: AttemptHook | None) -> AsyncGenerator[Event, None]:
-        """Run one generation on a free instance; yield its events; stop it if the consumer leaves early."""
+    async def _events(self, request: JSON, hook: AttemptHook | None,
+                      lora: LoraFile | None) -> AsyncGenerator[Event, None]:
+        """Run one generation on a free instance (with ``lora`` applied to it alone); yield its events; stop it if
+        the consumer leaves early."""
         sampling, messages = sampling_from(request), template_messages(request)
         started = time.monotonic()
         pool = await self._ensure_loaded()
@@ -216,7 +250,8 @@ class LocalChatProvider:
         queue: asyncio.Queue[Event] = asyncio.Queue()
         cancel = threading.Event()
         assert self._executor is not None
-        work = self._executor.submit(lease.engine.run, messages, sampling, _emitter(loop, queue, cancel), cancel)
+        work = self._executor.submit(lease.engine.run, messages, sampling, _emitter(loop, queue, cancel), cancel,
+                                     lora)
         work.add_done_callback(lambda f: _call_soon(loop, _worker_finished, f, lease, queue))
         tally = _Tally()
         try:
@@ -262,9 +297,11 @@ class LocalChatProvider:
         path = self._model_path or default_model_path()
         loop = asyncio.get_running_loop()
         pool: asyncio.Queue[LlamaEngine] = asyncio.Queue()
-        for _ in range(instances):
-            engine = await loop.run_in_executor(self._executor, _load_engine, path, cfg.context_length, cfg.threads)
+        engines = [await loop.run_in_executor(self._executor, _load_engine, path, cfg.context_length, cfg.threads,
+                                              cfg.max_loras) for _ in range(instances)]
+        for engine in engines:
             pool.put_nowait(engine)
+        self._engines = engines
         self.load_seconds = time.monotonic() - started
         return pool
 
@@ -273,13 +310,36 @@ class LocalChatProvider:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
         self._pool = None
+        self._engines = []
 
 
-def _load_engine(path: str, context_length: int, threads: int) -> LlamaEngine:
+class _AdaptedChat:
+    """A :class:`LocalChatProvider` whose every request runs with one LoRA adapter."""
+
+    def __init__(self, provider: LocalChatProvider, lora: LoraFile) -> None:
+        self.capabilities = provider.capabilities
+        self._provider = provider
+        self._lora = lora
+
+    async def chat(self, request: JSON, *, on_attempt: AttemptHook | None = None,
+                   prompt_estimate: int | None = None) -> ChatCompletion:
+        return await self._provider.chat(request, on_attempt=on_attempt, prompt_estimate=prompt_estimate,
+                                         lora=self._lora)
+
+    def stream_chat(self, request: JSON, *, on_attempt: AttemptHook | None = None,
+                    prompt_estimate: int | None = None) -> AsyncIterator[ChatChunk]:
+        return self._provider.stream_chat(request, on_attempt=on_attempt, prompt_estimate=prompt_estimate,
+                                          lora=self._lora)
+
+    async def aclose(self) -> None:
+        """Nothing of its own: the provider it wraps is closed with the registry."""
+
+
+def _load_engine(path: str, context_length: int, threads: int, max_loras: int) -> LlamaEngine:
     if not os.path.isfile(path):
         raise ServiceUnavailable("the local chat model file is missing")
     try:
-        return LlamaEngine.load(path, context_length=context_length, threads=threads)
+        return LlamaEngine.load(path, context_length=context_length, threads=threads, max_loras=max_loras)
     except TenantLMError:
         raise
     except (ImportError, OSError, ValueError, RuntimeError) as exc:

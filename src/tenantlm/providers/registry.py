@@ -9,7 +9,8 @@ catalog name of the model that actually served them, and every attempt is report
 Residency: given the request's ``Residency``, the router checks every model before trying it. A fallback outside
 the tenant's regions is skipped; when the chain runs out after skipping one, the request is refused (403
 ``region_not_allowed``, audited) instead of answering with the last upstream error. A model that is a tenant's LoRA
-adapter (``lora_source`` set) is loaded on its upstream first (``providers.lora``).
+adapter (``lora_source`` set) is loaded on its vLLM upstream first (``providers.lora``), or, on the embedded
+``local`` provider, applied by llama.cpp to that request alone (``providers.llama_lora``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from tenantlm.providers.base import (
     close_stream,
 )
 from tenantlm.providers.fake import FakeProvider
+from tenantlm.providers.llama_lora import LoraFile
 from tenantlm.providers.local_chat import LocalChatProvider
 from tenantlm.providers.local_embeddings import LocalEmbeddingProvider
 from tenantlm.providers.lora import LoraSlots
@@ -107,14 +109,26 @@ class ProviderRegistry:
         return self._embeddings[name]
 
     def serves_adapters(self, provider: str) -> bool:
-        """Whether ``provider`` can load LoRA adapters at run time (an OpenAI-compatible upstream such as vLLM)."""
-        return provider in self._loras
+        """Whether ``provider`` can load LoRA adapters at run time (an OpenAI-compatible upstream such as vLLM, or
+        the embedded llama.cpp model)."""
+        return provider in self._loras or self._local(provider) is not None
+
+    async def check_adapter(self, provider: str, *, source: str, model: str) -> None:
+        """Refuse an adapter file the embedded model cannot load (400 naming ``source``). A vLLM upstream reads
+        ``source`` on its own host, so it is not checked here."""
+        local = self._local(provider)
+        if local is not None:
+            await local.check_adapter(source=source, model=model)
 
     async def forget_adapter(self, provider: str, lora_name: str) -> None:
-        """Unload a deleted adapter from its upstream, where this replica loaded it and nothing uses it."""
+        """Unload a deleted adapter from its upstream (or the embedded model), where this replica loaded it; one in
+        use is unloaded when its request ends (embedded) or left to the upstream's LRU (vLLM)."""
         slots = self._loras.get(provider)
         if slots is not None:
             await slots.forget(lora_name)
+        local = self._local(provider)
+        if local is not None:
+            await local.forget_adapter(lora_name)
 
     def candidates(self, model: ModelConfig) -> list[ModelConfig]:
         """The model, then its fallbacks of the same kind, in order, each once."""
@@ -217,8 +231,8 @@ class ProviderRegistry:
         return allowed, next((c for c in chain if c not in allowed), None)
 
     def _adapter_loaded(self, model: ModelConfig) -> contextlib.AbstractAsyncContextManager[None]:
-        if model.lora_source is None:
-            return contextlib.nullcontext()
+        if model.lora_source is None or self._local(model.provider) is not None:
+            return contextlib.nullcontext()  # the embedded model applies it per request (_chat_for)
         slots = self._loras.get(model.provider)
         if slots is None:
             raise InvalidRequest(f"'{model.name}' is a LoRA adapter, and adapters need a vLLM upstream "
@@ -234,7 +248,14 @@ class ProviderRegistry:
     def _chat_for(self, model: ModelConfig) -> ChatProvider:
         if model.provider not in self._chat:
             raise ModelNotFound(f"model {model.name!r} has no chat provider", param="model")
+        local = self._local(model.provider)
+        if model.lora_source is not None and local is not None:
+            return local.with_adapter(LoraFile(name=model.upstream, path=model.lora_source))
         return self._chat[model.provider]
+
+    def _local(self, provider: str) -> LocalChatProvider | None:
+        chat = self._chat.get(provider)
+        return chat if isinstance(chat, LocalChatProvider) else None
 
     def _embeddings_for(self, model: ModelConfig) -> EmbeddingProvider:
         if model.provider not in self._embeddings:

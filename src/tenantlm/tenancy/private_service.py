@@ -3,8 +3,9 @@ validation, storage, the request path's cache dropped at once, and an audit even
 
 A private model names a configured provider and the model it serves; it runs in that provider's region (or the
 one given, when the provider names none). An adapter names a chat model the tenant may use whose provider loads
-LoRA adapters at run time (vLLM); it runs in that model's region. Names are the tenant's own: they may not be an
-operator's catalog model, and one name is either a private model or an adapter.
+LoRA adapters at run time (vLLM, or the embedded llama.cpp model, which checks the adapter file at creation); it
+runs in that model's region. Names are the tenant's own: they may not be an operator's catalog model, and one name
+is either a private model or an adapter.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ class AdapterHost(Protocol):
     """The provider side of adapters (``ProviderRegistry``)."""
 
     def serves_adapters(self, provider: str) -> bool: ...
+
+    async def check_adapter(self, provider: str, *, source: str, model: str) -> None: ...
 
     async def forget_adapter(self, provider: str, lora_name: str) -> None: ...
 
@@ -150,11 +153,12 @@ class PrivateCatalogService:
                                  param="base_model")
         if not self.adapters.serves_adapters(base.provider):
             raise InvalidRequest(
-                f"adapters need a vLLM upstream (an openai_compatible provider started with --enable-lora); "
-                f"{base_name!r} is served by provider {base.provider!r}, which cannot load LoRA adapters",
-                param="base_model")
-        adapter = Adapter(tenant_id=tenant_id, name=name, base_model=base_name,
-                          source=_check_text(body.get("source"), "source", 1000),
+                f"adapters need a vLLM upstream (an openai_compatible provider started with --enable-lora) or the "
+                f"embedded local model; {base_name!r} is served by provider {base.provider!r}, which cannot load "
+                "LoRA adapters", param="base_model")
+        source = _check_text(body.get("source"), "source", 1000)
+        await self.adapters.check_adapter(base.provider, source=source, model=base_name)
+        adapter = Adapter(tenant_id=tenant_id, name=name, base_model=base_name, source=source,
                           lora_name=f"{tenant_id}__{name}__{secrets.token_hex(4)}", created_at=self.clock())
         await self.store.insert_adapter(tenant_id=tenant_id, adapter=adapter)
         self.cache.invalidate(tenant_id)
