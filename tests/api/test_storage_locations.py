@@ -207,6 +207,10 @@ def test_each_tenant_s_content_lives_in_its_region_and_moves_between_regions_onl
     assert moved["tier_move"]["from_storage_region"] == HOME and moved["tier_move"]["to_storage_region"] == EU
     assert _everything(regions.rows(EU, us.id)) and _nothing(regions.rows(HOME, us.id))
     _check(dep, us, us_used)
+    # both tenants' content now shares the eu-west database's tables: each still sees only its own
+    for mine, theirs in ((us, eu_used["file"]), (eu, us_used["file"])):
+        with pytest.raises(openai.NotFoundError):
+            dep.live.sdk(mine.member_key, max_retries=0).files.retrieve(theirs)
     with dep.live.admin() as c:  # now it may be held to eu-west
         assert c.patch(f"/admin/v1/tenants/{us.id}", json={"allowed_regions": [EU]}).status_code == 200
 
