@@ -1,11 +1,28 @@
-"""Copy one tenant's content rows from one database to another, bring the copy up to date, and prove it equal.
+"""Copy one tenant's content rows from one database to another, bring the copy up to date, and prove it equal, in
+memory bounded by a page of rows, not by the tenant.
 
-``sync`` reads the tenant's rows of every content table on both sides, then deletes what the target has and the
-source no longer has (children first), and inserts or updates what differs (parents first), in batches of short
-transactions so that a pool target is never locked for long. Run once it is the bulk copy; run again it is the
-catch-up, and what it changes is only the delta. For the switch, the move reads both sides, applies the delta, reads
-the target again and compares it with the source row by row and value by value (``differing_tables``).
+``sync`` reads every content table of both sides in key order, a page at a time (keyset pagination on the key
+columns; a page is at most ``PAGE_ROWS`` rows and about ``PAGE_BYTES`` bytes of sealed values, measured in SQL before
+the rows are read, and at least one row), and merges the two sides range by range. It runs in two passes: the first
+reads keys only and deletes what the target has and the source no longer has (children first); the second reads whole
+rows and inserts or updates what differs (parents first); each range's changes are one short transaction, so that a
+pool target is never locked for long. Run once it is the bulk copy; run again it is the catch-up, and what it changes
+is only the delta. ``verify`` merges both sides the same way and names the tables whose rows differ, value by value.
 ``fingerprint`` gives per table the row count and a SHA-256 over the rows in key order (for tests and reports).
+
+The source is read in ONE snapshot transaction for a whole ``sync`` or ``verify`` (paging inside it), so what is
+copied is one consistent state of the tenant, though it keeps writing: a file's parts are never copied without the
+file, and as parents are applied before their children from the same snapshot, every foreign key holds on the target
+at every commit. What the tenant writes meanwhile is the next pass's delta (the catch-up; under the fence nothing
+writes). The target, which only the copy writes for this tenant, is read page by page in short transactions; every
+change a range makes is at or before that range's end, where the next page starts, so reads never see the copy's own
+writes ahead of them.
+
+Ranges, not a comparison of keys in Python: the source's next page ends at some key; the target's rows up to that key
+are read with the database's own comparison (and when those fill a page, the range ends at the target's last key and
+the source's rows up to it are read again). Rows of one range are matched by key equality, so the merge never orders
+keys itself and holds whatever collation the two databases share (a silo is on the pool's server: the same database
+on Postgres, binary on SQLite).
 
 Tables with a surrogate key that a database numbers itself (``chunks.id``) are matched on their natural key and
 inserted without the surrogate, so two databases' numbering never collide; the caller drops anything cached by
@@ -14,13 +31,13 @@ those ids (the search indexes).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tenantlm.storage.sql.engine import Database
 from tenantlm.storage.sql.tables import (
@@ -46,9 +63,21 @@ CONTENT_TABLES: tuple[sa.Table, ...] = (files, file_parts, vector_stores, vector
 # Surrogate keys numbered by each database, and the natural key rows are matched on instead.
 _NATURAL_KEYS: dict[str, tuple[str, ...]] = {"chunks": ("tenant_id", "vector_store_id", "file_id", "seq")}
 _SURROGATES: dict[str, str] = {"chunks": "id"}
-BATCH_ROWS = 500
+PAGE_ROWS = 500
+PAGE_BYTES = 8 << 20
 
 Progress = Callable[[int], Awaitable[None] | None]
+Fingerprint = dict[str, tuple[int, str]]
+Key = tuple[Any, ...]
+Row = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Paging:
+    """How much one page may hold: ``rows`` rows and about ``bytes`` bytes of binary values (at least one row)."""
+
+    rows: int = PAGE_ROWS
+    bytes: int = PAGE_BYTES
 
 
 def _key_columns(table: sa.Table) -> tuple[str, ...]:
@@ -60,113 +89,218 @@ def _value_columns(table: sa.Table) -> tuple[str, ...]:
     return tuple(c.name for c in table.columns if c.name != skip)
 
 
-Rows = dict[tuple[Any, ...], tuple[Any, ...]]  # key -> the row's values, in _value_columns order
-Snapshot = dict[str, Rows]
-Fingerprint = dict[str, tuple[int, str]]
+@dataclass(frozen=True)
+class _Page:
+    rows: list[Row]
+    more: bool  # cut short: rows after the last one may remain within the range asked for
 
 
-async def read(db: Database, tenant_id: str) -> Snapshot:
-    """Every content table of the tenant, read in ONE snapshot transaction (a file's parts are never read without
-    the file they belong to, though the tenant keeps writing)."""
-    out: Snapshot = {}
-    async with db.tenant_snapshot(tenant_id=tenant_id) as conn:
-        for table in CONTENT_TABLES:
-            cols = _value_columns(table)
-            at = [cols.index(k) for k in _key_columns(table)]
-            q = sa.select(*(table.c[c] for c in cols)).where(table.c.tenant_id == tenant_id)
-            out[table.name] = {tuple(row[i] for i in at): tuple(row) for row in await conn.execute(q)}
-    return out
+@dataclass(frozen=True)
+class _Reader:
+    """Pages of one table's rows of one tenant (``columns``, the key columns among them), in key order."""
+
+    table: sa.Table
+    columns: tuple[str, ...]
+    tenant_id: str
+    paging: Paging
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return _key_columns(self.table)
+
+    def key_of(self, row: Row) -> Key:
+        return tuple(row[self.columns.index(k)] for k in self.keys)
+
+    def _where(self, after: Key | None, upto: Key | None) -> list[sa.ColumnElement[bool]]:
+        key = sa.tuple_(*(self.table.c[k] for k in self.keys))
+
+        def bound(values: Key) -> sa.Tuple:
+            return sa.tuple_(*(sa.literal(v, self.table.c[k].type) for k, v in zip(self.keys, values, strict=True)))
+        where = [self.table.c.tenant_id == self.tenant_id]
+        if after is not None:
+            where.append(key > bound(after))
+        if upto is not None:
+            where.append(key <= bound(upto))
+        return where
+
+    def _select(self, *columns: sa.ColumnElement[Any], after: Key | None, upto: Key | None) -> sa.Select[Any]:
+        return (sa.select(*columns).where(*self._where(after, upto))
+                .order_by(*(self.table.c[k] for k in self.keys)))
+
+    async def page(self, conn: AsyncConnection, after: Key | None, upto: Key | None) -> _Page:
+        """The rows with a key in (``after``, ``upto``] (None: unbounded), the first page of them."""
+        blobs = [self.table.c[c] for c in self.columns if isinstance(self.table.c[c].type, sa.LargeBinary)]
+        columns = [self.table.c[c] for c in self.columns]
+        if not blobs:
+            rows = [tuple(r) for r in await conn.execute(
+                self._select(*columns, after=after, upto=upto).limit(self.paging.rows))]
+            return _Page(rows, len(rows) == self.paging.rows)
+        size: sa.ColumnElement[Any] = sa.func.coalesce(sa.func.length(blobs[0]), 0)
+        for blob in blobs[1:]:
+            size = size + sa.func.coalesce(sa.func.length(blob), 0)
+        sized = (await conn.execute(self._select(*(self.table.c[k] for k in self.keys), size,
+                                                 after=after, upto=upto).limit(self.paging.rows))).all()
+        if not sized:
+            return _Page([], False)
+        taken = _fits([int(row[-1]) for row in sized], self.paging.bytes)
+        last = tuple(sized[taken - 1][:-1])
+        rows = [tuple(r) for r in await conn.execute(self._select(*columns, after=after, upto=last))]
+        return _Page(rows, taken < len(sized) or len(sized) == self.paging.rows)
+
+
+def _fits(sizes: list[int], budget: int) -> int:
+    """How many of the rows (their sizes in order) a page takes: up to the one that reaches the budget, at least one."""
+    total = 0
+    for n, size in enumerate(sizes, start=1):
+        total += size
+        if total >= budget:
+            return n
+    return len(sizes)
+
+
+class _Source:
+    """One side read inside one snapshot transaction."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def page(self, reader: _Reader, after: Key | None, upto: Key | None) -> _Page:
+        return await reader.page(self.conn, after, upto)
+
+
+class _Target:
+    """One side read page by page, each in a short transaction of its own."""
+
+    def __init__(self, db: Database, tenant_id: str) -> None:
+        self.db, self.tenant_id = db, tenant_id
+
+    async def page(self, reader: _Reader, after: Key | None, upto: Key | None) -> _Page:
+        async with self.db.tenant_tx(tenant_id=self.tenant_id) as conn:
+            return await reader.page(conn, after, upto)
+
+
+Side = _Source | _Target
 
 
 @dataclass
-class TableDiff:
-    table: sa.Table
-    insert: list[dict[str, Any]] = field(default_factory=list)
-    update: list[dict[str, Any]] = field(default_factory=list)
-    delete: list[tuple[Any, ...]] = field(default_factory=list)
+class _Changes:
+    """What to change in one range of the target to make it equal the source's."""
 
-    @property
-    def changes(self) -> int:
-        return len(self.insert) + len(self.update) + len(self.delete)
+    insert: list[Row]
+    update: list[Row]
+    delete: list[Key]
 
-
-def compare(sources: Snapshot, targets: Snapshot) -> list[TableDiff]:
-    """What to change in the target to make it equal the source."""
-    out = []
-    for table in CONTENT_TABLES:
-        cols = _value_columns(table)
-        have, want = targets[table.name], sources[table.name]
-        d = TableDiff(table, delete=[k for k in have if k not in want])
-        for k, row in want.items():
-            old = have.get(k)
-            if old is None:
-                d.insert.append(dict(zip(cols, row, strict=True)))
-            elif old != row:
-                d.update.append(dict(zip(cols, row, strict=True)))
-        out.append(d)
-    return out
+    def __bool__(self) -> bool:
+        return bool(self.insert or self.update or self.delete)
 
 
-async def read_both(source: Database, target: Database, tenant_id: str) -> tuple[Snapshot, Snapshot]:
-    """Both sides at once (two databases, two connections)."""
-    sources, targets = await asyncio.gather(read(source, tenant_id), read(target, tenant_id))
-    return sources, targets
+def _diff(reader: _Reader, sources: list[Row], targets: list[Row]) -> _Changes:
+    """Rows of one range matched by key equality (never by order)."""
+    have = {reader.key_of(row): row for row in targets}
+    want = {reader.key_of(row): row for row in sources}
+    return _Changes(insert=[row for k, row in want.items() if k not in have],
+                    update=[row for k, row in want.items() if k in have and have[k] != row],
+                    delete=[k for k in have if k not in want])
 
 
-def _match(table: sa.Table, key: tuple[Any, ...]) -> sa.ColumnElement[bool]:
+async def _ranges(reader: _Reader, source: Side, target: Side) -> AsyncIterator[_Changes]:
+    """The changes that make the target's rows of the table equal the source's, range by range in the database's key
+    order: each range holds every row of either side whose key is after the previous range's end and at most this
+    range's end (compared by the database). A range's pages are dropped before the next range's are read."""
+    after: Key | None = None
+    while True:
+        src = await source.page(reader, after, None)
+        if not src.rows:  # the rest of the target's rows, which the source does not have
+            while (tgt := await target.page(reader, after, None)).rows:
+                after = reader.key_of(tgt.rows[-1])
+                changes = _diff(reader, [], tgt.rows)
+                del tgt
+                yield changes
+            return
+        upto = reader.key_of(src.rows[-1])
+        tgt = await target.page(reader, after, upto)
+        if tgt.more:  # the target has more rows up to there than a page: the range ends at its last one
+            upto = reader.key_of(tgt.rows[-1])
+            del src
+            src = await source.page(reader, after, upto)  # a part of the page read before: one page at most
+        changes = _diff(reader, src.rows, tgt.rows)
+        del src, tgt
+        yield changes
+        after = upto
+
+
+def _match(table: sa.Table, key: Key) -> sa.ColumnElement[bool]:
     return sa.and_(*(table.c[c] == v for c, v in zip(_key_columns(table), key, strict=True)))
 
 
-async def _batches(target: Database, tenant_id: str, items: list[Any],
-                   apply: Callable[[Any, list[Any]], Awaitable[None]], progress: Progress | None) -> None:
-    for start in range(0, len(items), BATCH_ROWS):
-        batch = items[start:start + BATCH_ROWS]
-        async with target.tenant_tx(tenant_id=tenant_id) as conn:
-            await apply(conn, batch)
-        if progress is not None:
-            done = progress(len(batch))
-            if done is not None:
-                await done
+async def _report(progress: Progress | None, n: int) -> None:
+    if progress is not None and n:
+        done = progress(n)
+        if done is not None:
+            await done
 
 
-async def apply(target: Database, tenant_id: str, diffs: list[TableDiff], progress: Progress | None = None) -> int:
-    """Deletes children first, then inserts and updates parents first."""
-    for d in reversed(diffs):
-        table = d.table
-
-        async def delete(conn: Any, keys: list[tuple[Any, ...]], table: sa.Table = table) -> None:
-            await conn.execute(table.delete().where(sa.or_(*(_match(table, k) for k in keys))))
-        await _batches(target, tenant_id, d.delete, delete, progress)
-    for d in diffs:
-        table = d.table
-
-        async def insert(conn: Any, rows: list[dict[str, Any]], table: sa.Table = table) -> None:
-            await conn.execute(table.insert(), rows)
-
-        async def update(conn: Any, rows: list[dict[str, Any]], table: sa.Table = table) -> None:
-            keys = _key_columns(table)
-            for row in rows:
-                await conn.execute(table.update().where(_match(table, tuple(row[k] for k in keys))).values(row))
-        await _batches(target, tenant_id, d.insert, insert, progress)
-        await _batches(target, tenant_id, d.update, update, progress)
-    return sum(d.changes for d in diffs)
+async def _delete_missing(reader: _Reader, source: _Source, target: _Target, progress: Progress | None) -> int:
+    """Delete the target's rows whose key the source does not have (keys only are read)."""
+    table, changed = reader.table, 0
+    async for changes in _ranges(reader, source, target):
+        gone = changes.delete
+        if gone:
+            async with target.db.tenant_tx(tenant_id=reader.tenant_id) as conn:
+                await conn.execute(table.delete().where(sa.or_(*(_match(table, k) for k in gone))))
+            changed += len(gone)
+            await _report(progress, len(gone))
+    return changed
 
 
-async def sync(source: Database, target: Database, tenant_id: str, progress: Progress | None = None) -> int:
-    """Make the target's rows of the tenant equal to the source's; returns how many rows changed."""
-    sources, targets = await read_both(source, target, tenant_id)
-    return await apply(target, tenant_id, compare(sources, targets), progress)
+async def _upsert(reader: _Reader, source: _Source, target: _Target, progress: Progress | None) -> int:
+    """Insert the source's rows the target lacks and update those that differ."""
+    table, changed = reader.table, 0
+    async for d in _ranges(reader, source, target):
+        if not (d.insert or d.update):
+            continue
+        async with target.db.tenant_tx(tenant_id=reader.tenant_id) as conn:
+            if d.insert:
+                await conn.execute(table.insert(), [dict(zip(reader.columns, row, strict=True)) for row in d.insert])
+            for row in d.update:
+                await conn.execute(table.update().where(_match(table, reader.key_of(row)))
+                                   .values(dict(zip(reader.columns, row, strict=True))))
+        changed += len(d.insert) + len(d.update)
+        await _report(progress, len(d.insert) + len(d.update))
+    return changed
 
 
-def differing_tables(a: Snapshot, b: Snapshot) -> list[str]:
-    """The tables whose rows differ, compared row by row and value by value."""
-    return [name for name in a if a[name] != b.get(name)]
+async def sync(source: Database, target: Database, tenant_id: str, progress: Progress | None = None, *,
+               paging: Paging | None = None) -> int:
+    """Make the target's rows of the tenant equal to the source's; returns how many rows changed. Deletes children
+    first, then inserts and updates parents first, one transaction per range of a table."""
+    paging = paging or Paging()
+    changed = 0
+    tgt = _Target(target, tenant_id)
+    async with source.tenant_snapshot(tenant_id=tenant_id) as conn:
+        src = _Source(conn)
+        for table in reversed(CONTENT_TABLES):
+            changed += await _delete_missing(_Reader(table, _key_columns(table), tenant_id, paging), src, tgt, progress)
+        for table in CONTENT_TABLES:
+            changed += await _upsert(_Reader(table, _value_columns(table), tenant_id, paging), src, tgt, progress)
+    return changed
 
 
-async def verify(source: Database, target: Database, tenant_id: str) -> list[str]:
-    """Read both sides again and name the tables whose rows differ (empty: the copy equals the source)."""
-    sources, targets = await read_both(source, target, tenant_id)
-    return differing_tables(sources, targets)
+async def verify(source: Database, target: Database, tenant_id: str, *, paging: Paging | None = None) -> list[str]:
+    """Read both sides again, range by range, and name the tables whose rows differ, compared row by row and value by
+    value (empty: the copy equals the source)."""
+    paging = paging or Paging()
+    differ = []
+    tgt = _Target(target, tenant_id)
+    async with source.tenant_snapshot(tenant_id=tenant_id) as conn:
+        src = _Source(conn)
+        for table in CONTENT_TABLES:
+            reader = _Reader(table, _value_columns(table), tenant_id, paging)
+            async for changes in _ranges(reader, src, tgt):
+                if changes:
+                    differ.append(table.name)
+                    break
+    return differ
 
 
 async def count_rows(db: Database, tenant_id: str) -> int:
@@ -178,19 +312,27 @@ async def count_rows(db: Database, tenant_id: str) -> int:
     return total
 
 
-def _fingerprint(tables: Snapshot) -> Fingerprint:
+async def _all_rows(side: _Source, reader: _Reader) -> AsyncIterator[Row]:
+    after: Key | None = None
+    while (page := await side.page(reader, after, None)).rows:
+        for row in page.rows:
+            yield row
+        after = reader.key_of(page.rows[-1])
+
+
+async def fingerprint(db: Database, tenant_id: str, *, paging: Paging | None = None) -> Fingerprint:
+    """Per content table: (rows, SHA-256 of the rows in key order), read in one snapshot."""
+    paging = paging or Paging()
     out = {}
-    for table_name, rows in tables.items():
-        digest = hashlib.sha256()
-        for key in sorted(rows, key=repr):
-            digest.update(repr(rows[key]).encode())
-        out[table_name] = (len(rows), digest.hexdigest())
+    async with db.tenant_snapshot(tenant_id=tenant_id) as conn:
+        side = _Source(conn)
+        for table in CONTENT_TABLES:
+            digest, n = hashlib.sha256(), 0
+            async for row in _all_rows(side, _Reader(table, _value_columns(table), tenant_id, paging)):
+                digest.update(repr(row).encode())
+                n += 1
+            out[table.name] = (n, digest.hexdigest())
     return out
-
-
-async def fingerprint(db: Database, tenant_id: str) -> Fingerprint:
-    """Per content table: (rows, SHA-256 of the rows in key order)."""
-    return _fingerprint(await read(db, tenant_id))
 
 
 async def delete_tenant_rows(db: Database, tenant_id: str) -> None:
