@@ -131,15 +131,29 @@ async def _log_ids(db: Database, tid: str) -> list[str]:
             sa.select(request_log.c.id).where(request_log.c.tenant_id == tid).order_by(request_log.c.id))).scalars())
 
 
-async def test_pages_deletes_only_in_target_and_updates(database: Database, target: Database) -> None:
+# SMALL: pages of 4 rows; SIZED: file parts (64 bytes) are measured before they are read, and a page holds 3 of them
+SIZED = tenant_copy.Paging(rows=50, bytes=150)
+
+
+@pytest.mark.parametrize("paging", [SMALL, SIZED], ids=["rows", "bytes"])
+async def test_pages_deletes_only_in_target_and_updates(database: Database, target: Database,
+                                                        paging: tenant_copy.Paging) -> None:
     await _tenants(database)
-    await _seed(database, A, 23)  # every table several pages of 4 rows long
+    await _seed(database, A, 23)  # the tables with 23 rows are several pages long
+    async with database.tenant_tx(tenant_id=A) as conn:  # and a file's chunks (matched on their natural key)
+        await conn.execute(chunks.insert(), [
+            {"tenant_id": A, "vector_store_id": "vs-1", "file_id": "file-0", "seq": s, "tokens": 5,
+             "sealed_text": b"t%d" % s, "sealed_vector": b"v%d" % s} for s in range(4, 15)])
     total = await tenant_copy.count_rows(database, A)
     copied: list[int] = []
-    assert await tenant_copy.sync(database, target, A, copied.append, paging=SMALL) == total
-    assert sum(copied) == total and max(copied) <= SMALL.rows  # one transaction per range of at most a page
+    assert await tenant_copy.sync(database, target, A, copied.append, paging=paging) == total
+    assert sum(copied) == total
+    if paging is SMALL:
+        assert max(copied) <= SMALL.rows  # one transaction per range of at most a page
+    else:
+        assert copied.count(3) >= 23 // 3  # the file parts, 3 a page
     assert await tenant_copy.fingerprint(target, A) == await tenant_copy.fingerprint(database, A)
-    assert await tenant_copy.verify(database, target, A, paging=SMALL) == []
+    assert await tenant_copy.verify(database, target, A, paging=paging) == []
 
     # the target holds rows the source does not (between, before and after the source's keys, more than a page
     # of them in one range), and differs in values in some rows
@@ -151,20 +165,22 @@ async def test_pages_deletes_only_in_target_and_updates(database: Database, targ
                            .values(sealed=b"stale"))
         await conn.execute(file_parts.update().where(file_parts.c.tenant_id == A, file_parts.c.file_id == "file-9")
                            .values(sealed=b"stale"))
-    assert sorted(await tenant_copy.verify(database, target, A, paging=SMALL)) == ["file_parts", "request_log"]
-    assert await tenant_copy.sync(database, target, A, paging=SMALL) == 9 + 3 + 1
+        await conn.execute(chunks.update().where(chunks.c.tenant_id == A, chunks.c.seq == 9).values(tokens=9))
+    assert sorted(await tenant_copy.verify(database, target, A, paging=paging)) == [
+        "chunks", "file_parts", "request_log"]
+    assert await tenant_copy.sync(database, target, A, paging=paging) == 9 + 3 + 1 + 1
     assert await _log_ids(target, A) == await _log_ids(database, A)
     assert await tenant_copy.fingerprint(target, A) == await tenant_copy.fingerprint(database, A)
-    assert await tenant_copy.verify(database, target, A, paging=SMALL) == []
-    assert await tenant_copy.sync(database, target, A, paging=SMALL) == 0
+    assert await tenant_copy.verify(database, target, A, paging=paging) == []
+    assert await tenant_copy.sync(database, target, A, paging=paging) == 0
 
     # the source lost most of its log and a file with its part: the target follows, page after page
     async with database.tenant_tx(tenant_id=A) as conn:
         await conn.execute(request_log.delete().where(request_log.c.tenant_id == A, request_log.c.id != "req-5"))
         await conn.execute(files.delete().where(files.c.tenant_id == A, files.c.id == "file-11"))
-    assert await tenant_copy.sync(database, target, A, paging=SMALL) == 22 + 2
+    assert await tenant_copy.sync(database, target, A, paging=paging) == 22 + 2
     assert await _log_ids(target, A) == ["req-5"]
-    assert await tenant_copy.verify(database, target, A, paging=SMALL) == []
+    assert await tenant_copy.verify(database, target, A, paging=paging) == []
 
 
 async def test_verify_detects_a_single_value(database: Database, target: Database) -> None:

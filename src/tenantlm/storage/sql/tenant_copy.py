@@ -31,10 +31,12 @@ those ids (the search indexes).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -63,13 +65,15 @@ CONTENT_TABLES: tuple[sa.Table, ...] = (files, file_parts, vector_stores, vector
 # Surrogate keys numbered by each database, and the natural key rows are matched on instead.
 _NATURAL_KEYS: dict[str, tuple[str, ...]] = {"chunks": ("tenant_id", "vector_store_id", "file_id", "seq")}
 _SURROGATES: dict[str, str] = {"chunks": "id"}
-PAGE_ROWS = 500
+PAGE_ROWS = 5000
 PAGE_BYTES = 8 << 20
+BATCH_ROWS = 500  # rows changed per transaction on the target
 
 Progress = Callable[[int], Awaitable[None] | None]
 Fingerprint = dict[str, tuple[int, str]]
 Key = tuple[Any, ...]
 Row = tuple[Any, ...]
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,7 @@ class _Page:
     more: bool  # cut short: rows after the last one may remain within the range asked for
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Reader:
     """Pages of one table's rows of one tenant (``columns``, the key columns among them), in key order."""
 
@@ -103,19 +107,26 @@ class _Reader:
     columns: tuple[str, ...]
     tenant_id: str
     paging: Paging
+    fits_any_page: bool = False  # a page of its widest rows is within the budget: pages are counted in rows only
+    keys: tuple[str, ...] = field(init=False)
+    _key_at: tuple[int, ...] = field(init=False)
 
-    @property
-    def keys(self) -> tuple[str, ...]:
-        return _key_columns(self.table)
+    def __post_init__(self) -> None:
+        self.keys = _key_columns(self.table)
+        self._key_at = tuple(self.columns.index(k) for k in self.keys)
 
     def key_of(self, row: Row) -> Key:
-        return tuple(row[self.columns.index(k)] for k in self.keys)
+        return tuple(row[i] for i in self._key_at)
 
     def _where(self, after: Key | None, upto: Key | None) -> list[sa.ColumnElement[bool]]:
-        key = sa.tuple_(*(self.table.c[k] for k in self.keys))
+        # ``tenant_id = ? AND (the other key columns) > (...)``: both databases search the key's index for the range
+        # (a row value that starts with the tenant_id makes SQLite scan all of the tenant's index entries)
+        assert self.keys[0] == "tenant_id"
+        rest = self.keys[1:]
+        key = sa.tuple_(*(self.table.c[k] for k in rest))
 
         def bound(values: Key) -> sa.Tuple:
-            return sa.tuple_(*(sa.literal(v, self.table.c[k].type) for k, v in zip(self.keys, values, strict=True)))
+            return sa.tuple_(*(sa.literal(v, self.table.c[k].type) for k, v in zip(rest, values[1:], strict=True)))
         where = [self.table.c.tenant_id == self.tenant_id]
         if after is not None:
             where.append(key > bound(after))
@@ -127,24 +138,42 @@ class _Reader:
         return (sa.select(*columns).where(*self._where(after, upto))
                 .order_by(*(self.table.c[k] for k in self.keys)))
 
-    async def page(self, conn: AsyncConnection, after: Key | None, upto: Key | None) -> _Page:
-        """The rows with a key in (``after``, ``upto``] (None: unbounded), the first page of them."""
+    def _size(self) -> sa.ColumnElement[Any] | None:
+        """A row's bytes in its binary columns (None: it has none), as the database measures them without reading
+        them."""
         blobs = [self.table.c[c] for c in self.columns if isinstance(self.table.c[c].type, sa.LargeBinary)]
-        columns = [self.table.c[c] for c in self.columns]
         if not blobs:
-            rows = [tuple(r) for r in await conn.execute(
-                self._select(*columns, after=after, upto=upto).limit(self.paging.rows))]
-            return _Page(rows, len(rows) == self.paging.rows)
+            return None
         size: sa.ColumnElement[Any] = sa.func.coalesce(sa.func.length(blobs[0]), 0)
         for blob in blobs[1:]:
             size = size + sa.func.coalesce(sa.func.length(blob), 0)
+        return size
+
+    async def widest(self, conn: AsyncConnection) -> int:
+        """The most bytes one of the tenant's rows holds in its binary columns."""
+        size = self._size()
+        if size is None:
+            return 0
+        q = sa.select(sa.func.max(size)).where(self.table.c.tenant_id == self.tenant_id)
+        return int((await conn.execute(q)).scalar_one() or 0)
+
+    async def page(self, conn: AsyncConnection, after: Key | None, upto: Key | None) -> _Page:
+        """The rows with a key in (``after``, ``upto``] (None: unbounded), the first page of them. Unless a page of
+        the widest rows fits the budget (``fits_any_page``), the rows' sizes are read first and the page ends where
+        they reach it."""
+        columns = [self.table.c[c] for c in self.columns]
+        size = self._size()
+        if self.fits_any_page or size is None:
+            rows = [tuple(r) for r in (await conn.execute(
+                self._select(*columns, after=after, upto=upto).limit(self.paging.rows))).all()]
+            return _Page(rows, len(rows) == self.paging.rows)
         sized = (await conn.execute(self._select(*(self.table.c[k] for k in self.keys), size,
                                                  after=after, upto=upto).limit(self.paging.rows))).all()
         if not sized:
             return _Page([], False)
         taken = _fits([int(row[-1]) for row in sized], self.paging.bytes)
         last = tuple(sized[taken - 1][:-1])
-        rows = [tuple(r) for r in await conn.execute(self._select(*columns, after=after, upto=last))]
+        rows = [tuple(r) for r in (await conn.execute(self._select(*columns, after=after, upto=last))).all()]
         return _Page(rows, taken < len(sized) or len(sized) == self.paging.rows)
 
 
@@ -164,22 +193,23 @@ class _Source:
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
 
-    async def page(self, reader: _Reader, after: Key | None, upto: Key | None) -> _Page:
-        return await reader.page(self.conn, after, upto)
+    async def read(self, query: Callable[[AsyncConnection], Awaitable[_T]]) -> _T:
+        return await query(self.conn)
 
 
 class _Target:
-    """One side read page by page, each in a short transaction of its own."""
+    """One side read query by query, each in a short transaction of its own."""
 
     def __init__(self, db: Database, tenant_id: str) -> None:
         self.db, self.tenant_id = db, tenant_id
 
-    async def page(self, reader: _Reader, after: Key | None, upto: Key | None) -> _Page:
+    async def read(self, query: Callable[[AsyncConnection], Awaitable[_T]]) -> _T:
         async with self.db.tenant_tx(tenant_id=self.tenant_id) as conn:
-            return await reader.page(conn, after, upto)
+            return await query(conn)
 
 
-Side = _Source | _Target
+async def _page(side: _Source | _Target, reader: _Reader, after: Key | None, upto: Key | None) -> _Page:
+    return await side.read(lambda conn: reader.page(conn, after, upto))
 
 
 @dataclass
@@ -203,70 +233,89 @@ def _diff(reader: _Reader, sources: list[Row], targets: list[Row]) -> _Changes:
                     delete=[k for k in have if k not in want])
 
 
-async def _ranges(reader: _Reader, source: Side, target: Side) -> AsyncIterator[_Changes]:
+async def _ranges(reader: _Reader, source: _Source, target: _Target) -> AsyncGenerator[_Changes, None]:
     """The changes that make the target's rows of the table equal the source's, range by range in the database's key
     order: each range holds every row of either side whose key is after the previous range's end and at most this
-    range's end (compared by the database). A range's pages are dropped before the next range's are read."""
+    range's end (compared by the database). While a range is merged and applied, the source's next page is read (the
+    two sides are two connections); a range's pages are dropped before the one after next is read. Close it
+    (``aclosing``) before using the source's connection again."""
+    widest = max(await source.read(reader.widest), await target.read(reader.widest))
+    reader.fits_any_page = widest * reader.paging.rows <= reader.paging.bytes
     after: Key | None = None
-    while True:
-        src = await source.page(reader, after, None)
-        if not src.rows:  # the rest of the target's rows, which the source does not have
-            while (tgt := await target.page(reader, after, None)).rows:
-                after = reader.key_of(tgt.rows[-1])
-                changes = _diff(reader, [], tgt.rows)
-                del tgt
-                yield changes
-            return
-        upto = reader.key_of(src.rows[-1])
-        tgt = await target.page(reader, after, upto)
-        if tgt.more:  # the target has more rows up to there than a page: the range ends at its last one
-            upto = reader.key_of(tgt.rows[-1])
-            del src
-            src = await source.page(reader, after, upto)  # a part of the page read before: one page at most
-        changes = _diff(reader, src.rows, tgt.rows)
-        del src, tgt
+    src = await _page(source, reader, after, None)
+    ahead: asyncio.Future[_Page] | None = None
+    try:
+        while src.rows:
+            upto = reader.key_of(src.rows[-1])
+            ahead = asyncio.ensure_future(_page(source, reader, upto, None))
+            tgt = await _page(target, reader, after, upto)
+            if tgt.more:  # the target has more rows up to there than a page: the range ends at its last one
+                upto = reader.key_of(tgt.rows[-1])
+                await asyncio.wait([ahead])  # (one query at a time on the source's connection)
+                ahead = None
+                del src
+                src = await _page(source, reader, after, upto)  # a part of the page read before: one page at most
+            changes = _diff(reader, src.rows, tgt.rows)
+            del src, tgt
+            yield changes
+            after = upto
+            src = await (ahead or _page(source, reader, after, None))
+            ahead = None
+    finally:
+        if ahead is not None:  # the consumer stopped early or failed: let the read finish on the connection
+            await asyncio.gather(ahead, return_exceptions=True)
+    while (tgt := await _page(target, reader, after, None)).rows:  # the target's rows after the source's last
+        after = reader.key_of(tgt.rows[-1])
+        changes = _diff(reader, [], tgt.rows)
+        del tgt
         yield changes
-        after = upto
 
 
 def _match(table: sa.Table, key: Key) -> sa.ColumnElement[bool]:
     return sa.and_(*(table.c[c] == v for c, v in zip(_key_columns(table), key, strict=True)))
 
 
-async def _report(progress: Progress | None, n: int) -> None:
-    if progress is not None and n:
-        done = progress(n)
-        if done is not None:
-            await done
+async def _in_batches(target: _Target, items: list[Any], write: Callable[[AsyncConnection, list[Any]], Awaitable[None]],
+                      progress: Progress | None) -> int:
+    """``write`` the items to the target in transactions of at most ``BATCH_ROWS`` rows each."""
+    for start in range(0, len(items), BATCH_ROWS):
+        batch = items[start:start + BATCH_ROWS]
+        async with target.db.tenant_tx(tenant_id=target.tenant_id) as conn:
+            await write(conn, batch)
+        if progress is not None:
+            done = progress(len(batch))
+            if done is not None:
+                await done
+    return len(items)
 
 
 async def _delete_missing(reader: _Reader, source: _Source, target: _Target, progress: Progress | None) -> int:
     """Delete the target's rows whose key the source does not have (keys only are read)."""
     table, changed = reader.table, 0
-    async for changes in _ranges(reader, source, target):
-        gone = changes.delete
-        if gone:
-            async with target.db.tenant_tx(tenant_id=reader.tenant_id) as conn:
-                await conn.execute(table.delete().where(sa.or_(*(_match(table, k) for k in gone))))
-            changed += len(gone)
-            await _report(progress, len(gone))
+
+    async def delete(conn: AsyncConnection, keys: list[Key]) -> None:
+        await conn.execute(table.delete().where(sa.or_(*(_match(table, k) for k in keys))))
+    async with aclosing(_ranges(reader, source, target)) as ranges:
+        async for changes in ranges:
+            changed += await _in_batches(target, changes.delete, delete, progress)
     return changed
 
 
 async def _upsert(reader: _Reader, source: _Source, target: _Target, progress: Progress | None) -> int:
     """Insert the source's rows the target lacks and update those that differ."""
     table, changed = reader.table, 0
-    async for d in _ranges(reader, source, target):
-        if not (d.insert or d.update):
-            continue
-        async with target.db.tenant_tx(tenant_id=reader.tenant_id) as conn:
-            if d.insert:
-                await conn.execute(table.insert(), [dict(zip(reader.columns, row, strict=True)) for row in d.insert])
-            for row in d.update:
-                await conn.execute(table.update().where(_match(table, reader.key_of(row)))
-                                   .values(dict(zip(reader.columns, row, strict=True))))
-        changed += len(d.insert) + len(d.update)
-        await _report(progress, len(d.insert) + len(d.update))
+
+    async def insert(conn: AsyncConnection, rows: list[Row]) -> None:
+        await conn.execute(table.insert(), [dict(zip(reader.columns, row, strict=True)) for row in rows])
+
+    async def update(conn: AsyncConnection, rows: list[Row]) -> None:
+        for row in rows:
+            await conn.execute(table.update().where(_match(table, reader.key_of(row)))
+                               .values(dict(zip(reader.columns, row, strict=True))))
+    async with aclosing(_ranges(reader, source, target)) as ranges:
+        async for d in ranges:
+            changed += await _in_batches(target, d.insert, insert, progress)
+            changed += await _in_batches(target, d.update, update, progress)
     return changed
 
 
@@ -296,10 +345,11 @@ async def verify(source: Database, target: Database, tenant_id: str, *, paging: 
         src = _Source(conn)
         for table in CONTENT_TABLES:
             reader = _Reader(table, _value_columns(table), tenant_id, paging)
-            async for changes in _ranges(reader, src, tgt):
-                if changes:
-                    differ.append(table.name)
-                    break
+            async with aclosing(_ranges(reader, src, tgt)) as ranges:
+                async for changes in ranges:
+                    if changes:
+                        differ.append(table.name)
+                        break
     return differ
 
 
@@ -313,8 +363,9 @@ async def count_rows(db: Database, tenant_id: str) -> int:
 
 
 async def _all_rows(side: _Source, reader: _Reader) -> AsyncIterator[Row]:
+    reader.fits_any_page = await side.read(reader.widest) * reader.paging.rows <= reader.paging.bytes
     after: Key | None = None
-    while (page := await side.page(reader, after, None)).rows:
+    while (page := await _page(side, reader, after, None)).rows:
         for row in page.rows:
             yield row
         after = reader.key_of(page.rows[-1])
