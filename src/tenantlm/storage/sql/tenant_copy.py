@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import operator
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -93,6 +94,35 @@ def _value_columns(table: sa.Table) -> tuple[str, ...]:
     return tuple(c.name for c in table.columns if c.name != skip)
 
 
+def _size_of(table: sa.Table, columns: tuple[str, ...]) -> sa.ColumnElement[Any] | None:
+    """A row's bytes in its binary columns (None: it has none), as the database measures them without reading
+    them."""
+    blobs = [table.c[c] for c in columns if isinstance(table.c[c].type, sa.LargeBinary)]
+    if not blobs:
+        return None
+    size: sa.ColumnElement[Any] = sa.func.coalesce(sa.func.length(blobs[0]), 0)
+    for blob in blobs[1:]:
+        size = size + sa.func.coalesce(sa.func.length(blob), 0)
+    return size
+
+
+@dataclass(frozen=True)
+class _Count:
+    rows: int
+    widest: int  # the most bytes one of the rows holds in its binary columns
+
+
+async def _survey(conn: AsyncConnection, tenant_id: str) -> dict[str, _Count]:
+    """Per content table, the tenant's rows and the widest of them, in one query."""
+    parts = []
+    for table in CONTENT_TABLES:
+        size = _size_of(table, _value_columns(table))
+        widest = sa.literal(0) if size is None else sa.func.coalesce(sa.func.max(size), 0)
+        parts.append(sa.select(sa.literal(table.name), sa.func.count(), widest)
+                     .select_from(table).where(table.c.tenant_id == tenant_id))
+    return {name: _Count(int(n), int(w)) for name, n, w in await conn.execute(sa.union_all(*parts))}
+
+
 @dataclass(frozen=True)
 class _Page:
     rows: list[Row]
@@ -109,14 +139,11 @@ class _Reader:
     paging: Paging
     fits_any_page: bool = False  # a page of its widest rows is within the budget: pages are counted in rows only
     keys: tuple[str, ...] = field(init=False)
-    _key_at: tuple[int, ...] = field(init=False)
+    key_of: Callable[[Row], Key] = field(init=False)  # a row's key (every key has two columns or more)
 
     def __post_init__(self) -> None:
         self.keys = _key_columns(self.table)
-        self._key_at = tuple(self.columns.index(k) for k in self.keys)
-
-    def key_of(self, row: Row) -> Key:
-        return tuple(row[i] for i in self._key_at)
+        self.key_of = operator.itemgetter(*(self.columns.index(k) for k in self.keys))
 
     def _where(self, after: Key | None, upto: Key | None) -> list[sa.ColumnElement[bool]]:
         # ``tenant_id = ? AND (the other key columns) > (...)``: both databases search the key's index for the range
@@ -138,31 +165,12 @@ class _Reader:
         return (sa.select(*columns).where(*self._where(after, upto))
                 .order_by(*(self.table.c[k] for k in self.keys)))
 
-    def _size(self) -> sa.ColumnElement[Any] | None:
-        """A row's bytes in its binary columns (None: it has none), as the database measures them without reading
-        them."""
-        blobs = [self.table.c[c] for c in self.columns if isinstance(self.table.c[c].type, sa.LargeBinary)]
-        if not blobs:
-            return None
-        size: sa.ColumnElement[Any] = sa.func.coalesce(sa.func.length(blobs[0]), 0)
-        for blob in blobs[1:]:
-            size = size + sa.func.coalesce(sa.func.length(blob), 0)
-        return size
-
-    async def widest(self, conn: AsyncConnection) -> int:
-        """The most bytes one of the tenant's rows holds in its binary columns."""
-        size = self._size()
-        if size is None:
-            return 0
-        q = sa.select(sa.func.max(size)).where(self.table.c.tenant_id == self.tenant_id)
-        return int((await conn.execute(q)).scalar_one() or 0)
-
     async def page(self, conn: AsyncConnection, after: Key | None, upto: Key | None) -> _Page:
         """The rows with a key in (``after``, ``upto``] (None: unbounded), the first page of them. Unless a page of
         the widest rows fits the budget (``fits_any_page``), the rows' sizes are read first and the page ends where
         they reach it."""
         columns = [self.table.c[c] for c in self.columns]
-        size = self._size()
+        size = _size_of(self.table, self.columns)
         if self.fits_any_page or size is None:
             rows = [tuple(r) for r in (await conn.execute(
                 self._select(*columns, after=after, upto=upto).limit(self.paging.rows))).all()]
@@ -239,8 +247,6 @@ async def _ranges(reader: _Reader, source: _Source, target: _Target) -> AsyncGen
     range's end (compared by the database). While a range is merged and applied, the source's next page is read (the
     two sides are two connections); a range's pages are dropped before the one after next is read. Close it
     (``aclosing``) before using the source's connection again."""
-    widest = max(await source.read(reader.widest), await target.read(reader.widest))
-    reader.fits_any_page = widest * reader.paging.rows <= reader.paging.bytes
     after: Key | None = None
     src = await _page(source, reader, after, None)
     ahead: asyncio.Future[_Page] | None = None
@@ -319,19 +325,32 @@ async def _upsert(reader: _Reader, source: _Source, target: _Target, progress: P
     return changed
 
 
+def _reader(table: sa.Table, columns: tuple[str, ...], tenant_id: str, paging: Paging,
+            *counts: dict[str, _Count]) -> _Reader:
+    widest = max(c[table.name].widest for c in counts)
+    return _Reader(table, columns, tenant_id, paging, fits_any_page=widest * paging.rows <= paging.bytes)
+
+
 async def sync(source: Database, target: Database, tenant_id: str, progress: Progress | None = None, *,
                paging: Paging | None = None) -> int:
     """Make the target's rows of the tenant equal to the source's; returns how many rows changed. Deletes children
-    first, then inserts and updates parents first, one transaction per range of a table."""
+    first (in tables where the target has rows), then inserts and updates parents first (in tables where the source
+    has rows), in transactions of at most ``BATCH_ROWS`` rows."""
     paging = paging or Paging()
     changed = 0
     tgt = _Target(target, tenant_id)
     async with source.tenant_snapshot(tenant_id=tenant_id) as conn:
         src = _Source(conn)
+        want = await _survey(conn, tenant_id)
+        have = await tgt.read(lambda c: _survey(c, tenant_id))
         for table in reversed(CONTENT_TABLES):
-            changed += await _delete_missing(_Reader(table, _key_columns(table), tenant_id, paging), src, tgt, progress)
+            if have[table.name].rows:
+                reader = _reader(table, _key_columns(table), tenant_id, paging, want, have)
+                changed += await _delete_missing(reader, src, tgt, progress)
         for table in CONTENT_TABLES:
-            changed += await _upsert(_Reader(table, _value_columns(table), tenant_id, paging), src, tgt, progress)
+            if want[table.name].rows:
+                reader = _reader(table, _value_columns(table), tenant_id, paging, want, have)
+                changed += await _upsert(reader, src, tgt, progress)
     return changed
 
 
@@ -343,8 +362,15 @@ async def verify(source: Database, target: Database, tenant_id: str, *, paging: 
     tgt = _Target(target, tenant_id)
     async with source.tenant_snapshot(tenant_id=tenant_id) as conn:
         src = _Source(conn)
+        want = await _survey(conn, tenant_id)
+        have = await tgt.read(lambda c: _survey(c, tenant_id))
         for table in CONTENT_TABLES:
-            reader = _Reader(table, _value_columns(table), tenant_id, paging)
+            if want[table.name].rows != have[table.name].rows:
+                differ.append(table.name)
+                continue
+            if not want[table.name].rows:
+                continue
+            reader = _reader(table, _value_columns(table), tenant_id, paging, want, have)
             async with aclosing(_ranges(reader, src, tgt)) as ranges:
                 async for changes in ranges:
                     if changes:
@@ -363,7 +389,6 @@ async def count_rows(db: Database, tenant_id: str) -> int:
 
 
 async def _all_rows(side: _Source, reader: _Reader) -> AsyncIterator[Row]:
-    reader.fits_any_page = await side.read(reader.widest) * reader.paging.rows <= reader.paging.bytes
     after: Key | None = None
     while (page := await _page(side, reader, after, None)).rows:
         for row in page.rows:
@@ -377,9 +402,10 @@ async def fingerprint(db: Database, tenant_id: str, *, paging: Paging | None = N
     out = {}
     async with db.tenant_snapshot(tenant_id=tenant_id) as conn:
         side = _Source(conn)
+        counts = await _survey(conn, tenant_id)
         for table in CONTENT_TABLES:
             digest, n = hashlib.sha256(), 0
-            async for row in _all_rows(side, _Reader(table, _value_columns(table), tenant_id, paging)):
+            async for row in _all_rows(side, _reader(table, _value_columns(table), tenant_id, paging, counts)):
                 digest.update(repr(row).encode())
                 n += 1
             out[table.name] = (n, digest.hexdigest())
