@@ -4,15 +4,17 @@
 Usage::
 
     python bench/tenant_move_memory.py [--mib 200] [--part-kib 1024] [--rows 10000] [--before-rev 37f5941]
-                                       [--backend sqlite|postgres] [--out bench/results/tenant_move_memory.json]
+                                       [--repeat 3] [--backend sqlite|postgres]
+                                       [--out bench/results/tenant_move_memory.json]
 
 Two databases on the chosen backend (SQLite files, or two databases of a throwaway Postgres server started as the
 tests start theirs), migrated. The source holds one tenant with ``--mib`` MiB of file parts (``--part-kib`` each, one
 file per part, random bytes as sealed parts are) and ``--rows`` request-log rows. For each implementation (``before``:
 ``src/tenantlm/storage/sql/tenant_copy.py`` at ``--before-rev``; ``after``: the working tree's) and each step, one
 fresh process runs the step once and reports its seconds and the growth of its peak RSS over its RSS before the step
-(``ru_maxrss``); a second fresh process runs it again under ``tracemalloc`` and reports the peak of Python's own
-allocations (its seconds are not reported: tracing slows it). Steps: ``copy`` (sync into the empty target: the bulk
+(``ru_maxrss``), ``--repeat`` times (the two implementations in turn; reported: the median seconds and the largest
+growth); one more fresh process runs it under ``tracemalloc`` and reports the peak of Python's own allocations (its
+seconds are not reported: tracing slows it). Steps: ``copy`` (sync into the empty target: the bulk
 copy), ``catch_up`` (sync again, nothing changed: what the fence pays for reading both sides) and ``verify``.
 """
 
@@ -26,6 +28,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -173,6 +176,7 @@ def main() -> None:
     ap.add_argument("--part-kib", type=int, default=1024)
     ap.add_argument("--rows", type=int, default=10_000)
     ap.add_argument("--before-rev", default="37f5941")
+    ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
     ap.add_argument("--out", type=Path, default=Path("bench/results/tenant_move_memory.json"))
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -189,21 +193,33 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_dir, databases(args.backend, Path(tmp_dir)) as (urls, migrate_urls):
         rows = asyncio.run(prepare(urls, migrate_urls, args))
         print(f"seeded {rows} rows ({args.mib} MiB of file parts)", flush=True)
-        for impl in ("before", "after"):
-            results[impl] = {}
-            for traced in (False, True):
+        runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for rep in range(args.repeat):  # the two implementations in turn, so that both see the machine's load
+            for impl in ("before", "after"):
                 asyncio.run(empty_target(urls[1]))
                 for step in STEPS:
-                    got = spawn(args, impl, step, urls, traced)
-                    results[impl].setdefault(step, {}).update(got)
-                    print(impl, step, "traced" if traced else "timed", got, flush=True)
+                    got = spawn(args, impl, step, urls, traced=False)
+                    runs.setdefault((impl, step), []).append(got)
+                    print(rep, impl, step, got, flush=True)
+        for impl in ("before", "after"):
+            asyncio.run(empty_target(urls[1]))
+            for step in STEPS:
+                traced = spawn(args, impl, step, urls, traced=True)
+                print(impl, step, "traced", traced, flush=True)
+                timed = runs[(impl, step)]
+                results.setdefault(impl, {})[step] = {
+                    "result": traced["result"],
+                    "seconds_median": round(statistics.median(r["seconds"] for r in timed), 2),
+                    "seconds": [r["seconds"] for r in timed],
+                    "rss_growth_mib_max": max(r["rss_growth_mib"] for r in timed),
+                    "python_peak_mib": traced["python_peak_mib"]}
     result = {
         "run_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                                  text=True).stdout.strip(),
         "machine": {"python": platform.python_version(), "cpus": len(os.sched_getaffinity(0))},
         "args": {k: str(v) for k, v in vars(args).items() if k in ("mib", "part_kib", "rows", "before_rev",
-                                                                   "backend")},
+                                                                   "backend", "repeat")},
         "content_rows": rows, "results": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

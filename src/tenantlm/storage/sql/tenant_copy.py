@@ -257,7 +257,7 @@ async def _ranges(reader: _Reader, source: _Source, target: _Target) -> AsyncGen
             tgt = await _page(target, reader, after, upto)
             if tgt.more:  # the target has more rows up to there than a page: the range ends at its last one
                 upto = reader.key_of(tgt.rows[-1])
-                await asyncio.wait([ahead])  # (one query at a time on the source's connection)
+                await asyncio.gather(ahead, return_exceptions=True)  # one query at a time on the source's connection
                 ahead = None
                 del src
                 src = await _page(source, reader, after, upto)  # a part of the page read before: one page at most
