@@ -1,14 +1,19 @@
 """Copy one tenant's content rows from one database to another, bring the copy up to date, and prove it equal, in
-memory bounded by a page of rows, not by the tenant.
+memory bounded by a few pages of rows, not by the tenant.
 
 ``sync`` reads every content table of both sides in key order, a page at a time (keyset pagination on the key
-columns; a page is at most ``PAGE_ROWS`` rows and about ``PAGE_BYTES`` bytes of sealed values, measured in SQL before
-the rows are read, and at least one row), and merges the two sides range by range. It runs in two passes: the first
-reads keys only and deletes what the target has and the source no longer has (children first); the second reads whole
-rows and inserts or updates what differs (parents first); each range's changes are one short transaction, so that a
-pool target is never locked for long. Run once it is the bulk copy; run again it is the catch-up, and what it changes
-is only the delta. ``verify`` merges both sides the same way and names the tables whose rows differ, value by value.
+columns), and merges the two sides range by range. A page is at most ``PAGE_ROWS`` rows and, where a page of the
+table's widest rows would pass ``PAGE_BYTES`` (file parts), the rows' sizes are read first (the database measures them
+without reading them) and the page ends where they reach it, at least one row. One query per side first counts each
+table's rows and finds its widest. Then two passes: the first reads keys only and deletes what the target has and the
+source no longer has (children first); the second reads whole rows and inserts or updates what differs (parents
+first); changes are written in transactions of at most ``BATCH_ROWS`` rows, so that a pool target is never locked for
+long. Run once it is the bulk copy; run again it is the catch-up, and what it changes is only the delta. ``verify``
+compares the counts, then merges both sides the same way and names the tables whose rows differ, value by value.
 ``fingerprint`` gives per table the row count and a SHA-256 over the rows in key order (for tests and reports).
+Memory: the current range's page of each side, the source's next page (read while the range is merged and written)
+and the driver's buffers for them; 25 to 35 MiB with the defaults whatever the tenant holds (``docs/benchmarks.md``,
+Tenant move memory).
 
 The source is read in ONE snapshot transaction for a whole ``sync`` or ``verify`` (paging inside it), so what is
 copied is one consistent state of the tenant, though it keeps writing: a file's parts are never copied without the
@@ -34,8 +39,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import operator
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from contextlib import aclosing
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -126,7 +130,7 @@ async def _survey(conn: AsyncConnection, tenant_id: str) -> dict[str, _Count]:
 @dataclass(frozen=True)
 class _Page:
     rows: list[Row]
-    more: bool  # cut short: rows after the last one may remain within the range asked for
+    more: bool  # cut short: rows after the last one may remain within the range asked for (or after it, unbounded)
 
 
 @dataclass
@@ -241,39 +245,62 @@ def _diff(reader: _Reader, sources: list[Row], targets: list[Row]) -> _Changes:
                     delete=[k for k in have if k not in want])
 
 
-async def _ranges(reader: _Reader, source: _Source, target: _Target) -> AsyncGenerator[_Changes, None]:
+async def _both(source: Awaitable[_Page], target: Awaitable[_Page]) -> tuple[_Page, _Page]:
+    """Both sides' reads at once (two connections); neither is left running when the other fails."""
+    src, tgt = await asyncio.gather(source, target, return_exceptions=True)
+    for got in (src, tgt):
+        if isinstance(got, BaseException):
+            raise got
+    assert isinstance(src, _Page) and isinstance(tgt, _Page)
+    return src, tgt
+
+
+async def _refill(side: _Source | _Target, reader: _Reader, after: Key | None, held: _Page | None) -> _Page:
+    """The side's first rows after ``after``: those held from its last page, else its next page."""
+    if held is not None and (held.rows or not held.more):
+        return held
+    return await _page(side, reader, after, None)
+
+
+def _index(reader: _Reader, rows: list[Row], key: Key) -> int | None:
+    return next((i for i, row in enumerate(rows) if reader.key_of(row) == key), None)
+
+
+async def _ranges(reader: _Reader, source: _Source, target: _Target) -> AsyncIterator[_Changes]:
     """The changes that make the target's rows of the table equal the source's, range by range in the database's key
-    order: each range holds every row of either side whose key is after the previous range's end and at most this
-    range's end (compared by the database). While a range is merged and applied, the source's next page is read (the
-    two sides are two connections); a range's pages are dropped before the one after next is read. Close it
-    (``aclosing``) before using the source's connection again."""
+    order. Each side holds a page of its first rows after the last range's end (both read at once); the next range
+    ends where both sides' rows up to its end are known without comparing keys: at the last row of one side's page
+    that the other side's page also holds, or, where neither does, where the target's rows up to the source page's
+    last key end (read with the database's own comparison). Rows of a page not merged yet are held for the next
+    range."""
     after: Key | None = None
-    src = await _page(source, reader, after, None)
-    ahead: asyncio.Future[_Page] | None = None
-    try:
-        while src.rows:
+    src: _Page | None = None
+    tgt: _Page | None = None
+    while True:
+        src, tgt = await _both(_refill(source, reader, after, src), _refill(target, reader, after, tgt))
+        if not src.rows and not tgt.rows:
+            return
+        if not src.rows or not tgt.rows:  # one side has no rows after ``after``: the other's page is the range
+            upto = reader.key_of((src.rows or tgt.rows)[-1])
+            s, t = len(src.rows), len(tgt.rows)
+        elif (i := _index(reader, tgt.rows, reader.key_of(src.rows[-1]))) is not None:
+            upto, s, t = reader.key_of(src.rows[-1]), len(src.rows), i + 1
+        elif (j := _index(reader, src.rows, reader.key_of(tgt.rows[-1]))) is not None:
+            upto, s, t = reader.key_of(tgt.rows[-1]), j + 1, len(tgt.rows)
+        else:  # the target's rows up to the source page's last key, as the database orders them
             upto = reader.key_of(src.rows[-1])
-            ahead = asyncio.ensure_future(_page(source, reader, upto, None))
             tgt = await _page(target, reader, after, upto)
-            if tgt.more:  # the target has more rows up to there than a page: the range ends at its last one
+            if tgt.more:  # more than a page of them: the range ends at the last one read
                 upto = reader.key_of(tgt.rows[-1])
-                await asyncio.gather(ahead, return_exceptions=True)  # one query at a time on the source's connection
-                ahead = None
-                del src
-                src = await _page(source, reader, after, upto)  # a part of the page read before: one page at most
+                src = await _page(source, reader, after, upto)  # a part of the page read before
             changes = _diff(reader, src.rows, tgt.rows)
-            del src, tgt
-            yield changes
+            src = tgt = None  # both sides read on from the range's end
             after = upto
-            src = await (ahead or _page(source, reader, after, None))
-            ahead = None
-    finally:
-        if ahead is not None:  # the consumer stopped early or failed: let the read finish on the connection
-            await asyncio.gather(ahead, return_exceptions=True)
-    while (tgt := await _page(target, reader, after, None)).rows:  # the target's rows after the source's last
-        after = reader.key_of(tgt.rows[-1])
-        changes = _diff(reader, [], tgt.rows)
-        del tgt
+            yield changes
+            continue
+        changes = _diff(reader, src.rows[:s], tgt.rows[:t])
+        src, tgt = _Page(src.rows[s:], src.more), _Page(tgt.rows[t:], tgt.more)
+        after = upto
         yield changes
 
 
@@ -301,9 +328,8 @@ async def _delete_missing(reader: _Reader, source: _Source, target: _Target, pro
 
     async def delete(conn: AsyncConnection, keys: list[Key]) -> None:
         await conn.execute(table.delete().where(sa.or_(*(_match(table, k) for k in keys))))
-    async with aclosing(_ranges(reader, source, target)) as ranges:
-        async for changes in ranges:
-            changed += await _in_batches(target, changes.delete, delete, progress)
+    async for changes in _ranges(reader, source, target):
+        changed += await _in_batches(target, changes.delete, delete, progress)
     return changed
 
 
@@ -318,10 +344,9 @@ async def _upsert(reader: _Reader, source: _Source, target: _Target, progress: P
         for row in rows:
             await conn.execute(table.update().where(_match(table, reader.key_of(row)))
                                .values(dict(zip(reader.columns, row, strict=True))))
-    async with aclosing(_ranges(reader, source, target)) as ranges:
-        async for d in ranges:
-            changed += await _in_batches(target, d.insert, insert, progress)
-            changed += await _in_batches(target, d.update, update, progress)
+    async for d in _ranges(reader, source, target):
+        changed += await _in_batches(target, d.insert, insert, progress)
+        changed += await _in_batches(target, d.update, update, progress)
     return changed
 
 
@@ -371,11 +396,10 @@ async def verify(source: Database, target: Database, tenant_id: str, *, paging: 
             if not want[table.name].rows:
                 continue
             reader = _reader(table, _value_columns(table), tenant_id, paging, want, have)
-            async with aclosing(_ranges(reader, src, tgt)) as ranges:
-                async for changes in ranges:
-                    if changes:
-                        differ.append(table.name)
-                        break
+            async for changes in _ranges(reader, src, tgt):
+                if changes:
+                    differ.append(table.name)
+                    break
     return differ
 
 
