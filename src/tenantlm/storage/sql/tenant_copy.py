@@ -11,9 +11,8 @@ first); changes are written in transactions of at most ``BATCH_ROWS`` rows, so t
 long. Run once it is the bulk copy; run again it is the catch-up, and what it changes is only the delta. ``verify``
 compares the counts, then merges both sides the same way and names the tables whose rows differ, value by value.
 ``fingerprint`` gives per table the row count and a SHA-256 over the rows in key order (for tests and reports).
-Memory: the current range's page of each side, the source's next page (read while the range is merged and written)
-and the driver's buffers for them; 25 to 35 MiB with the defaults whatever the tenant holds (``docs/benchmarks.md``,
-Tenant move memory).
+Memory: a page of each side, the changes of one range and the driver's buffers for them; 25 to 35 MiB with the
+defaults, whatever the tenant holds (``docs/benchmarks.md``, Tenant move memory).
 
 The source is read in ONE snapshot transaction for a whole ``sync`` or ``verify`` (paging inside it), so what is
 copied is one consistent state of the tenant, though it keeps writing: a file's parts are never copied without the
@@ -23,11 +22,13 @@ writes). The target, which only the copy writes for this tenant, is read page by
 change a range makes is at or before that range's end, where the next page starts, so reads never see the copy's own
 writes ahead of them.
 
-Ranges, not a comparison of keys in Python: the source's next page ends at some key; the target's rows up to that key
-are read with the database's own comparison (and when those fill a page, the range ends at the target's last key and
-the source's rows up to it are read again). Rows of one range are matched by key equality, so the merge never orders
-keys itself and holds whatever collation the two databases share (a silo is on the pool's server: the same database
-on Postgres, binary on SQLite).
+Ranges, not a comparison of keys in Python: both sides' next pages are read at once; the range ends at the last key
+of one side's page where the other side's page holds that key too (usually both pages end on the same key: the sides
+hold mostly the same rows), and where neither does, the target's rows up to the source page's last key are read with
+the database's own comparison (when those fill a page, the range ends at the last of them and the source's rows up to
+it are read again). Rows of one range are matched by key equality, so the merge never orders keys itself and holds
+whatever collation the two databases share (a silo is on the pool's server: the same database on Postgres, binary on
+SQLite).
 
 Tables with a surrogate key that a database numbers itself (``chunks.id``) are matched on their natural key and
 inserted without the surrogate, so two databases' numbering never collide; the caller drops anything cached by
@@ -114,17 +115,19 @@ def _size_of(table: sa.Table, columns: tuple[str, ...]) -> sa.ColumnElement[Any]
 class _Count:
     rows: int
     widest: int  # the most bytes one of the rows holds in its binary columns
+    bytes: int  # all of them
 
 
 async def _survey(conn: AsyncConnection, tenant_id: str) -> dict[str, _Count]:
-    """Per content table, the tenant's rows and the widest of them, in one query."""
+    """Per content table, the tenant's rows, the widest of them and their bytes, in one query."""
     parts = []
     for table in CONTENT_TABLES:
         size = _size_of(table, _value_columns(table))
-        widest = sa.literal(0) if size is None else sa.func.coalesce(sa.func.max(size), 0)
-        parts.append(sa.select(sa.literal(table.name), sa.func.count(), widest)
+        widest, total = (sa.literal(0), sa.literal(0)) if size is None else (
+            sa.func.coalesce(sa.func.max(size), 0), sa.func.coalesce(sa.func.sum(size), 0))
+        parts.append(sa.select(sa.literal(table.name), sa.func.count(), widest, total)
                      .select_from(table).where(table.c.tenant_id == tenant_id))
-    return {name: _Count(int(n), int(w)) for name, n, w in await conn.execute(sa.union_all(*parts))}
+    return {name: _Count(int(n), int(w), int(b)) for name, n, w, b in await conn.execute(sa.union_all(*parts))}
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,7 @@ class _Reader:
     tenant_id: str
     paging: Paging
     fits_any_page: bool = False  # a page of its widest rows is within the budget: pages are counted in rows only
+    sizes_read: int = PAGE_ROWS  # else: how many rows' sizes to read for a page (about 4 pages of rows of average size)
     keys: tuple[str, ...] = field(init=False)
     key_of: Callable[[Row], Key] = field(init=False)  # a row's key (every key has two columns or more)
 
@@ -180,13 +184,13 @@ class _Reader:
                 self._select(*columns, after=after, upto=upto).limit(self.paging.rows))).all()]
             return _Page(rows, len(rows) == self.paging.rows)
         sized = (await conn.execute(self._select(*(self.table.c[k] for k in self.keys), size,
-                                                 after=after, upto=upto).limit(self.paging.rows))).all()
+                                                 after=after, upto=upto).limit(self.sizes_read))).all()
         if not sized:
             return _Page([], False)
         taken = _fits([int(row[-1]) for row in sized], self.paging.bytes)
         last = tuple(sized[taken - 1][:-1])
         rows = [tuple(r) for r in (await conn.execute(self._select(*columns, after=after, upto=last))).all()]
-        return _Page(rows, taken < len(sized) or len(sized) == self.paging.rows)
+        return _Page(rows, taken < len(sized) or len(sized) == self.sizes_read)
 
 
 def _fits(sizes: list[int], budget: int) -> int:
@@ -353,7 +357,10 @@ async def _upsert(reader: _Reader, source: _Source, target: _Target, progress: P
 def _reader(table: sa.Table, columns: tuple[str, ...], tenant_id: str, paging: Paging,
             *counts: dict[str, _Count]) -> _Reader:
     widest = max(c[table.name].widest for c in counts)
-    return _Reader(table, columns, tenant_id, paging, fits_any_page=widest * paging.rows <= paging.bytes)
+    rows = sum(c[table.name].rows for c in counts)
+    average = sum(c[table.name].bytes for c in counts) // max(rows, 1)
+    return _Reader(table, columns, tenant_id, paging, fits_any_page=widest * paging.rows <= paging.bytes,
+                   sizes_read=min(paging.rows, 4 * paging.bytes // max(average, 1) + 16))
 
 
 async def sync(source: Database, target: Database, tenant_id: str, progress: Progress | None = None, *,
