@@ -285,3 +285,33 @@ async def test_memory_bounded_by_pages_not_by_the_tenant(database: Database, tar
     # the changes of one range and the driver's buffers for them (measured: 2-5 MiB, the same for 3 times the parts)
     assert sync_peak < 5 * page < n * PART, sync_peak
     assert verify_peak < 5 * page, verify_peak
+
+
+async def test_source_written_during_the_copy_is_copied_as_one_snapshot(database: Database,
+                                                                         target: Database) -> None:
+    """The tenant writes while its rows are copied table by table: what one pass copies is the state at its start
+    (a file added after its table was copied does not arrive with its parts alone); the next pass brings the rest."""
+    await _tenants(database)
+    await _seed(database, A, 12)
+    total = await tenant_copy.count_rows(database, A)
+    wrote: list[str] = []
+
+    async def write_meanwhile(_n: int) -> None:
+        if wrote:
+            return
+        wrote.append("file-new")  # after the first batch: the files, before their parts
+        async with database.tenant_tx(tenant_id=A) as conn:
+            await conn.execute(files.insert().values(
+                tenant_id=A, id="file-new", purpose="assistants", bytes=3, parts=1, status="uploaded",
+                created_at=99.0, expires_at=None, sealed_name=b"new"))
+            await conn.execute(file_parts.insert().values(tenant_id=A, file_id="file-new", part=0, sealed=b"p"))
+            await conn.execute(request_log.delete().where(request_log.c.tenant_id == A, request_log.c.id == "req-3"))
+
+    assert await tenant_copy.sync(database, target, A, write_meanwhile, paging=SMALL) == total
+    assert wrote == ["file-new"]
+    async with target.tenant_tx(tenant_id=A) as conn:
+        parts = set((await conn.execute(sa.select(file_parts.c.file_id).where(file_parts.c.tenant_id == A))).scalars())
+    assert "file-new" not in parts and "req-3" in await _log_ids(target, A)
+    assert await tenant_copy.verify(database, target, A, paging=SMALL) == ["files", "file_parts", "request_log"]
+    assert await tenant_copy.sync(database, target, A, paging=SMALL) == 3  # the catch-up: file, part, deleted log row
+    assert await tenant_copy.verify(database, target, A, paging=SMALL) == []

@@ -11,8 +11,9 @@ first); changes are written in transactions of at most ``BATCH_ROWS`` rows, so t
 long. Run once it is the bulk copy; run again it is the catch-up, and what it changes is only the delta. ``verify``
 compares the counts, then merges both sides the same way and names the tables whose rows differ, value by value.
 ``fingerprint`` gives per table the row count and a SHA-256 over the rows in key order (for tests and reports).
-Memory: a page of each side, the changes of one range and the driver's buffers for them; 25 to 35 MiB with the
-defaults, whatever the tenant holds (``docs/benchmarks.md``, Tenant move memory).
+Memory: a page of each side, the changes of one range and the driver's buffers for them; with the defaults the
+process grows by some 30 MiB (SQLite) to 45 MiB (Postgres), whatever the tenant holds (``docs/benchmarks.md``, Tenant
+move memory).
 
 The source is read in ONE snapshot transaction for a whole ``sync`` or ``verify`` (paging inside it), so what is
 copied is one consistent state of the tenant, though it keeps writing: a file's parts are never copied without the
