@@ -21,6 +21,7 @@ from tenantlm.storage.sql.tables import (
     chunks,
     file_parts,
     files,
+    memories,
     request_log,
     responses,
     tenants,
@@ -166,9 +167,11 @@ async def test_pages_deletes_only_in_target_and_updates(database: Database, targ
         await conn.execute(file_parts.update().where(file_parts.c.tenant_id == A, file_parts.c.file_id == "file-9")
                            .values(sealed=b"stale"))
         await conn.execute(chunks.update().where(chunks.c.tenant_id == A, chunks.c.seq == 9).values(tokens=9))
+        await conn.execute(memories.insert().values(  # a table the source has no rows of
+            tenant_id=A, end_user="u", id="mem-1", created_at=1.0, source=None, sealed_text=b"m", sealed_vector=None))
     assert sorted(await tenant_copy.verify(database, target, A, paging=paging)) == [
-        "chunks", "file_parts", "request_log"]
-    assert await tenant_copy.sync(database, target, A, paging=paging) == 9 + 3 + 1 + 1
+        "chunks", "file_parts", "memories", "request_log"]
+    assert await tenant_copy.sync(database, target, A, paging=paging) == 9 + 3 + 1 + 1 + 1
     assert await _log_ids(target, A) == await _log_ids(database, A)
     assert await tenant_copy.fingerprint(target, A) == await tenant_copy.fingerprint(database, A)
     assert await tenant_copy.verify(database, target, A, paging=paging) == []

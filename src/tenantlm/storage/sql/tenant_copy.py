@@ -327,20 +327,36 @@ async def _in_batches(target: _Target, items: list[Any], write: Callable[[AsyncC
     return len(items)
 
 
-async def _delete_missing(reader: _Reader, source: _Source, target: _Target, progress: Progress | None) -> int:
-    """Delete the target's rows whose key the source does not have (keys only are read)."""
-    table, changed = reader.table, 0
+def _on_its_own(table: sa.Table) -> bool:
+    """No other content table's rows refer to the table's, nor its to theirs, and only its key is unique: its rows can
+    be deleted in the same pass that inserts and updates them."""
+    names = {t.name for t in CONTENT_TABLES}
+    refers = any(fk.column.table.name in names for fk in table.foreign_keys)
+    referred = any(fk.column.table is table for t in CONTENT_TABLES for fk in t.foreign_keys)
+    unique = any(ix.unique for ix in table.indexes) or any(
+        isinstance(c, sa.UniqueConstraint) for c in table.constraints)
+    return not (refers or referred or unique)
 
+
+def _deleter(table: sa.Table) -> Callable[[AsyncConnection, list[Key]], Awaitable[None]]:
     async def delete(conn: AsyncConnection, keys: list[Key]) -> None:
         await conn.execute(table.delete().where(sa.or_(*(_match(table, k) for k in keys))))
+    return delete
+
+
+async def _delete_missing(reader: _Reader, source: _Source, target: _Target, progress: Progress | None) -> int:
+    """Delete the target's rows whose key the source does not have (keys only are read)."""
+    changed, delete = 0, _deleter(reader.table)
     async for changes in _ranges(reader, source, target):
         changed += await _in_batches(target, changes.delete, delete, progress)
     return changed
 
 
-async def _upsert(reader: _Reader, source: _Source, target: _Target, progress: Progress | None) -> int:
-    """Insert the source's rows the target lacks and update those that differ."""
-    table, changed = reader.table, 0
+async def _upsert(reader: _Reader, source: _Source, target: _Target, progress: Progress | None, *,
+                  deletes: bool) -> int:
+    """Insert the source's rows the target lacks and update those that differ (and, with ``deletes``, delete the
+    target's rows the source does not have)."""
+    table, changed, delete = reader.table, 0, _deleter(reader.table)
 
     async def insert(conn: AsyncConnection, rows: list[Row]) -> None:
         await conn.execute(table.insert(), [dict(zip(reader.columns, row, strict=True)) for row in rows])
@@ -350,6 +366,8 @@ async def _upsert(reader: _Reader, source: _Source, target: _Target, progress: P
             await conn.execute(table.update().where(_match(table, reader.key_of(row)))
                                .values(dict(zip(reader.columns, row, strict=True))))
     async for d in _ranges(reader, source, target):
+        if deletes:
+            changed += await _in_batches(target, d.delete, delete, progress)
         changed += await _in_batches(target, d.insert, insert, progress)
         changed += await _in_batches(target, d.update, update, progress)
     return changed
@@ -368,7 +386,9 @@ async def sync(source: Database, target: Database, tenant_id: str, progress: Pro
                paging: Paging | None = None) -> int:
     """Make the target's rows of the tenant equal to the source's; returns how many rows changed. Deletes children
     first (in tables where the target has rows), then inserts and updates parents first (in tables where the source
-    has rows), in transactions of at most ``BATCH_ROWS`` rows."""
+    has rows), in transactions of at most ``BATCH_ROWS`` rows. A table no other refers to, nor it to them, and with
+    no unique column but its key (the request log, responses, conversations, memories), is deleted from in the same
+    pass as it is inserted into: one read of it, not two."""
     paging = paging or Paging()
     changed = 0
     tgt = _Target(target, tenant_id)
@@ -377,13 +397,14 @@ async def sync(source: Database, target: Database, tenant_id: str, progress: Pro
         want = await _survey(conn, tenant_id)
         have = await tgt.read(lambda c: _survey(c, tenant_id))
         for table in reversed(CONTENT_TABLES):
-            if have[table.name].rows:
+            if have[table.name].rows and not _on_its_own(table):
                 reader = _reader(table, _key_columns(table), tenant_id, paging, want, have)
                 changed += await _delete_missing(reader, src, tgt, progress)
         for table in CONTENT_TABLES:
-            if want[table.name].rows:
+            own = _on_its_own(table)
+            if want[table.name].rows or (own and have[table.name].rows):
                 reader = _reader(table, _value_columns(table), tenant_id, paging, want, have)
-                changed += await _upsert(reader, src, tgt, progress)
+                changed += await _upsert(reader, src, tgt, progress, deletes=own)
     return changed
 
 
