@@ -274,10 +274,10 @@ def _index(reader: _Reader, rows: list[Row], key: Key) -> int | None:
 async def _ranges(reader: _Reader, source: _Source, target: _Target) -> AsyncIterator[_Changes]:
     """The changes that make the target's rows of the table equal the source's, range by range in the database's key
     order. Each side holds a page of its first rows after the last range's end (both read at once); the next range
-    ends where both sides' rows up to its end are known without comparing keys: at the last row of one side's page
-    that the other side's page also holds, or, where neither does, where the target's rows up to the source page's
-    last key end (read with the database's own comparison). Rows of a page not merged yet are held for the next
-    range."""
+    ends where both sides' rows up to its end are known without comparing keys: at the last key of one side's page
+    where the other side's page holds that key too, or, where neither does, at the source page's last key, up to
+    which the target's rows are read again with the database's own comparison (or at the last of those, when they
+    fill a page). Rows of a page not merged yet are held for the next range."""
     after: Key | None = None
     src: _Page | None = None
     tgt: _Page | None = None
