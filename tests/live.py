@@ -7,7 +7,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -177,3 +179,71 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
     clean = {k: v for k, v in os.environ.items() if not k.startswith("TENANTLM_")}
     return subprocess.run([sys.executable, "-m", "tenantlm.cli", *args], env={**clean, **(env or {})}, cwd=cwd,
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
+
+
+def move_tenant(live: Live, tenant_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    """POST /admin/v1/tenants/{id}/tier with ``body`` and poll the tenant until its move ends; it must be done."""
+    with live.admin() as c:
+        r = c.post(f"/admin/v1/tenants/{tenant_id}/tier", json=body)
+        assert r.status_code == 202, r.text
+        got = r.json()
+        while got["tier_move"]["phase"] not in ("done", "failed"):
+            time.sleep(0.05)
+            got = c.get(f"/admin/v1/tenants/{tenant_id}").json()
+    assert got["tier_move"]["phase"] == "done", got["tier_move"]
+    return dict(got)
+
+
+@dataclass
+class TenantLoad:
+    """Threads sending a tenant's requests until stopped, one thread per (client, kind): "chat", "upload" (kept in
+    ``uploaded``), "list" or "search" (of ``store_id``, expecting the lava document first). Every failure is kept in
+    ``failures``, none is retried (give the clients ``max_retries=0``)."""
+
+    workers: list[tuple[openai.OpenAI, str]]
+    store_id: str | None = None
+    served: int = 0
+    failures: list[str] = field(default_factory=list)
+    uploaded: dict[str, bytes] = field(default_factory=dict)
+    stop: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _one(self, sdk: openai.OpenAI, kind: str, n: int) -> None:
+        if kind == "chat":
+            out = sdk.chat.completions.create(model="fake-chat", messages=[{"role": "user", "content": f"{n}"}])
+            assert out.choices[0].message.content
+        elif kind == "upload":
+            data = f"file {n} {uuid.uuid4().hex}".encode()
+            f = sdk.files.create(file=(f"f{n}.txt", data), purpose="assistants")
+            with self.lock:
+                self.uploaded[f.id] = data
+        elif kind == "search":
+            assert self.store_id is not None
+            hits = sdk.vector_stores.search(self.store_id, query="lava magma")
+            assert hits.data and "lava" in hits.data[0].content[0].text
+        else:
+            assert sdk.files.list().data is not None
+
+    def _worker(self, sdk: openai.OpenAI, kind: str) -> None:
+        n = 0
+        while not self.stop.is_set():
+            n += 1
+            try:
+                self._one(sdk, kind, n)
+            except Exception as exc:  # every failure is counted and shown, none is retried
+                with self.lock:
+                    self.failures.append(f"{kind}: {type(exc).__name__}: {exc}")
+            else:
+                with self.lock:
+                    self.served += 1
+
+    def __enter__(self) -> TenantLoad:
+        self.threads = [threading.Thread(target=self._worker, args=w, daemon=True) for w in self.workers]
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=60)

@@ -22,7 +22,7 @@ from typing import Any
 import openai
 import pytest
 
-from live import Live, Tenant, catalog_config, cli, start_server
+from live import Live, Tenant, catalog_config, cli, move_tenant, start_server
 from services import PostgresDatabase, PostgresServer
 
 CONTENT = ("files", "file_parts", "vector_stores", "chunks", "request_log", "responses", "conversations")
@@ -157,15 +157,7 @@ def _check(dep: Deployment, t: Tenant, used: dict[str, Any]) -> None:
 
 
 def _move(dep: Deployment, tenant_id: str, body: dict[str, Any]) -> dict[str, Any]:
-    with dep.live.admin() as c:
-        r = c.post(f"/admin/v1/tenants/{tenant_id}/tier", json=body)
-        assert r.status_code == 202, r.text
-        got = r.json()
-        while got["tier_move"]["phase"] not in ("done", "failed"):
-            time.sleep(0.05)
-            got = c.get(f"/admin/v1/tenants/{tenant_id}").json()
-    assert got["tier_move"]["phase"] == "done", got["tier_move"]
-    return got
+    return move_tenant(dep.live, tenant_id, body)
 
 
 def _nothing(counts: dict[str, int]) -> bool:

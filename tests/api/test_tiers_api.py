@@ -8,19 +8,18 @@ from __future__ import annotations
 import io
 import json
 import sqlite3
-import threading
 import time
 import uuid
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
 
-from live import Live, Tenant, catalog_config, cli, start_server
+from live import Live, Tenant, TenantLoad, catalog_config, cli, move_tenant, start_server
 from services import PostgresDatabase, PostgresServer
 
 CONTENT_TABLES = ("files", "file_parts", "request_log", "vector_stores", "responses", "conversations",
@@ -94,70 +93,9 @@ def _tenant(dep: Deployment, name: str) -> Tenant:
 
 
 def _move(dep: Deployment, tenant_id: str, tier: str) -> dict[str, Any]:
-    with dep.live.admin() as c:
-        r = c.post(f"/admin/v1/tenants/{tenant_id}/tier", json={"tier": tier})
-        assert r.status_code == 202, r.text
-        body = r.json()
-        assert body["tier_move"]["to"] == tier
-        while body["tier_move"]["phase"] not in ("done", "failed"):
-            time.sleep(0.05)
-            body = c.get(f"/admin/v1/tenants/{tenant_id}").json()
-    assert body["tier_move"]["phase"] == "done", body["tier_move"]
-    assert body["tier"] == tier
+    body = move_tenant(dep.live, tenant_id, {"tier": tier})
+    assert body["tier_move"]["to"] == tier and body["tier"] == tier
     return body
-
-
-@dataclass
-class Load:
-    """Threads sending the tenant chat completions, file uploads and file listings until stopped."""
-
-    sdk: openai.OpenAI
-    store_id: str
-    served: int = 0
-    failures: list[str] = field(default_factory=list)
-    uploaded: dict[str, bytes] = field(default_factory=dict)
-    stop: threading.Event = field(default_factory=threading.Event)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def _one(self, kind: str, n: int) -> None:
-        if kind == "chat":
-            out = self.sdk.chat.completions.create(model="fake-chat", messages=[{"role": "user", "content": f"{n}"}])
-            assert out.choices[0].message.content
-        elif kind == "upload":
-            data = f"file {n} {uuid.uuid4().hex}".encode()
-            f = self.sdk.files.create(file=(f"f{n}.txt", data), purpose="assistants")
-            with self.lock:
-                self.uploaded[f.id] = data
-        elif kind == "search":
-            hits = self.sdk.vector_stores.search(self.store_id, query="lava magma")
-            assert hits.data and "lava" in hits.data[0].content[0].text
-        else:
-            assert self.sdk.files.list().data is not None
-
-    def _worker(self, kind: str) -> None:
-        n = 0
-        while not self.stop.is_set():
-            n += 1
-            try:
-                self._one(kind, n)
-            except Exception as exc:  # every failure is counted and shown, none is retried
-                with self.lock:
-                    self.failures.append(f"{kind}: {type(exc).__name__}: {exc}")
-            else:
-                with self.lock:
-                    self.served += 1
-
-    def __enter__(self) -> Load:
-        self.threads = [threading.Thread(target=self._worker, args=(k,), daemon=True)
-                        for k in ("chat", "chat", "upload", "list", "search")]
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=60)
 
 
 DOCS = {"volcano.txt": "Volcanoes erupt lava and magma from the mantle. " * 20,
@@ -188,7 +126,8 @@ def test_promote_and_demote_under_steady_load_fail_no_request(dep: Deployment) -
                                                        poll_interval_ms=100)
         assert done.status == "completed", done.last_error
     found_before = _search(sdk, store.id)
-    with Load(sdk, store.id) as load:
+    kinds = ("chat", "chat", "upload", "list", "search")
+    with TenantLoad([(sdk, k) for k in kinds], store.id) as load:
         while load.served < 20:
             time.sleep(0.01)
         before_move = load.served

@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import base64
 import os
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import openai
 import pytest
 import redis as redis_client
 
-from live import Live, Process, ServerConfig, start_server
+from live import Live, Process, ServerConfig, TenantLoad, move_tenant, start_server
 from services import PostgresDatabase, PostgresServer, RedisServer
 
 TABLES = ("files", "file_parts", "request_log")
@@ -62,65 +60,8 @@ def pair(tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresServ
         postgres_server.drop_database(db.database)
 
 
-@dataclass
-class Load:
-    """Threads sending the tenant requests through both replicas until stopped; every failure is kept."""
-
-    sdks: list[openai.OpenAI]
-    served: int = 0
-    failures: list[str] = field(default_factory=list)
-    uploaded: dict[str, bytes] = field(default_factory=dict)
-    stop: threading.Event = field(default_factory=threading.Event)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def _one(self, sdk: openai.OpenAI, kind: str, n: int) -> None:
-        if kind == "chat":
-            assert sdk.chat.completions.create(model="fake-chat",
-                                               messages=[{"role": "user", "content": f"{n}"}]).choices
-        elif kind == "upload":
-            data = f"upload {n} {uuid.uuid4().hex}".encode()
-            f = sdk.files.create(file=(f"u{n}.txt", data), purpose="assistants")
-            with self.lock:
-                self.uploaded[f.id] = data
-        else:
-            assert sdk.files.list().data is not None
-
-    def _worker(self, sdk: openai.OpenAI, kind: str) -> None:
-        n = 0
-        while not self.stop.is_set():
-            n += 1
-            try:
-                self._one(sdk, kind, n)
-            except Exception as exc:  # counted and shown, never retried
-                with self.lock:
-                    self.failures.append(f"{kind}: {type(exc).__name__}: {exc}")
-            else:
-                with self.lock:
-                    self.served += 1
-
-    def __enter__(self) -> Load:
-        self.threads = [threading.Thread(target=self._worker, args=(sdk, kind), daemon=True)
-                        for sdk in self.sdks for kind in ("chat", "upload", "list")]
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=60)
-
-
 def _move(live: Live, tenant_id: str, tier: str) -> dict[str, Any]:
-    with live.admin() as c:
-        r = c.post(f"/admin/v1/tenants/{tenant_id}/tier", json={"tier": tier})
-        assert r.status_code == 202, r.text
-        got = r.json()
-        while got["tier_move"]["phase"] not in ("done", "failed"):
-            time.sleep(0.05)
-            got = c.get(f"/admin/v1/tenants/{tenant_id}").json()
-    assert got["tier_move"]["phase"] == "done", got["tier_move"]
-    return got
+    return move_tenant(live, tenant_id, {"tier": tier})
 
 
 def test_a_move_by_one_replica_fails_no_request_on_either(pair: Pair, tmp_path: Path) -> None:
@@ -128,7 +69,7 @@ def test_a_move_by_one_replica_fails_no_request_on_either(pair: Pair, tmp_path: 
     with pair.a.admin() as c:
         assert c.patch(f"/admin/v1/tenants/{t.id}", json={"settings": {"request_log_days": 7}}).status_code == 200
     sdk_a, sdk_b = (live.sdk(t.member_key, max_retries=0) for live in (pair.a, pair.b))
-    with Load([sdk_a, sdk_b]) as load:
+    with TenantLoad([(sdk, kind) for sdk in (sdk_a, sdk_b) for kind in ("chat", "upload", "list")]) as load:
         while load.served < 30:
             time.sleep(0.01)
         before = load.served
