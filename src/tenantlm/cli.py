@@ -3,7 +3,8 @@
 Management commands talk HTTP to a running server (``--url`` / ``TENANTLM_URL``, default http://127.0.0.1:8080) with a
 platform admin key or a tenant admin key (``--admin-key`` / ``TENANTLM_ADMIN_KEY``), so the CLI obeys exactly the rules
 the API enforces. ``tenantlm files`` and ``tenantlm vector-stores`` use a tenant API key instead (``--api-key`` /
-``TENANTLM_API_KEY``) on the tenant-facing API (``cli_knowledge``).
+``TENANTLM_API_KEY``) on the tenant-facing API (``cli_knowledge``). Command groups live beside this module:
+``cli_catalog`` (private models, adapters), ``cli_prompts`` (prompt templates), ``cli_support`` (shared plumbing).
 Every read command takes ``--json``.
 """
 
@@ -19,7 +20,9 @@ from urllib.parse import quote
 import typer
 
 from tenantlm import __version__
+from tenantlm.cli_catalog import adapters_app, models_app
 from tenantlm.cli_knowledge import files_app, stores_app
+from tenantlm.cli_prompts import prompts_app
 from tenantlm.cli_support import (
     DEFAULT_URL,
     URL_HELP,
@@ -53,14 +56,8 @@ platform_keys_app = typer.Typer(help="Issue, list and revoke platform keys (role
 app.add_typer(platform_keys_app, name="platform-keys")
 app.add_typer(files_app, name="files")
 app.add_typer(stores_app, name="vector-stores")
-models_app = typer.Typer(help="A tenant's private models: deployments only that tenant sees and uses.",
-                         no_args_is_help=True)
-adapters_app = typer.Typer(help="A tenant's LoRA adapters on a base model served by vLLM (runtime LoRA loading).",
-                           no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(adapters_app, name="adapters")
-prompts_app = typer.Typer(help="Prompt templates: the platform's base prompts (versions, labels) and tenant overrides.",
-                          no_args_is_help=True)
 app.add_typer(prompts_app, name="prompts")
 
 @app.command()
@@ -297,67 +294,6 @@ def tenants_regions(
           ["id", "name", "allowed_regions"])
 
 
-_MODEL_COLUMNS = ["id", "kind", "provider", "upstream_model", "region"]
-_ADAPTER_COLUMNS = ["id", "base_model", "source", "lora_name"]
-
-
-@models_app.command("create")
-def models_create(
-    tenant_id: str, name: str,
-    provider: Annotated[str, typer.Option(help="A configured provider.")],
-    upstream_model: Annotated[str, typer.Option(help="The model name the provider serves.")],
-    url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt = None, as_json: JsonOpt = False,
-    kind: Annotated[str, typer.Option(help="chat or embedding.")] = "chat",
-    region: Annotated[str | None, typer.Option(help="Default: the provider's region.")] = None,
-) -> None:
-    """Add a private model to a tenant's catalog."""
-    body: dict[str, Any] = {"name": name, "provider": provider, "upstream_model": upstream_model, "kind": kind}
-    if region is not None:
-        body["region"] = region
-    _show(_call("POST", url, admin_key, f"/admin/v1/tenants/{tenant_id}/models", body), as_json, _MODEL_COLUMNS)
-
-
-@models_app.command("list")
-def models_list(tenant_id: str, url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt = None, as_json: JsonOpt = False
-                ) -> None:
-    """List a tenant's private models."""
-    _show(_call("GET", url, admin_key, f"/admin/v1/tenants/{tenant_id}/models"), as_json, _MODEL_COLUMNS)
-
-
-@models_app.command("delete")
-def models_delete(tenant_id: str, name: str, url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt = None,
-                  as_json: JsonOpt = False) -> None:
-    """Remove a private model (refused while an adapter runs on it)."""
-    _show(_call("DELETE", url, admin_key, f"/admin/v1/tenants/{tenant_id}/models/{quote(name)}"), as_json)
-
-
-@adapters_app.command("create")
-def adapters_create(
-    tenant_id: str, name: str,
-    base_model: Annotated[str, typer.Option(help="A chat model on a vLLM upstream.")],
-    source: Annotated[str, typer.Option(help="lora_path: a path on the upstream host or a HF repo.")],
-    url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt = None, as_json: JsonOpt = False,
-) -> None:
-    """Register a LoRA adapter; requests with model=NAME use it (loaded on the upstream at first use)."""
-    body = {"name": name, "base_model": base_model, "source": source}
-    _show(_call("POST", url, admin_key, f"/admin/v1/tenants/{tenant_id}/adapters", body), as_json,
-          _ADAPTER_COLUMNS)
-
-
-@adapters_app.command("list")
-def adapters_list(tenant_id: str, url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt = None, as_json: JsonOpt = False
-                  ) -> None:
-    """List a tenant's adapters."""
-    _show(_call("GET", url, admin_key, f"/admin/v1/tenants/{tenant_id}/adapters"), as_json, _ADAPTER_COLUMNS)
-
-
-@adapters_app.command("delete")
-def adapters_delete(tenant_id: str, name: str, url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt = None,
-                    as_json: JsonOpt = False) -> None:
-    """Remove an adapter (unloaded from its upstream)."""
-    _show(_call("DELETE", url, admin_key, f"/admin/v1/tenants/{tenant_id}/adapters/{quote(name)}"), as_json)
-
-
 @keys_app.command("create")
 def keys_create(
     tenant_id: str, url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt = None, as_json: JsonOpt = False,
@@ -526,161 +462,6 @@ def audit_verify(
         _fail(str(exc), 2)
     url = settings.database_migrate_url or settings.sql_url
     raise typer.Exit(run_verify_cli(database_url=url, data_dir=settings.data_dir, as_json=as_json, tenant_id=tenant))
-
-
-# --- prompt templates ----------------------------------------------------------------------------------------------
-TemplateOpt = Annotated[str | None, typer.Option("--template", help="Instructions text with {{variable}} placeholders "
-                                                 "and {% block name %}default{% endblock %} blocks.")]
-TemplateFileOpt = Annotated[Path | None, typer.Option("--template-file", help="Read the template from this file "
-                                                      "(a .json file holds messages: [{\"role\", \"content\"}]).")]
-VariablesOpt = Annotated[str | None, typer.Option("--variables", help='JSON schema of the variables, e.g. \'{"name": '
-                                                  '{"type": "string", "required": true}}\'.')]
-ModelOpt = Annotated[str | None, typer.Option("--model", help='JSON model settings, e.g. \'{"model": "gpt-4o-mini", '
-                                              '"temperature": 0.2}\'.')]
-VersionOpt = Annotated[str | None, typer.Option("--version", help="This version rather than the one labelled "
-                                                "production.")]
-PROMPT_COLUMNS = ["id", "name", "version", "latest_version", "labels"]
-OVERRIDE_COLUMNS = ["tenant_id", "prompt_id", "version", "latest_version", "labels"]
-
-
-def _template(text: str | None, path: Path | None) -> Any:
-    if (text is None) == (path is None):
-        _fail("give the template with exactly one of --template and --template-file")
-    if path is None:
-        return text
-    content = path.read_text()
-    return _json_arg(content, str(path)) if path.suffix == ".json" else content
-
-
-def _version_body(template: Any, variables: str | None, model: str | None) -> dict[str, Any]:
-    body: dict[str, Any] = {"template": template}
-    if variables is not None:
-        body["variables"] = _json_arg(variables, "--variables")
-    if model is not None:
-        body["model"] = _json_arg(model, "--model")
-    return body
-
-
-def _confirm(yes: bool, what: str) -> None:
-    if yes:
-        return
-    if not sys.stdin.isatty():
-        _fail("refusing to delete without --yes when not on a terminal")
-    typer.confirm(f"Delete {what}?", abort=True)
-
-
-def _with_version(path: str, version: str | None) -> str:
-    return path if version is None else f"{path}?version={quote(version, safe='')}"
-
-
-@prompts_app.command("create")
-def prompts_create(name: str, template: TemplateOpt = None, template_file: TemplateFileOpt = None,
-                   variables: VariablesOpt = None, model: ModelOpt = None, url: UrlOpt = DEFAULT_URL,
-                   admin_key: KeyOpt = None, as_json: JsonOpt = False) -> None:
-    """Create a base prompt (platform key): version 1, labelled production."""
-    body = {"name": name, **_version_body(_template(template, template_file), variables, model)}
-    _show(_call("POST", url, admin_key, "/admin/v1/prompts", body), as_json, PROMPT_COLUMNS)
-
-
-@prompts_app.command("list")
-def prompts_list(url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt = None, as_json: JsonOpt = False) -> None:
-    """List the base prompts with their labels."""
-    _show(_call("GET", url, admin_key, "/admin/v1/prompts?limit=1000"), as_json,
-          ["id", "name", "latest_version", "labels"])
-
-
-@prompts_app.command("get")
-def prompts_get(prompt_id: str, version: VersionOpt = None, url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt = None,
-                as_json: JsonOpt = False) -> None:
-    """Show a base prompt with one version's template (--json for the template and variables)."""
-    path = _with_version(f"/admin/v1/prompts/{quote(prompt_id, safe='')}", version)
-    _show(_call("GET", url, admin_key, path), as_json, PROMPT_COLUMNS)
-
-
-@prompts_app.command("add-version")
-def prompts_add_version(prompt_id: str, template: TemplateOpt = None, template_file: TemplateFileOpt = None,
-                        variables: VariablesOpt = None, model: ModelOpt = None, url: UrlOpt = DEFAULT_URL,
-                        admin_key: KeyOpt = None, as_json: JsonOpt = False) -> None:
-    """Add an immutable version to a base prompt; no label moves (use `label`)."""
-    body = _version_body(_template(template, template_file), variables, model)
-    _show(_call("POST", url, admin_key, f"/admin/v1/prompts/{quote(prompt_id, safe='')}/versions", body), as_json,
-          PROMPT_COLUMNS)
-
-
-@prompts_app.command("label")
-def prompts_label(prompt_id: str, label: str, version: str, url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt = None,
-                  as_json: JsonOpt = False) -> None:
-    """Point a base prompt's label (e.g. production) at a version."""
-    path = f"/admin/v1/prompts/{quote(prompt_id, safe='')}/labels/{quote(label, safe='')}"
-    _show(_call("PUT", url, admin_key, path, {"version": version}), as_json, PROMPT_COLUMNS)
-
-
-@prompts_app.command("delete")
-def prompts_delete(prompt_id: str, url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt = None, as_json: JsonOpt = False,
-                   yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False) -> None:
-    """Delete a base prompt, all its versions, and every tenant's override of it."""
-    _confirm(yes, f"prompt {prompt_id} with every tenant's override of it")
-    _show(_call("DELETE", url, admin_key, f"/admin/v1/prompts/{quote(prompt_id, safe='')}"), as_json)
-
-
-def _override_path(tenant_id: str, prompt_id: str) -> str:
-    return f"/admin/v1/tenants/{quote(tenant_id, safe='')}/prompts/{quote(prompt_id, safe='')}"
-
-
-@prompts_app.command("override")
-def prompts_override(
-    tenant_id: str, prompt_id: str,
-    block: Annotated[list[str] | None, typer.Option("--block", help="NAME=TEXT: fill a block the base declares "
-                                                    "(repeat for several).")] = None,
-    template: TemplateOpt = None, template_file: TemplateFileOpt = None,
-    url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt = None, as_json: JsonOpt = False,
-) -> None:
-    """Add a version to a tenant's override of a prompt: fill blocks (--block) or replace the whole template. The
-    first version is labelled production; later ones move no label (use `override-label`)."""
-    if block and (template is not None or template_file is not None):
-        _fail("give either --block or a template, not both")
-    if block:
-        pairs = [b.partition("=") for b in block]
-        if any(not sep or not name for name, sep, _ in pairs):
-            _fail("--block takes NAME=TEXT")
-        body: dict[str, Any] = {"blocks": {name: text for name, _, text in pairs}}
-    else:
-        body = {"template": _template(template, template_file)}
-    _show(_call("PUT", url, admin_key, _override_path(tenant_id, prompt_id), body), as_json, OVERRIDE_COLUMNS)
-
-
-@prompts_app.command("override-get")
-def prompts_override_get(tenant_id: str, prompt_id: str, version: VersionOpt = None, url: UrlOpt = DEFAULT_URL,
-                         admin_key: KeyOpt = None, as_json: JsonOpt = False) -> None:
-    """Show a tenant's override of a prompt (--json for its blocks or template)."""
-    path = _with_version(_override_path(tenant_id, prompt_id), version)
-    _show(_call("GET", url, admin_key, path), as_json, OVERRIDE_COLUMNS)
-
-
-@prompts_app.command("override-list")
-def prompts_override_list(tenant_id: str, url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt = None,
-                          as_json: JsonOpt = False) -> None:
-    """List a tenant's overrides."""
-    path = f"/admin/v1/tenants/{quote(tenant_id, safe='')}/prompts"
-    _show(_call("GET", url, admin_key, path), as_json, ["prompt_id", "latest_version", "labels"])
-
-
-@prompts_app.command("override-label")
-def prompts_override_label(tenant_id: str, prompt_id: str, label: str, version: str, url: UrlOpt = DEFAULT_URL,
-                           admin_key: KeyOpt = None, as_json: JsonOpt = False) -> None:
-    """Point a label of a tenant's override (production is the one requests use) at one of its versions."""
-    path = f"{_override_path(tenant_id, prompt_id)}/labels/{quote(label, safe='')}"
-    _show(_call("PUT", url, admin_key, path, {"version": version}), as_json, OVERRIDE_COLUMNS)
-
-
-@prompts_app.command("override-delete")
-def prompts_override_delete(tenant_id: str, prompt_id: str, url: UrlOpt = DEFAULT_URL, admin_key: KeyOpt = None,
-                            as_json: JsonOpt = False,
-                            yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False
-                            ) -> None:
-    """Delete a tenant's override of a prompt (every version); the tenant gets the base prompt again."""
-    _confirm(yes, f"tenant {tenant_id}'s override of {prompt_id}")
-    _show(_call("DELETE", url, admin_key, _override_path(tenant_id, prompt_id)), as_json)
 
 
 def main() -> None:
