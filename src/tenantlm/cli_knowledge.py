@@ -13,10 +13,9 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 
-from tenantlm.cli_support import DEFAULT_URL, JsonOpt, UrlOpt, _fail, _json_arg, _show
+from tenantlm.cli_support import DEFAULT_URL, JsonOpt, UrlOpt, _json_arg, _send, _show
 
 files_app = typer.Typer(help="Upload, list, download and delete a tenant's files (with a tenant API key).",
                         no_args_is_help=True)
@@ -31,20 +30,8 @@ POLL_S = 0.5
 
 
 def _request(method: str, url: str, key: str | None, path: str, **kw: Any) -> Any:
-    if not key:
-        _fail("no tenant API key: pass --api-key or set TENANTLM_API_KEY")
-    try:
-        resp = httpx.request(method, url.rstrip("/") + path, timeout=300,
-                             headers={"authorization": f"Bearer {key}"}, **kw)
-    except httpx.HTTPError as exc:
-        _fail(f"cannot reach {url}: {exc.__class__.__name__}")
-    if resp.status_code >= 400:
-        try:
-            message = resp.json().get("error", {}).get("message", resp.text)
-        except ValueError:
-            message = resp.text[:200]
-        _fail(f"HTTP {resp.status_code}: {message}", 2 if resp.status_code < 500 else 1)
-    return resp
+    return _send(method, url, key, path, no_key="no tenant API key: pass --api-key or set TENANTLM_API_KEY",
+                 timeout=300, **kw)
 
 
 def _upload(url: str, key: str | None, path: Path, purpose: str) -> dict[str, Any]:

@@ -26,22 +26,34 @@ def _fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _call(method: str, url: str, key: str | None, path: str, body: dict[str, Any] | None = None) -> Any:
+def _send(method: str, url: str, key: str | None, path: str, *, no_key: str, timeout: float,
+          **kw: Any) -> httpx.Response:
+    """One authenticated request; an HTTP error answer or an unreachable server ends the command with its message
+    (exit 2 for the caller's mistakes, 1 for the server's)."""
     if not key:
-        _fail("no admin key: pass --admin-key or set TENANTLM_ADMIN_KEY")
+        _fail(no_key)
     try:
-        resp = httpx.request(method, url.rstrip("/") + path, json=body, timeout=30,
-                             headers={"authorization": f"Bearer {key}"})
+        resp = httpx.request(method, url.rstrip("/") + path, timeout=timeout,
+                             headers={"authorization": f"Bearer {key}"}, **kw)
     except httpx.HTTPError as exc:
         _fail(f"cannot reach {url}: {exc.__class__.__name__}")
+    if resp.status_code >= 400:
+        try:
+            data = resp.json()
+            message = data.get("error", {}).get("message", data) if isinstance(data, dict) else data
+        except ValueError:
+            message = resp.text[:200]
+        _fail(f"HTTP {resp.status_code}: {message}", 2 if resp.status_code < 500 else 1)
+    return resp
+
+
+def _call(method: str, url: str, key: str | None, path: str, body: dict[str, Any] | None = None) -> Any:
+    resp = _send(method, url, key, path, no_key="no admin key: pass --admin-key or set TENANTLM_ADMIN_KEY",
+                 timeout=30, json=body)
     try:
-        data = resp.json()
+        return resp.json()
     except ValueError:
         _fail(f"HTTP {resp.status_code} with a non-JSON body")
-    if resp.status_code >= 400:
-        err = data.get("error", {}) if isinstance(data, dict) else {}
-        _fail(f"HTTP {resp.status_code}: {err.get('message', data)}", 2 if resp.status_code < 500 else 1)
-    return data
 
 
 def _download(url: str, key: str | None, method: str, path: str, out: Path) -> int:
