@@ -43,3 +43,20 @@ def test_renumbered_chunk_ids_do_not_empty_a_search(live: tuple[Live, Path], wei
     assert changed >= 1
     after = sdk.vector_stores.search(store.id, query="tides moon", ranking_options=options)  # type: ignore[arg-type]
     assert [(r.file_id, r.content[0].text) for r in after.data] == [(done.id, before.data[0].content[0].text)]
+
+
+def test_a_file_gone_while_a_search_runs_is_left_out_not_an_error(live: tuple[Live, Path]) -> None:
+    server, db_file = live
+    tenant = server.new_tenant(f"gone-{uuid.uuid4().hex[:8]}")
+    sdk = server.sdk(tenant.member_key, max_retries=0)
+    store = sdk.vector_stores.create(name="docs")
+    kept, gone = (sdk.vector_stores.files.upload_and_poll(vector_store_id=store.id, poll_interval_ms=100,
+                                                          file=(name, text))
+                  for name, text in (("tides.txt", b"Tides rise and fall with the moon."),
+                                     ("moon.txt", b"The moon pulls the tides of the sea.")))
+    before = sdk.vector_stores.search(store.id, query="tides moon")
+    assert {r.file_id for r in before.data} == {kept.id, gone.id}
+    with sqlite3.connect(db_file) as conn:  # the file's row goes between the ranking and the results
+        assert conn.execute("DELETE FROM files WHERE id = ?", (gone.id,)).rowcount == 1
+    after = sdk.vector_stores.search(store.id, query="tides moon")
+    assert [(r.file_id, r.filename) for r in after.data] == [(kept.id, "tides.txt")]

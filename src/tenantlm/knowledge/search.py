@@ -26,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tenantlm.cache import TtlCache
+from tenantlm.errors import NotFound
 from tenantlm.knowledge.embedding import Embedder
 from tenantlm.knowledge.files import FilesService
 from tenantlm.knowledge.filters import filter_predicate, parse_filter
@@ -173,14 +174,25 @@ class KnowledgeSearch:
         rows = {store_id: await self.store.chunk_texts(tenant_id=tenant_id, store_id=store_id, ids=ids)
                 for store_id, ids in wanted.items()}  # one read per store for all of its results
         results, stale = [], set()
+        names: dict[str, str | None] = {}  # file id -> its name, opened once per search (None: the file is gone)
         for r in fused:
             store_id, cid = r.id
             result = await self._result(tenant_id, store_id, cid, r.score, texts[store_id], rows[store_id])
             if result is None:
                 stale.add(store_id)
-            else:
-                results.append(result)
+                continue
+            file_id = result["file_id"]
+            if file_id not in names:
+                names[file_id] = await self._filename(tenant_id, file_id)
+            if names[file_id] is not None:  # a file deleted while this search ran is not shown
+                results.append({**result, "filename": names[file_id]})
         return results, stale
+
+    async def _filename(self, tenant_id: str, file_id: str) -> str | None:
+        try:
+            return (await self.files.get(tenant_id=tenant_id, file_id=file_id)).filename
+        except NotFound:
+            return None
 
     async def _result(self, tenant_id: str, store_id: str, chunk_id: int, score: float, text: StoreText,
                       found: dict[int, tuple[str, int, bytes]]) -> dict[str, Any] | None:
@@ -193,8 +205,7 @@ class KnowledgeSearch:
         plain = await self.opener.open(tenant_id=tenant_id, kind="chunk_text",
                                        record_id=chunk_record(store_id, file_id, text.seqs[chunk_id]),
                                        ciphertext=sealed)
-        stored = await self.files.get(tenant_id=tenant_id, file_id=file_id)
-        return {"file_id": file_id, "filename": stored.filename, "score": round(score, 6),
+        return {"file_id": file_id, "filename": None, "score": round(score, 6),
                 "attributes": text.file_attributes.get(file_id),
                 "content": [{"type": "text", "text": plain.decode("utf-8")}]}
 
