@@ -168,6 +168,24 @@ def _alert_hook(alerts: BudgetAlerts) -> Any:
     return on_flushed
 
 
+def build_tiers(settings: Settings, *, router: TenantRouter, locations: Locations, tenancy: TenancyService,
+                audit: AuditLog, search: KnowledgeSearch, budgets: AdmissionService | None,
+                ledger: Ledger) -> TiersService:
+    """The tier service, which also places new tenants, and with several replicas on Postgres the placement lock
+    every replica's router takes. ``budgets`` (with Redis): a move changes the tenant's key prefix there, and its
+    budget counters under the new one start at the ledger's."""
+    tiers = TiersService(router=router, locations=locations, tenancy=tenancy, audit=audit, caches=[search],
+                         one_replica=settings.redis_url is None and settings.replicas <= 1)
+    tenancy.placements = tiers
+    if budgets is not None:
+        async def reseed(tenant_id: str) -> None:
+            await budgets.seed_budgets(await ledger.period_usage(tenant_id=tenant_id))
+        tiers.after_switch.append(reseed)
+    if settings.is_postgres and not tiers.one_replica:
+        router.coordinate(tiers)
+    return tiers
+
+
 def build_services(settings: Settings) -> Services:
     db = Database.from_url(settings.sql_url)
     locations = Locations.from_settings(settings, home_pool=db, home_silos=build_silos(settings))
@@ -240,15 +258,8 @@ def build_services(settings: Settings) -> Services:
     conversations.session_hooks.append(SessionMemories(memories=memories, responses=responses))  # a session's end
     storage = StorageMeter(store=StorageUsageStore(db), sources=(files, vector_stores, responses),
                            tenants=tenancy.store, price_per_gb_day=settings.storage_price_per_gb_day)
-    tiers = TiersService(router=router, locations=locations, tenancy=tenancy, audit=audit, caches=[search],
-                         one_replica=settings.redis_url is None and settings.replicas <= 1)
-    tenancy.placements = tiers
-    if redis is not None:  # a move changes the tenant's key prefix in Redis: its budgets start there at the ledger's
-        async def reseed(tenant_id: str) -> None:
-            await admission.seed_budgets(await ledger.period_usage(tenant_id=tenant_id))
-        tiers.after_switch.append(reseed)
-    if settings.is_postgres and not tiers.one_replica:
-        router.coordinate(tiers)  # every replica reads each tenant's placement under its placement lock
+    tiers = build_tiers(settings, router=router, locations=locations, tenancy=tenancy, audit=audit, search=search,
+                        budgets=admission if redis is not None else None, ledger=ledger)
     return Services(
         router=router, tiers=tiers,
         admission=admission, schedulers=schedulers, replicas=replicas, ledger=ledger, alerts=alerts, redis=redis,
