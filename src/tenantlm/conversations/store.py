@@ -16,6 +16,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 from tenantlm.storage.sql.engine import Database
+from tenantlm.storage.sql.paging import tenant_pages
 from tenantlm.storage.sql.tables import conversation_items as items_t
 from tenantlm.storage.sql.tables import conversations as conv_t
 
@@ -185,31 +186,11 @@ class ConversationStore:
             after = page[-1].position
 
     # --- key rotation, tenant erasure -------------------------------------------------------------------------
-    async def conversation_pages(self, *, tenant_id: str) -> AsyncIterator[list[ConversationRow]]:
-        after = ""
-        while True:
-            q = sa.select(conv_t).where(conv_t.c.tenant_id == tenant_id, conv_t.c.id > after) \
-                .order_by(conv_t.c.id).limit(PAGE)
-            async with self.db.tenant_tx(tenant_id=tenant_id) as conn:
-                rows = [_conv(tenant_id, r) for r in await conn.execute(q)]
-            if rows:
-                yield rows
-            if len(rows) < PAGE:
-                return
-            after = rows[-1].id
+    def conversation_pages(self, *, tenant_id: str) -> AsyncIterator[list[ConversationRow]]:
+        return tenant_pages(self.db, conv_t, tenant_id=tenant_id, convert=lambda r: _conv(tenant_id, r), page=PAGE)
 
-    async def item_pages(self, *, tenant_id: str) -> AsyncIterator[list[ItemRow]]:
-        after = ""
-        while True:
-            q = sa.select(items_t).where(items_t.c.tenant_id == tenant_id, items_t.c.id > after) \
-                .order_by(items_t.c.id).limit(PAGE)
-            async with self.db.tenant_tx(tenant_id=tenant_id) as conn:
-                rows = [_item(r) for r in await conn.execute(q)]
-            if rows:
-                yield rows
-            if len(rows) < PAGE:
-                return
-            after = rows[-1].id
+    def item_pages(self, *, tenant_id: str) -> AsyncIterator[list[ItemRow]]:
+        return tenant_pages(self.db, items_t, tenant_id=tenant_id, convert=_item, page=PAGE)
 
     async def replace_conversation_sealed(self, *, tenant_id: str, conversation_id: str, sealed_metadata: bytes,
                                           sealed_summary: bytes | None) -> None:

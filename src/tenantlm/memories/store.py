@@ -11,6 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from tenantlm.storage.sql.engine import Database
+from tenantlm.storage.sql.paging import tenant_pages
 from tenantlm.storage.sql.tables import memories
 
 PAGE = 500
@@ -97,20 +98,9 @@ class MemoryStore:
             await conn.execute(memories.update().where(_of(tenant_id, end_user), memories.c.id == memory_id)
                                .values(sealed_text=sealed_text, sealed_vector=sealed_vector))
 
-    async def pages(self, *, tenant_id: str) -> AsyncIterator[list[MemoryRow]]:
+    def pages(self, *, tenant_id: str) -> AsyncIterator[list[MemoryRow]]:
         """Every memory of the tenant (all its end users), a page per transaction, by end user then id."""
-        after = ("", "")
-        c = memories.c
-        while True:
-            q = sa.select(memories).where(c.tenant_id == tenant_id, sa.tuple_(c.end_user, c.id) > after) \
-                .order_by(c.end_user, c.id).limit(PAGE)
-            async with self.db.tenant_tx(tenant_id=tenant_id) as conn:
-                rows = [_row(r) for r in await conn.execute(q)]
-            if rows:
-                yield rows
-            if len(rows) < PAGE:
-                return
-            after = (rows[-1].end_user, rows[-1].id)
+        return tenant_pages(self.db, memories, tenant_id=tenant_id, convert=_row, page=PAGE, keys=("end_user", "id"))
 
     async def forget_tenant(self, *, tenant_id: str) -> None:
         async with self.db.tenant_tx(tenant_id=tenant_id) as conn:

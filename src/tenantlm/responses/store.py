@@ -11,6 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from tenantlm.storage.sql.engine import Database
+from tenantlm.storage.sql.paging import tenant_pages
 from tenantlm.storage.sql.tables import responses
 
 PAGE = 200
@@ -80,19 +81,9 @@ class ResponseStore:
                                                         responses.c.id == response_id)
                                .values(sealed_input=sealed_input, sealed_output=sealed_output))
 
-    async def pages(self, *, tenant_id: str) -> AsyncIterator[list[ResponseRow]]:
+    def pages(self, *, tenant_id: str) -> AsyncIterator[list[ResponseRow]]:
         """Every row of the tenant, a page per transaction, in id order."""
-        after = ""
-        while True:
-            q = sa.select(responses).where(responses.c.tenant_id == tenant_id, responses.c.id > after) \
-                .order_by(responses.c.id).limit(PAGE)
-            async with self.db.tenant_tx(tenant_id=tenant_id) as conn:
-                rows = [_row(r) for r in await conn.execute(q)]
-            if rows:
-                yield rows
-            if len(rows) < PAGE:
-                return
-            after = rows[-1].id
+        return tenant_pages(self.db, responses, tenant_id=tenant_id, convert=_row, page=PAGE)
 
     async def stored_bytes(self, *, tenant_id: str) -> int:
         """What the tenant's responses take in sealed bytes (a measure, for operators and tests)."""
